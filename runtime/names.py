@@ -45,7 +45,7 @@ def is_name(value: str) -> bool:
 
 
 def check_name(kind: str, value: str) -> str:
-    """Return ``value`` if it is a valid name, else raise :class:`InvalidNameError` naming ``kind``."""
+    """Return ``value`` if it is a valid name, else raise :class:`InvalidNameError`."""
     if not is_name(value):
         raise InvalidNameError(name_problem(kind, value))
     return value

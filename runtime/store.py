@@ -87,7 +87,7 @@ def content_headers(key: str) -> tuple[str, str]:
     if key.startswith("descriptors/"):
         return "application/json", IMMUTABLE
     if key.startswith("aliases/"):
-        # Pointer files move; history records never change.
+        # Pointer files and the per-model view move; history records never change.
         return "application/json", NO_CACHE if key.count("/") == 2 else IMMUTABLE
     if key in ("index.json", "index", "v1/models"):
         return "application/json", NO_CACHE
@@ -138,7 +138,7 @@ def _blake3_file(path: Path) -> str:
 
 
 class LocalStore:
-    """A directory. Writes are temp-then-rename; CREATE links a complete file; MATCH holds a lock."""
+    """A directory: temp-then-rename writes; CREATE links a complete file; MATCH locks."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -300,7 +300,7 @@ class MemoryStore:
         """Every object whose key starts with ``prefix``, sorted by key; etags left empty."""
         with self._mutex:
             items = sorted((k, len(v[0]), v[1]) for k, v in self._objects.items())
-        return iter(ObjectInfo(k, size, "", mtime) for k, size, mtime in items if k.startswith(prefix))
+        return iter(ObjectInfo(k, n, "", mtime) for k, n, mtime in items if k.startswith(prefix))
 
     @contextlib.contextmanager
     def open(self, key: str) -> Iterator[BinaryIO]:

@@ -134,3 +134,67 @@ def decode_descriptor(data: bytes) -> BundleDescriptor:
 def decode_index(data: bytes) -> Index:
     """Parse ``index.json`` (raises msgspec.ValidationError naming the bad field)."""
     return msgspec.json.decode(data, type=Index)
+
+
+class AliasRecord(msgspec.Struct, frozen=True):
+    """``aliases/<id>/<alias>/<seq>.json``: one immutable record per promotion.
+
+    ``prev_digest`` is the BLAKE3 hex of the previous record file's bytes ("" for seq 1), so the
+    chain shows any edit or gap.
+    """
+
+    model: str
+    alias: str
+    version: str
+    previous: str | None
+    actor: str
+    reason: str
+    time: str  # UTC, RFC 3339
+    seq: int
+    prev_digest: str = ""
+
+
+class AliasPointer(msgspec.Struct, frozen=True):
+    """``aliases/<id>/<alias>.json``: the version an alias names now, and its record."""
+
+    model: str
+    alias: str
+    version: str
+    seq: int
+    record_digest: str  # BLAKE3 hex of aliases/<id>/<alias>/<seq>.json
+    time: str = ""
+
+
+class AliasView(msgspec.Struct, frozen=True):
+    """One alias of a model with its history (oldest first), for pages and listings."""
+
+    alias: str
+    version: str
+    seq: int
+    time: str
+    actor: str
+    reason: str
+    history: tuple[AliasRecord, ...] = ()
+
+
+class AliasIndex(msgspec.Struct, frozen=True):
+    """``aliases/<id>/index.json``: a derived view of a model's aliases, rewritten after each
+    promotion (no-cache) so the browse page can show current aliases without a rebuild."""
+
+    model: str
+    aliases: tuple[AliasView, ...] = ()
+
+
+def alias_pointer_key(model: str, alias: str) -> str:
+    """Store key of an alias pointer file."""
+    return f"aliases/{model}/{alias}.json"
+
+
+def alias_record_key(model: str, alias: str, seq: int) -> str:
+    """Store key of one promotion record."""
+    return f"aliases/{model}/{alias}/{seq}.json"
+
+
+def alias_index_key(model: str) -> str:
+    """Store key of a model's derived alias view."""
+    return f"aliases/{model}/index.json"
