@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from runtime.cli import build_parser, run
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("registry_build.cli.build",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,212 @@
+"""bundles.json validation: every problem at once, each with its key path and the fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry_build.config import load_config
+from runtime.errors import ConfigError
+from runtime.names import TARGETS
+
+KNOWN = ", ".join(TARGETS)
+NAME_RULE = (
+    "is not a valid name: use 1-128 letters, digits, '.', '_' or '-', "
+    "starting and ending with a letter or digit, without '..'"
+)
+VALID: dict[str, Any] = {
+    "bundles": {
+        "a": {
+            "model_id": "tiny",
+            "version": "1.0",
+            "description": "A tiny model",
+            "targets": [
+                {
+                    "platform": "universal",
+                    "model_file": "model.bin",
+                    "model_type": "onnx",
+                    "source_path": "m.bin",
+                    "fallback": "error",
+                },
+                {
+                    "platform": "linux-x86_64",
+                    "model_file": "model.onnx",
+                    "model_type": "onnx",
+                    "source_dir": "d",
+                },
+            ],
+        }
+    }
+}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "m.bin").write_bytes(b"weights")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "model.onnx").write_bytes(b"onnx")
+    (tmp_path / "d" / "vocab.txt").write_text("a\nb\n")
+    (tmp_path / "meta.json").write_text(json.dumps({"files": ["model.onnx", "gone.txt"]}))
+    (tmp_path / "bad-meta.json").write_text("{nope")
+    return tmp_path
+
+
+def edit(change: Any) -> Any:
+    doc = copy.deepcopy(VALID)
+    change(doc)
+    return doc
+
+
+def bundle(doc: Any) -> dict[str, Any]:
+    return doc["bundles"]["a"]  # type: ignore[no-any-return]
+
+
+def target(doc: Any, i: int = 0) -> dict[str, Any]:
+    return bundle(doc)["targets"][i]  # type: ignore[no-any-return]
+
+
+B = 'bundles.json: bundles["a"]'
+T0 = f"{B}.targets[0]"
+
+CASES: list[tuple[str, Any, list[str]]] = [
+    ("not json", "{", ["bundles.json: line 1 column 2: invalid JSON: Expecting property name enclosed in double quotes"]),
+    ("top level array", [], ['bundles.json: top level: expected an object {"bundles": {...}}, got an array']),
+    ("no bundles", {}, ["bundles.json: bundles: expected an object mapping a name to each bundle, got nothing"]),
+    ("bundles array", {"bundles": []}, ["bundles.json: bundles: expected an object mapping a name to each bundle, got an array"]),
+    ("bundles empty", {"bundles": {}}, ["bundles.json: bundles: is empty: define at least one bundle"]),
+    ("bundle string", {"bundles": {"a": "tiny"}}, [f"{B}: expected an object with model_id, version and targets, got a string"]),
+    ("model_id missing", edit(lambda d: bundle(d).pop("model_id")), [f"{B}.model_id: is missing: add it (a string)"]),
+    ("model_id traversal", edit(lambda d: bundle(d).update(model_id="../evil")), [f"{B}.model_id: model_id '../evil' {NAME_RULE}"]),
+    ("model_id space", edit(lambda d: bundle(d).update(model_id="my model")), [f"{B}.model_id: model_id 'my model' {NAME_RULE}"]),
+    ("version number", edit(lambda d: bundle(d).update(version=1.0)), [f'{B}.version: expected a string, got the number 1.0: quote it ("1.0")']),
+    ("version slash", edit(lambda d: bundle(d).update(version="1.0/2")), [f"{B}.version: version '1.0/2' {NAME_RULE}"]),
+    ("version missing", edit(lambda d: bundle(d).pop("version")), [f"{B}.version: is missing: add it (a string)"]),
+    ("description number", edit(lambda d: bundle(d).update(description=5)), [f"{B}.description: expected a string, got a number 5"]),
+    ("targets missing", edit(lambda d: bundle(d).pop("targets")), [f"{B}.targets: expected a non-empty array of targets, got nothing"]),
+    ("targets empty", edit(lambda d: bundle(d).update(targets=[])), [f"{B}.targets: expected a non-empty array of targets, got an empty array"]),
+    ("target string", edit(lambda d: bundle(d).update(targets=["universal"])), [f"{T0}: expected an object with platform, model_file and a source, got a string"]),
+    ("platform missing", edit(lambda d: target(d).pop("platform")), [f"{T0}.platform: is missing: add it (a string)"]),
+    ("platform unknown", edit(lambda d: target(d).update(platform="ios-x64")), [f"{T0}.platform: 'ios-x64' is not a known platform (known: {KNOWN})"]),
+    ("both sources", edit(lambda d: target(d).update(source_dir="d")), [f"{T0}: has both of source_path and source_dir: give exactly one"]),
+    ("no source", edit(lambda d: target(d).pop("source_path")), [f"{T0}: has neither of source_path and source_dir: give exactly one"]),
+    ("model_file missing", edit(lambda d: target(d).pop("model_file")), [f"{T0}.model_file: is missing: add it (a string)"]),
+    ("model_file escapes", edit(lambda d: target(d).update(model_file="../x.bin")), [f"{T0}.model_file: '../x.bin' must be a relative path inside the bundle, without '..'"]),
+    ("model_file absolute", edit(lambda d: target(d).update(model_file="/etc/passwd")), [f"{T0}.model_file: '/etc/passwd' must be a relative path inside the bundle, without '..'"]),
+    ("model_type missing", edit(lambda d: target(d).pop("model_type")), [f"{T0}.model_type: is missing: add it (a string)"]),
+    ("fallback bad", edit(lambda d: target(d).update(fallback="maybe")), [f"{T0}.fallback: 'maybe' is not one of \"placeholder\", \"error\""]),
+    ("source_path is dir", edit(lambda d: target(d).update(source_path="d")), [f"{T0}.source_path: 'd' is not a file; use source_dir instead"]),
+    ("source_dir is file", edit(lambda d: target(d, 1).update(source_dir="m.bin")), [f"{B}.targets[1].source_dir: 'm.bin' is not a directory; use source_path instead"]),
+    ("metadata array", edit(lambda d: bundle(d).update(metadata=[])), [f"{B}.metadata: expected an object, got an array"]),
+    ("parameter_count text", edit(lambda d: bundle(d).update(metadata={"parameter_count": "1B"})), [f"{B}.metadata.parameter_count: expected a whole number, got a string '1B'"]),
+    ("context_length negative", edit(lambda d: bundle(d).update(metadata={"context_length": -1})), [f"{B}.metadata.context_length: expected a whole number >= 0, got -1"]),
+    ("tags not strings", edit(lambda d: bundle(d).update(metadata={"tags": ["asr", 1]})), [f"{B}.metadata.tags: expected an array of strings"]),
+    ("license bool", edit(lambda d: bundle(d).update(metadata={"license": True})), [f"{B}.metadata.license: expected a string, got a boolean True"]),
+    ("model_metadata bad json", edit(lambda d: bundle(d).update(model_metadata="bad-meta.json")), [f"{B}.model_metadata: 'bad-meta.json' is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): fix the file"]),
+    ("model_metadata not string", edit(lambda d: bundle(d).update(model_metadata=3)), [f"{B}.model_metadata: expected a path to a model_metadata.json, got a number"]),
+    ("model_file not in dir", edit(lambda d: target(d, 1).update(model_file="nope.onnx")), [f"{B}.targets[1].model_file: 'nope.onnx' is not in source_dir {{tmp}}/d: fix model_file"]),
+    ("listed file missing", edit(lambda d: bundle(d).update(model_metadata="meta.json")), [f"{B}.targets[1]: model_metadata lists 'gone.txt' but {{tmp}}/d/gone.txt does not exist"]),
+    ("missing source, fallback error", edit(lambda d: target(d).update(source_path="gone.bin")), [f'{T0}.source_path: \'gone.bin\' does not exist (looked for {{tmp}}/gone.bin) and fallback is "error": add the file, fix the path, or set "fallback": "placeholder"']),
+    ("missing source, default fallback", edit(lambda d: target(d, 1).update(source_dir="nodir")), [f'{B}.targets[1].source_dir: \'nodir\' does not exist (looked for {{tmp}}/nodir) and fallback is "error": add the file, fix the path, or set "fallback": "placeholder"']),
+    ("duplicate within bundle", edit(lambda d: target(d, 1).update(platform="universal")), [f"{B}.targets[1]: tiny@1.0 for platform 'universal' is already defined at bundles[\"a\"].targets[0]: keep one definition per model_id, version and platform"]),
+    (
+        "duplicate across bundles via synonym",
+        edit(lambda d: d["bundles"].update(b={**copy.deepcopy(bundle(d)), "targets": [{**target(d, 1), "platform": "LINUX-x86_64"}]})),
+        [f"bundles.json: bundles[\"b\"].targets[0]: tiny@1.0 for platform 'linux-x86_64' is already defined at bundles[\"a\"].targets[1]: keep one definition per model_id, version and platform"],
+    ),
+    (
+        "several problems at once",
+        edit(lambda d: (bundle(d).update(version=2), target(d).update(platform="mars"), target(d, 1).pop("model_type"))),
+        [
+            f'{B}.version: expected a string, got the number 2: quote it ("2")',
+            f"{T0}.platform: 'mars' is not a known platform (known: {KNOWN})",
+            f"{B}.targets[1].model_type: is missing: add it (a string)",
+        ],
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_broken_documents_report_every_problem(workdir: Path, doc: Any, expected: list[str]) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [m.replace("{tmp}", str(workdir)) for m in expected]
+
+
+def test_message_counts_problems(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps({"bundles": {"a": {"model_id": "x"}}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).splitlines() == [
+        "2 problems in the configuration:",
+        f"  - {B}.version: is missing: add it (a string)",
+        f"  - {B}.targets: expected a non-empty array of targets, got nothing",
+    ]
+
+
+def test_unknown_keys_warn_and_fail_under_strict(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(lambda d: target(d).update(platfrom="x"))))
+    message = (
+        f"{T0}: unknown key 'platfrom' (known: fallback, model_file, model_type, platform, "
+        "source_dir, source_path); remove it or fix its spelling"
+    )
+    assert load_config(path).warnings == (message,)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, strict=True)
+    assert info.value.problems == [message]
+
+
+def test_xybrid_hf_repo_key_is_known(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(lambda d: bundle(d).update(hf_repo="org/tiny"))))
+    assert load_config(path, strict=True).warnings == ()
+
+
+def test_valid_document_gives_typed_values(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    doc = edit(lambda d: target(d, 1).update(platform="linux-aarch64"))
+    path.write_text(json.dumps(doc))
+    config = load_config(path)
+    (spec,) = config.bundles
+    assert (spec.model_id, spec.version, spec.description) == ("tiny", "1.0", "A tiny model")
+    assert [t.platform for t in spec.targets] == ["universal", "linux-arm64"]
+    assert spec.targets[0].source_path == workdir / "m.bin"
+    assert spec.targets[1].source_dir == workdir / "d"
+    assert spec.targets[1].fallback == "error"
+
+
+def test_missing_source_with_placeholder_fallback_is_marked(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(lambda d: target(d).update(source_path="gone", fallback="placeholder"))))
+    assert load_config(path).bundles[0].targets[0].missing is True
+
+
+def test_yaml_document_is_equivalent(workdir: Path) -> None:
+    import yaml
+
+    (workdir / "bundles.json").write_text(json.dumps(VALID))
+    (workdir / "bundles.yaml").write_text(yaml.safe_dump(VALID))
+    assert load_config(workdir / "bundles.yaml").bundles == load_config(workdir / "bundles.json").bundles
+
+
+def test_yaml_syntax_error_names_line(workdir: Path) -> None:
+    path = workdir / "bundles.yaml"
+    path.write_text("bundles:\n  a: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems[0].startswith("bundles.yaml: line 3 column 1: invalid YAML: ")
+
+
+def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bundles.json")
+    assert info.value.problems == [
+        f"{tmp_path}/bundles.json: no such file: create it, or pass --config PATH to the bundles.json to use"
+    ]
