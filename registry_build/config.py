@@ -56,6 +56,7 @@ class TargetSpec:
     source_dir: Path | None
     fallback: Fallback
     missing: bool = False  # source absent and fallback is "placeholder"
+    source: str = ""  # the source path as written in the config
 
 
 @dataclass(frozen=True)
@@ -285,11 +286,14 @@ class _Checker:
         if fallback not in FALLBACKS:
             self.problem(f"{where}.fallback", f'{fallback!r} is not one of "placeholder", "error"')
         source_path, source_dir, missing = self.source(where, obj, fallback)
+        written = str(obj.get("source_path") or obj.get("source_dir") or "")
         if source_dir is not None and not missing and model_file:
             self.model_file_in_dir(where, source_dir, model_file, listed)
         if len(self.problems) > before:
             return None
-        return TargetSpec(platform, model_file, model_type, source_path, source_dir, fallback, missing)
+        return TargetSpec(
+            platform, model_file, model_type, source_path, source_dir, fallback, missing, written
+        )
 
     def platform(self, where: str, obj: Mapping[str, Any]) -> str:
         raw = self.string(where, obj, "platform")

@@ -7,6 +7,7 @@ never disagree. Merging enforces immutability: an (id, version, target) keeps it
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from collections.abc import Iterable, Sequence
@@ -53,9 +54,14 @@ def merge_index(index: Index, new: Iterable[BundleDescriptor]) -> Index:
     """``index`` plus ``new`` descriptors; the same digest again is a no-op.
 
     Raises ImmutableConflict naming both digests when a key exists with another digest.
+    ``models`` follows each model's highest version.
     """
     entries = {d.key: d for d in index.bundles}
-    models = dict(index.models)
+    newest: dict[str, tuple[object, ...]] = {}
+    for entry in index.bundles:
+        key = version_key(entry.version)
+        newest[entry.id] = max(newest.get(entry.id, key), key)
+    informs: dict[str, BundleDescriptor] = {}  # the new descriptor that now states each model
     for descriptor in new:
         current = entries.get(descriptor.key)
         if current is not None:
@@ -63,15 +69,13 @@ def merge_index(index: Index, new: Iterable[BundleDescriptor]) -> Index:
                 raise conflict(current, descriptor)
             continue
         entries[descriptor.key] = index_entry(descriptor)
-        if _is_newest(descriptor, entries.values()):
-            models[descriptor.id] = model_info(descriptor)
+        key = version_key(descriptor.version)
+        if descriptor.id not in newest or key >= newest[descriptor.id]:
+            newest[descriptor.id] = key
+            informs[descriptor.id] = descriptor
+    models = {**index.models, **{m: model_info(d) for m, d in informs.items()}}
     bundles = tuple(sort_descriptors(list(entries.values())))
     return Index(models=dict(sorted(models.items())), bundles=bundles)
-
-
-def _is_newest(descriptor: BundleDescriptor, entries: Iterable[BundleDescriptor]) -> bool:
-    versions = [version_key(e.version) for e in entries if e.id == descriptor.id]
-    return version_key(descriptor.version) >= max(versions)
 
 
 def model_info(descriptor: BundleDescriptor) -> ModelInfo:
@@ -113,6 +117,7 @@ def model_list(index: Index) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
+@functools.lru_cache(maxsize=4096)
 def _epoch(stamp: str) -> int:
     try:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
@@ -148,12 +153,16 @@ def write_descriptors(store: Store, descriptors: Sequence[BundleDescriptor]) -> 
     for descriptor in descriptors:
         key = descriptor_key(*descriptor.key)
         try:
-            store.put(key, encode_pretty(descriptor), PutMode.CREATE)
-            written.append(key)
-        except PreconditionFailed:
             existing = decode_descriptor(store.get(key)[0])
-            if existing.hash != descriptor.hash:
-                raise conflict(existing, descriptor) from None
+        except KeyNotFound:
+            try:
+                store.put(key, encode_pretty(descriptor), PutMode.CREATE)
+                written.append(key)
+                continue
+            except PreconditionFailed:
+                existing = decode_descriptor(store.get(key)[0])
+        if existing.hash != descriptor.hash:
+            raise conflict(existing, descriptor)
     return written
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -100,6 +101,7 @@ def _tokens(text: str) -> tuple[tuple[int, int, str], ...]:
     )
 
 
+@functools.lru_cache(maxsize=65536)
 def version_key(version: str) -> tuple[object, ...]:
     """Sort key for natural version order; the raw string breaks ties so the order is total."""
     main, sep, pre = version.partition("-")

@@ -1,0 +1,88 @@
+"""Benchmark 3 of the build: index and pages for 100,000 descriptors.
+
+Targets: merge + index documents + pages <= 3 s; index.json <= 450 bytes per descriptor.
+Peer in the same run: a Helm-style `index.yaml` of the same entries written with PyYAML
+(what `helm repo index` produces), timed and sized the same way.
+
+    python -m bench.index [--descriptors 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import yaml
+
+from bench._util import row
+from registry_build.index import index_documents, merge_index
+from runtime.wire import BundleDescriptor, FileEntry, Index, Location, blob_key
+
+TARGETS = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
+
+
+def descriptors(count: int) -> list[BundleDescriptor]:
+    """``count`` realistic descriptors: models x 4 versions x 5 targets."""
+    out = []
+    for i in range(count):
+        model, rest = divmod(i, 20)
+        version, target = divmod(rest, 5)
+        digest = f"{i:064x}"
+        out.append(
+            BundleDescriptor(
+                id=f"model-{model:05d}", version=f"1.{version}.0", target=TARGETS[target],
+                hash=digest, size_bytes=123_456_789 + i, location=Location("remote", blob_key(digest)),
+                sha256=f"{i:064x}", model_type="gguf",
+                files=(FileEntry("model.gguf", 123_456_000, f"{i:064x}"),),
+                description=f"Model {model}: a small language model", created_at="2026-11-22T08:00:00Z",
+                metadata={"architecture": "llama", "quantization": "Q4_K_M", "license": "apache-2.0",
+                          "parameter_count": 1_000_000_000, "context_length": 8192},
+            )
+        )  # fmt: skip
+    return out
+
+
+def helm_yaml(items: list[BundleDescriptor]) -> bytes:
+    entries: dict[str, list[dict[str, object]]] = {}
+    for d in items:
+        entries.setdefault(d.id, []).append({
+            "name": d.id, "version": d.version, "description": d.description, "digest": d.sha256,
+            "urls": [d.location.url], "created": d.created_at, "annotations": {"target": d.target},
+        })  # fmt: skip
+    return yaml.dump({"apiVersion": "v1", "entries": entries}, Dumper=yaml.CSafeDumper).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--descriptors", type=int, default=100_000)
+    args = parser.parse_args()
+    items = descriptors(args.descriptors)
+    start = time.perf_counter()
+    index = merge_index(Index(), items)
+    documents = index_documents(index)
+    index_s = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        from registry_build.render import render_site
+
+        pages = render_site(index, {})
+        pages_s: float | None = time.perf_counter() - start
+    except ImportError:
+        pages, pages_s = {}, None
+    start = time.perf_counter()
+    helm = helm_yaml(items)
+    helm_s = time.perf_counter() - start
+    n = args.descriptors
+    print(f"Index and pages for {n:,} descriptors")
+    row("merge + index.json/index/v1/models", f"{index_s:.2f} s")
+    if pages_s is not None:
+        biggest = max(len(v) for v in pages.values())
+        row("pages", f"{pages_s:.2f} s, {len(pages)} files, largest {biggest / 1e6:.2f} MB")
+        row("total (target <= 3 s)", f"{index_s + pages_s:.2f} s")
+    row("index.json bytes per descriptor (target <= 450)", f"{len(documents['index.json']) / n:.0f}")
+    row("peer: Helm-style index.yaml (PyYAML C dumper)", f"{helm_s:.2f} s, {len(helm) / n:.0f} B/entry")
+    row("ratio index time / peer", f"{index_s / helm_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

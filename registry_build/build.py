@@ -1,0 +1,302 @@
+"""The build: bundles.json -> .xyb bundles -> descriptors -> index -> pages, in that order.
+
+:func:`build` reads as the pipeline. It validates the whole config first, packs every bundle
+(content only: ``blobs/``), and only when every bundle succeeded writes descriptors, then the index,
+then the pages, so a failed build leaves the registry as it was (at most unreferenced blobs).
+
+Incremental: a stat fingerprint of each target's inputs is kept in the build state; a target whose
+fingerprint, descriptor and blob are unchanged is not repacked and no source byte is read.
+Build state lives outside the served tree::
+
+    $XDG_CACHE_HOME/bundle-registry/build/<sha1 of the output dir>/
+      state.json     {"(id, version, target)": {"fingerprint", "hash"}}
+      digests.json   per-file digests keyed by stat (registry_build.bundle.DigestCache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from registry_build.bundle import DigestCache, SourceFile, pack
+from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config, source_files
+from registry_build.index import write_registry
+from runtime.atomic import write_atomic
+from runtime.errors import RegistryError
+from runtime.store import LocalStore, PutMode
+from runtime.wire import BundleDescriptor, Location, blob_key, decode_descriptor, descriptor_key
+
+BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What to build and how."""
+
+    only: tuple[str, ...] = ()
+    jobs: int = 1
+    strict: bool = False
+    level: int = 3
+
+
+@dataclass(frozen=True)
+class Job:
+    """One target of one bundle to pack."""
+
+    bundle: BundleSpec
+    target: TargetSpec
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.bundle.model_id, self.bundle.version, self.target.platform)
+
+    @property
+    def label(self) -> str:
+        return f"{self.bundle.model_id}@{self.bundle.version} {self.target.platform}"
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """The outcome for one target: ``built`` or ``unchanged``."""
+
+    descriptor: BundleDescriptor
+    status: str
+    seconds: float
+    placeholder: bool = False
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    out: str
+    results: list[BundleResult] = field(default_factory=list)
+    written: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()
+
+
+Reporter = Callable[[Job, BundleResult], None]
+
+
+def build(
+    config_path: Path,
+    out: str,
+    options: BuildOptions = BuildOptions(),
+    *,
+    on_bundle: Reporter | None = None,
+) -> BuildReport:
+    """Build the registry that ``config_path`` defines into the directory ``out``."""
+    config = load_config(config_path, strict=options.strict)
+    jobs = plan(config, options.only)
+    store = LocalStore(Path(out))
+    state = BuildState(state_dir(Path(out)))
+    results = pack_all(jobs, store, state, options, on_bundle)
+    written = write_registry(store, [r.descriptor for r in results])
+    state.save()
+    return BuildReport(out, results, written, config.warnings)
+
+
+def plan(config: Config, only: Sequence[str]) -> list[Job]:
+    """Every (bundle, target) to build, restricted to the model ids in ``only`` when given."""
+    known = {b.model_id for b in config.bundles}
+    unknown = [m for m in only if m not in known]
+    if unknown:
+        raise RegistryError(
+            f"--only names {', '.join(map(repr, unknown))}, not defined in {config.path.name} "
+            f"(defined: {', '.join(sorted(known))})"
+        )
+    return [
+        Job(bundle, target)
+        for bundle in config.bundles
+        if not only or bundle.model_id in only
+        for target in bundle.targets
+    ]
+
+
+def pack_all(
+    jobs: list[Job],
+    store: LocalStore,
+    state: BuildState,
+    options: BuildOptions,
+    on_bundle: Reporter | None,
+) -> list[BundleResult]:
+    """Pack every job whose inputs changed (``jobs`` at a time); reuse the rest."""
+
+    def one(job: Job) -> BundleResult:
+        result = pack_job(job, store, state, options.level)
+        if on_bundle is not None:
+            on_bundle(job, result)
+        return result
+
+    if options.jobs <= 1:
+        return [one(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        return list(pool.map(one, jobs))
+
+
+def pack_job(job: Job, store: LocalStore, state: BuildState, level: int) -> BundleResult:
+    """Pack one target into ``blobs/`` (or reuse the previous result) and describe it."""
+    started = time.perf_counter()
+    files = job_files(job)
+    fingerprint = state.fingerprint(job, files, level)
+    previous = state.reusable(job, fingerprint, store)
+    if previous is not None:
+        return BundleResult(previous, "unchanged", time.perf_counter() - started, job.target.missing)
+    staging = store.root / ".staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(prefix=".pack-", suffix=".xyb", dir=staging)[1])
+    try:
+        result = pack(*job.key, files, tmp, level=level, digests=state.digests)
+        if (store.root / blob_key(result.blake3)).exists():
+            tmp.unlink()
+        else:
+            store.adopt(blob_key(result.blake3), tmp, PutMode.CREATE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    descriptor = describe(job, result.blake3, result.sha256, result.size, result.files)
+    state.record(job, fingerprint, descriptor.hash)
+    return BundleResult(descriptor, "built", time.perf_counter() - started, job.target.missing)
+
+
+def job_files(job: Job) -> list[SourceFile]:
+    """The files that go into a target's bundle, in archive order."""
+    target, bundle = job.target, job.bundle
+    if target.missing:
+        files = [SourceFile(target.model_file, data=placeholder_bytes(job))]
+    else:
+        files = [
+            SourceFile(name, path=path)
+            for name, path in source_files(target, bundle.metadata_files)
+            if name != METADATA_NAME or bundle.model_metadata is None
+        ]
+    if bundle.model_metadata is not None:
+        files.append(SourceFile(METADATA_NAME, path=bundle.model_metadata))
+    return sorted(files, key=lambda f: f.arcname)
+
+
+def placeholder_bytes(job: Job) -> bytes:
+    """The small stand-in for a missing source under ``fallback: placeholder``."""
+    return (
+        f"placeholder for {job.label}: the source {job.target.source} was missing at build time.\n"
+        "Replace it and rebuild with a new version.\n"
+    ).encode()
+
+
+def describe(
+    job: Job, digest: str, sha256: str, size: int, files: tuple[object, ...]
+) -> BundleDescriptor:
+    """The descriptor of a freshly packed bundle."""
+    metadata = dict(job.bundle.metadata)
+    if job.target.missing:
+        metadata["placeholder"] = True
+    return BundleDescriptor(
+        id=job.bundle.model_id,
+        version=job.bundle.version,
+        target=job.target.platform,
+        hash=digest,
+        size_bytes=size,
+        location=Location("remote", blob_key(digest)),
+        sha256=sha256,
+        model_type=job.target.model_type,
+        files=tuple(files),  # type: ignore[arg-type]
+        description=job.bundle.description,
+        metadata=metadata,
+        created_at=created_at(),
+    )
+
+
+def created_at() -> str:
+    """Now in UTC (RFC 3339), or SOURCE_DATE_EPOCH when set, for reproducible descriptors."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = datetime.fromtimestamp(int(epoch), UTC) if epoch else datetime.now(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def state_dir(out: Path) -> Path:
+    """Where the build state of an output directory lives (outside the served tree)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha1(str(out.resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
+    return base / "bundle-registry" / "build" / key
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    fingerprint: str
+    hash: str
+
+
+class BuildState:
+    """Fingerprints of what was built last time, and the per-file digest cache."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "state.json"
+        self.digests = DigestCache(directory / "digests.json")
+        self.entries: dict[str, _Entry] = {}
+        self.changed = False
+        if self.path.is_file():
+            try:
+                self.entries = msgspec.json.decode(self.path.read_bytes(), type=dict[str, _Entry])
+            except msgspec.DecodeError:
+                self.entries = {}  # a damaged cache only costs a rebuild
+
+    @staticmethod
+    def _name(job: Job) -> str:
+        return "/".join(job.key)
+
+    def fingerprint(self, job: Job, files: list[SourceFile], level: int) -> str:
+        """A digest of everything that determines the bundle, from stat() alone."""
+        parts = [
+            BUILD_FORMAT, level, job.key, job.target.model_type, self.digests.fingerprint(files),
+            job.bundle.description, sorted(job.bundle.metadata.items()),
+        ]  # fmt: skip
+        return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()
+
+    def reusable(self, job: Job, fingerprint: str, store: LocalStore) -> BundleDescriptor | None:
+        """The previous descriptor if the inputs, descriptor and blob are all unchanged."""
+        entry = self.entries.get(self._name(job))
+        if entry is None or entry.fingerprint != fingerprint:
+            return None
+        if not (store.root / blob_key(entry.hash)).is_file():
+            return None
+        try:
+            descriptor = decode_descriptor(store.get(descriptor_key(*job.key))[0])
+        except (RegistryError, msgspec.DecodeError):
+            return None
+        return descriptor if descriptor.hash == entry.hash else None
+
+    def record(self, job: Job, fingerprint: str, digest: str) -> None:
+        """Remember what ``job`` produced from these inputs."""
+        self.entries[self._name(job)] = _Entry(fingerprint, digest)
+        self.changed = True
+
+    def save(self) -> None:
+        """Persist the state (only when something changed)."""
+        if self.changed:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, msgspec.json.encode(dict(sorted(self.entries.items()))))
+        self.digests.save()
+
+
+def clean(out: Path) -> bool:
+    """Remove a built registry directory and its build state; False if there was nothing."""
+    if not out.exists():
+        shutil.rmtree(state_dir(out), ignore_errors=True)
+        return False
+    if not (out / "index.json").exists() and any(out.iterdir()):
+        raise RegistryError(
+            f"{out} does not look like a registry (no index.json) and is not empty: "
+            "refusing to delete it; remove it yourself if you mean to"
+        )
+    shutil.rmtree(out)
+    shutil.rmtree(state_dir(out), ignore_errors=True)
+    return True

@@ -1,0 +1,233 @@
+"""The build end to end: real files, real processes, the CLI as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry_build.build import BuildOptions, build, state_dir
+from registry_build.cli import main
+from runtime.errors import ConfigError, ImmutableConflict
+from runtime.wire import decode_descriptor, decode_index
+
+
+def write_config(root: Path, bundles: dict[str, Any]) -> Path:
+    path = root / "bundles.json"
+    path.write_text(json.dumps({"bundles": bundles}, indent=2))
+    return path
+
+
+def make_sources(root: Path) -> Path:
+    """Three models: a single file, a multi-file dir (two platforms), a placeholder."""
+    (root / "src" / "bert").mkdir(parents=True)
+    (root / "src" / "tiny.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 64)
+    (root / "src" / "bert" / "model.onnx").write_bytes(b"onnx" * 5000)
+    (root / "src" / "bert" / "tok").mkdir()
+    (root / "src" / "bert" / "tok" / "vocab.txt").write_text("[PAD]\n[CLS]\n")
+    return write_config(
+        root,
+        {
+            "tiny": {"model_id": "tiny", "version": "1.0", "description": "Tiny <b>LM</b>",
+                     "metadata": {"license": "MIT", "parameter_count": 1000},
+                     "targets": [{"platform": "universal", "model_file": "tiny.gguf",
+                                  "model_type": "gguf", "source_path": "src/tiny.gguf"}]},
+            "bert": {"model_id": "bert", "version": "2.1", "description": "Encoder",
+                     "targets": [
+                         {"platform": "linux-x86_64", "model_file": "model.onnx",
+                          "model_type": "onnx", "source_dir": "src/bert"},
+                         {"platform": "macos-arm64", "model_file": "model.onnx",
+                          "model_type": "onnx", "source_dir": "src/bert"}]},
+            "ghost": {"model_id": "ghost", "version": "0.1", "description": "Not trained yet",
+                      "targets": [{"platform": "android-arm64", "model_file": "ghost.tflite",
+                                   "model_type": "tflite", "source_path": "src/ghost.tflite",
+                                   "fallback": "placeholder"}]},
+        },
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.relative_to(root).as_posix().startswith(".")}  # fmt: skip
+
+
+def test_build_writes_the_registry_layout(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    report = build(config, str(tmp_path / "site"))
+    assert [r.status for r in report.results] == ["built"] * 4
+    site = tmp_path / "site"
+    index = decode_index((site / "index.json").read_bytes())
+    assert [(d.id, d.version, d.target) for d in index.bundles] == [
+        ("bert", "2.1", "linux-x86_64"), ("bert", "2.1", "macos-arm64"),
+        ("ghost", "0.1", "android-arm64"), ("tiny", "1.0", "universal"),
+    ]  # fmt: skip
+    for entry in index.bundles:
+        blob = site / entry.location.url
+        assert blob.stat().st_size == entry.size_bytes
+        full = decode_descriptor((site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes())
+        assert full.hash == entry.hash and full.files
+    assert json.loads((site / "index").read_text()) == json.loads((site / "index.json").read_text())["bundles"]
+    assert (site / "index.html").is_file()
+    bert = decode_descriptor((site / "descriptors/bert/2.1/linux-x86_64.json").read_bytes())
+    assert [f.path for f in bert.files] == ["model.onnx", "tok/vocab.txt"]
+    ghost = decode_descriptor((site / "descriptors/ghost/0.1/android-arm64.json").read_bytes())
+    assert ghost.metadata == {"placeholder": True}
+    tiny = decode_descriptor((site / "descriptors/tiny/1.0/universal.json").read_bytes())
+    assert tiny.metadata == {"license": "MIT", "parameter_count": 1000}
+    # The two bert platforms carry identical files but different manifests: different blobs.
+    assert len({d.hash for d in index.bundles}) == 4
+
+
+def test_same_inputs_give_identical_bundles_anywhere(tmp_path: Path) -> None:
+    first = tmp_path / "a"
+    second = tmp_path / "b"
+    make_sources(first)
+    shutil.copytree(first, second)
+    for path in (second / "src").rglob("*"):
+        os.utime(path, (1_000_000, 1_000_000))
+    build(first / "bundles.json", str(first / "site"))
+    build(second / "bundles.json", str(second / "site"), BuildOptions(jobs=3))
+    blobs_a = files_under(first / "site" / "blobs")
+    assert blobs_a == files_under(second / "site" / "blobs")
+    assert len(blobs_a) == 4
+
+
+AUDIT = """
+import sys
+opened = []
+def hook(event, args):
+    if event == "open" and isinstance(args[0], str):
+        opened.append(args[0])
+sys.addaudithook(hook)
+from registry_build.cli import main
+code = main(sys.argv[1:])
+src = sys.argv[-1]
+print("\\n".join(p for p in opened if p.startswith(SRC)))
+sys.exit(code)
+"""
+
+
+def rebuild_opening(tmp_path: Path) -> tuple[list[str], list[str]]:
+    """Run a build in a fresh process; return the source files it opened and its stderr lines."""
+    script = AUDIT.replace("SRC", repr(str(tmp_path / "src")))
+    proc = subprocess.run(
+        [sys.executable, "-c", script, "build", "--config", str(tmp_path / "bundles.json"),
+         "--out", str(tmp_path / "site")],
+        capture_output=True, text=True, env={**os.environ}, check=True,
+    )  # fmt: skip
+    return proc.stdout.split(), proc.stderr.splitlines()
+
+
+def test_noop_rebuild_reads_no_source_and_writes_nothing(tmp_path: Path) -> None:
+    make_sources(tmp_path)
+    opened, _ = rebuild_opening(tmp_path)
+    assert opened  # the first build did read the sources
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "site").rglob("*")}
+    opened, stderr = rebuild_opening(tmp_path)
+    assert opened == []
+    assert after_equal(before, tmp_path / "site")
+    assert stderr[-1] == f"4 bundles (0 built, 4 unchanged), 0 files written to {tmp_path / 'site'}"
+
+
+def after_equal(before: dict[Path, int], root: Path) -> bool:
+    return before == {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+def test_changing_one_source_rebuilds_only_its_bundles(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    build(config, str(tmp_path / "site"))
+    vocab = tmp_path / "src" / "bert" / "tok" / "vocab.txt"
+    os.utime(vocab, (2_000_000, 2_000_000))  # touched, same content
+    statuses = {(r.descriptor.id, r.descriptor.target): r.status for r in build(config, str(tmp_path / "site")).results}
+    assert statuses == {("bert", "linux-x86_64"): "built", ("bert", "macos-arm64"): "built",
+                        ("ghost", "android-arm64"): "unchanged", ("tiny", "universal"): "unchanged"}  # fmt: skip
+
+
+def test_changed_content_without_new_version_is_refused(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    build(config, str(tmp_path / "site"))
+    index_before = (tmp_path / "site" / "index.json").read_bytes()
+    (tmp_path / "src" / "tiny.gguf").write_bytes(b"GGUF retrained")
+    with pytest.raises(ImmutableConflict, match=r"tiny@1.0 for universal is already published with digest [0-9a-f]{64}; this build produced [0-9a-f]{64}"):
+        build(config, str(tmp_path / "site"))
+    assert (tmp_path / "site" / "index.json").read_bytes() == index_before
+
+
+def test_new_version_accumulates_in_the_index(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    build(config, str(tmp_path / "site"))
+    doc = json.loads(config.read_text())
+    doc["bundles"]["tiny"]["version"] = "1.1"
+    (tmp_path / "src" / "tiny.gguf").write_bytes(b"GGUF retrained")
+    config.write_text(json.dumps(doc))
+    report = build(config, str(tmp_path / "site"))
+    assert [r.status for r in report.results].count("built") == 1
+    index = decode_index((tmp_path / "site" / "index.json").read_bytes())
+    assert [d.version for d in index.bundles if d.id == "tiny"] == ["1.1", "1.0"]
+
+
+def test_failed_validation_writes_nothing(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    doc = json.loads(config.read_text())
+    doc["bundles"]["tiny"]["targets"][0]["source_path"] = "src/missing.gguf"
+    config.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError):
+        build(config, str(tmp_path / "site"))
+    assert not (tmp_path / "site").exists()
+    assert not state_dir(tmp_path / "site").exists()
+
+
+def test_cli_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_sources(tmp_path)
+    out = str(tmp_path / "site")
+    assert main(["build", "--config", str(config), "--out", out, "--only", "tiny", "--quiet"]) == 0
+    assert decode_index((tmp_path / "site" / "index.json").read_bytes()).models.keys() == {"tiny"}
+    assert main(["build", "--config", str(config), "--out", out, "--only", "nope"]) == 1
+    assert capsys.readouterr().err == (
+        "Error: --only names 'nope', not defined in bundles.json (defined: bert, ghost, tiny)\n"
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["build", "--jobs", "0"])
+    assert info.value.code == 2
+    assert "argument --jobs: must be at least 1, got 0" in capsys.readouterr().err
+    (tmp_path / "src" / "tiny.gguf").unlink()
+    assert main(["build", "--config", str(config), "--out", out]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: 1 problem in the configuration:\n  - bundles.json: bundles[\"tiny\"].targets[0].source_path: 'src/tiny.gguf' does not exist")
+
+
+def test_cli_json_report_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_sources(tmp_path)
+    assert main(["build", "--config", str(config), "--out", str(tmp_path / "site"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {b["descriptor"]["id"] for b in report["bundles"]} == {"tiny", "bert", "ghost"}
+    assert [b["placeholder"] for b in report["bundles"]] == [False, False, False, True]
+    assert main(["list", "--config", str(config), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["model_id"], r["platform"], r["source_missing"]) for r in rows] == [
+        ("tiny", "universal", False), ("bert", "linux-x86_64", False),
+        ("bert", "macos-arm64", False), ("ghost", "android-arm64", True),
+    ]  # fmt: skip
+
+
+def test_clean_refuses_a_directory_that_is_not_a_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("...")
+    assert main(["clean", "--out", str(tmp_path / "precious")]) == 1
+    assert (tmp_path / "precious" / "thesis.tex").exists()
+    assert "does not look like a registry" in capsys.readouterr().err
+    config = make_sources(tmp_path)
+    build(config, str(tmp_path / "site"))
+    assert main(["clean", "--out", str(tmp_path / "site")]) == 0
+    assert not (tmp_path / "site").exists()
