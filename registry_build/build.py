@@ -30,10 +30,12 @@ import msgspec
 
 from registry_build.bundle import DigestCache, SourceFile, pack
 from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config, source_files
-from registry_build.index import write_registry
+from registry_build.index import read_index, write_pages, write_registry
+from registry_build.publish import publish_registry
 from runtime.atomic import write_atomic
 from runtime.errors import RegistryError
-from runtime.store import LocalStore, PutMode
+from runtime.names import check_name, version_key
+from runtime.store import LocalStore, PutMode, Store, open_store
 from runtime.wire import BundleDescriptor, Location, blob_key, decode_descriptor, descriptor_key
 
 BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
@@ -47,6 +49,10 @@ class BuildOptions:
     jobs: int = 1
     strict: bool = False
     level: int = 3
+    alias: str | None = None  # point this alias at each built model's version
+    actor: str | None = None
+    endpoint_url: str | None = None  # for s3:// outputs
+    progress: bool = False  # upload progress bars (s3:// outputs)
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class BuildReport:
     results: list[BundleResult] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
+    promoted: list[str] = field(default_factory=list)
+    publish_summary: str = ""
 
 
 Reporter = Callable[[Job, BundleResult], None]
@@ -95,15 +103,52 @@ def build(
     *,
     on_bundle: Reporter | None = None,
 ) -> BuildReport:
-    """Build the registry that ``config_path`` defines into the directory ``out``."""
+    """Build the registry that ``config_path`` defines into ``out`` (a directory or s3://).
+
+    An ``s3://`` output is built into a local mirror kept with the build state, then published.
+    """
     config = load_config(config_path, strict=options.strict)
     jobs = plan(config, options.only)
-    store = LocalStore(Path(out))
-    state = BuildState(state_dir(Path(out)))
-    results = pack_all(jobs, store, state, options, on_bundle)
-    written = write_registry(store, [r.descriptor for r in results])
+    if options.alias is not None:
+        check_name("alias", options.alias)
+    remote = out.startswith("s3://")
+    state = BuildState(state_dir(out))
+    local = LocalStore(state.directory / "site" if remote else Path(out))
+    results = pack_all(jobs, local, state, options, on_bundle)
+    report = BuildReport(out, results, warnings=config.warnings)
+    report.written = write_registry(local, [r.descriptor for r in results])
     state.save()
-    return BuildReport(out, results, written, config.warnings)
+    target: Store = local
+    if remote:
+        target = open_store(out, endpoint_url=options.endpoint_url)
+        published = publish_registry(local.root, target, progress=options.progress)
+        report.written = [*published.uploaded, *published.written]
+        report.publish_summary = published.summary()
+    if options.alias is not None:
+        report.promoted = promote_built(target, results, options.alias, options.actor)
+    return report
+
+
+def promote_built(
+    store: Store, results: list[BundleResult], alias: str, actor: str | None
+) -> list[str]:
+    """Point ``alias`` at the highest built version of each model, then refresh the pages."""
+    from runtime.aliases import default_actor, promote
+
+    newest: dict[str, str] = {}
+    for result in results:
+        model, version = result.descriptor.id, result.descriptor.version
+        if model not in newest or version_key(version) > version_key(newest[model]):
+            newest[model] = version
+    who = default_actor(actor)
+    commit = os.environ.get("GITHUB_SHA", "")
+    reason = "registry-build build" + (f" at commit {commit}" if commit else "")
+    promoted = []
+    for model, version in sorted(newest.items()):
+        record = promote(store, model, alias, version, who, reason)
+        promoted.append(f"{model}@{alias} -> {version} (seq {record.seq})")
+    write_pages(store, read_index(store)[0])
+    return promoted
 
 
 def plan(config: Config, only: Sequence[str]) -> list[Job]:
@@ -222,10 +267,11 @@ def created_at() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def state_dir(out: Path) -> Path:
-    """Where the build state of an output directory lives (outside the served tree)."""
+def state_dir(out: str | Path) -> Path:
+    """Where the build state of an output (directory or s3:// URL) lives, outside the served tree."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    key = hashlib.sha1(str(out.resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
+    name = str(out) if str(out).startswith("s3://") else str(Path(out).resolve())
+    key = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
     return base / "bundle-registry" / "build" / key
 
 

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--strict", action="store_true", help="unknown keys in the config are errors")
     p.add_argument("--level", type=int, default=3, choices=range(1, 23), metavar="1-22",
                    help="zstd level (default 3)")  # fmt: skip
+    p.add_argument("--alias", metavar="NAME", help="point NAME at each built model's version")
+    p.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user name)")
+    p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=_build)
@@ -91,7 +94,11 @@ def _size(n: int) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
-    options = BuildOptions(only=tuple(args.only), jobs=args.jobs, strict=args.strict, level=args.level)
+    options = BuildOptions(
+        only=tuple(args.only), jobs=args.jobs, strict=args.strict, level=args.level,
+        alias=args.alias, actor=args.actor, endpoint_url=args.endpoint_url,
+        progress=not (args.quiet or args.json),
+    )  # fmt: skip
     progress = _Progress(args.quiet or args.json)
     try:
         report = build(args.config, args.out, options, on_bundle=progress)
@@ -102,6 +109,10 @@ def _build(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.buffer.write(msgspec.json.encode(_report_json(report)) + b"\n")
     elif not args.quiet:
+        for line in report.promoted:
+            print(f"promoted  {line}", file=sys.stderr)
+        if report.publish_summary:
+            print(report.publish_summary, file=sys.stderr)
         print(_summary(report), file=sys.stderr)
     return 0
 
@@ -122,6 +133,7 @@ def _report_json(report: BuildReport) -> dict[str, Any]:
             for r in report.results
         ],
         "written": report.written,
+        "promoted": report.promoted,
         "warnings": list(report.warnings),
     }
 

@@ -231,3 +231,35 @@ def test_clean_refuses_a_directory_that_is_not_a_registry(tmp_path: Path, capsys
     build(config, str(tmp_path / "site"))
     assert main(["clean", "--out", str(tmp_path / "site")]) == 0
     assert not (tmp_path / "site").exists()
+
+
+def test_alias_points_at_each_built_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = make_sources(tmp_path)
+    out = str(tmp_path / "site")
+    assert main(["build", "--config", str(config), "--out", out, "--alias", "latest", "--actor", "ci"]) == 0
+    err = capsys.readouterr().err
+    assert "promoted  bert@latest -> 2.1 (seq 1)" in err
+    pointer = json.loads((tmp_path / "site/aliases/tiny/latest.json").read_text())
+    assert (pointer["version"], pointer["seq"]) == ("1.0", 1)
+    record = json.loads((tmp_path / "site/aliases/tiny/latest/1.json").read_text())
+    assert (record["actor"], record["reason"]) == ("ci", "registry-build build")
+    assert ">latest<" in (tmp_path / "site/index.html").read_text()  # small registry: one page
+    assert main(["build", "--config", str(config), "--out", out, "--alias", "../x"]) == 1
+    assert "alias '../x' is not a valid name" in capsys.readouterr().err
+
+
+def test_build_to_s3_publishes_and_rebuilds_incrementally(tmp_path: Path, moto_endpoint: str, s3_bucket: str) -> None:
+    import boto3
+
+    config = make_sources(tmp_path)
+    out = f"s3://{s3_bucket}/reg"
+    first = build(config, out, BuildOptions(endpoint_url=moto_endpoint))
+    assert [r.status for r in first.results] == ["built"] * 4
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    index = decode_index(s3.get_object(Bucket=s3_bucket, Key="reg/index.json")["Body"].read())
+    for entry in index.bundles:
+        head = s3.head_object(Bucket=s3_bucket, Key=f"reg/{entry.location.url}")
+        assert head["ContentLength"] == entry.size_bytes
+    again = build(config, out, BuildOptions(endpoint_url=moto_endpoint))
+    assert [r.status for r in again.results] == ["unchanged"] * 4
+    assert again.written == []
