@@ -25,7 +25,9 @@ def main(names: list[str]) -> int:
             failed += 1
             continue
         print(f"== bench.{name}", flush=True)
-        failed += subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False).returncode != 0
+        failed += (
+            subprocess.run([sys.executable, "-m", f"bench.{name}"], check=False).returncode != 0
+        )
     return failed
 
 

@@ -30,15 +30,26 @@ def descriptors(count: int) -> list[BundleDescriptor]:
         digest = f"{i:064x}"
         out.append(
             BundleDescriptor(
-                id=f"model-{model:05d}", version=f"1.{version}.0", target=TARGETS[target],
-                hash=digest, size_bytes=123_456_789 + i, location=Location("remote", blob_key(digest)),
-                sha256=f"{i:064x}", model_type="gguf",
+                id=f"model-{model:05d}",
+                version=f"1.{version}.0",
+                target=TARGETS[target],
+                hash=digest,
+                size_bytes=123_456_789 + i,
+                location=Location("remote", blob_key(digest)),
+                sha256=f"{i:064x}",
+                model_type="gguf",
                 files=(FileEntry("model.gguf", 123_456_000, f"{i:064x}"),),
-                description=f"Model {model}: a small language model", created_at="2026-11-22T08:00:00Z",
-                metadata={"architecture": "llama", "quantization": "Q4_K_M", "license": "apache-2.0",
-                          "parameter_count": 1_000_000_000, "context_length": 8192},
+                description=f"Model {model}: a small language model",
+                created_at="2026-11-22T08:00:00Z",
+                metadata={
+                    "architecture": "llama",
+                    "quantization": "Q4_K_M",
+                    "license": "apache-2.0",
+                    "parameter_count": 1_000_000_000,
+                    "context_length": 8192,
+                },
             )
-        )  # fmt: skip
+        )
     return out
 
 
@@ -79,8 +90,13 @@ def main() -> None:
         biggest = max(len(v) for v in pages.values())
         row("pages", f"{pages_s:.2f} s, {len(pages)} files, largest {biggest / 1e6:.2f} MB")
         row("total (target <= 3 s)", f"{index_s + pages_s:.2f} s")
-    row("index.json bytes per descriptor (target <= 450)", f"{len(documents['index.json']) / n:.0f}")
-    row("peer: Helm-style index.yaml (PyYAML C dumper)", f"{helm_s:.2f} s, {len(helm) / n:.0f} B/entry")
+    row(
+        "index.json bytes per descriptor (target <= 450)", f"{len(documents['index.json']) / n:.0f}"
+    )
+    row(
+        "peer: Helm-style index.yaml (PyYAML C dumper)",
+        f"{helm_s:.2f} s, {len(helm) / n:.0f} B/entry",
+    )
     row("ratio index time / peer", f"{index_s / helm_s:.2f}x")
 
 

@@ -29,7 +29,14 @@ from pathlib import Path
 import msgspec
 
 from registry_build.bundle import DigestCache, SourceFile, pack
-from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config, source_files
+from registry_build.config import (
+    METADATA_NAME,
+    BundleSpec,
+    Config,
+    TargetSpec,
+    load_config,
+    source_files,
+)
 from registry_build.index import read_index, write_pages, write_registry
 from registry_build.publish import publish_registry
 from runtime.atomic import write_atomic
@@ -196,7 +203,9 @@ def pack_job(job: Job, store: LocalStore, state: BuildState, level: int) -> Bund
     fingerprint = state.fingerprint(job, files, level)
     previous = state.reusable(job, fingerprint, store)
     if previous is not None:
-        return BundleResult(previous, "unchanged", time.perf_counter() - started, job.target.missing)
+        return BundleResult(
+            previous, "unchanged", time.perf_counter() - started, job.target.missing
+        )
     staging = store.root / ".staging"
     staging.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkstemp(prefix=".pack-", suffix=".xyb", dir=staging)[1])
@@ -268,7 +277,7 @@ def created_at() -> str:
 
 
 def state_dir(out: str | Path) -> Path:
-    """Where the build state of an output (directory or s3:// URL) lives, outside the served tree."""
+    """Where the build state of an output (directory or s3:// URL) lives, outside the site."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     name = str(out) if str(out).startswith("s3://") else str(Path(out).resolve())
     key = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]

@@ -155,7 +155,9 @@ class _Checker:
 
     def document(self, doc: Any) -> list[BundleSpec]:
         if not isinstance(doc, dict):
-            self.problem("top level", f'expected an object {{"bundles": {{...}}}}, got {_type_name(doc)}')
+            self.problem(
+                "top level", f'expected an object {{"bundles": {{...}}}}, got {_type_name(doc)}'
+            )
             return []
         self.unknown_keys("top level", doc, {"bundles"})
         bundles = doc.get("bundles")
@@ -182,7 +184,10 @@ class _Checker:
     def name(self, where: str, obj: Mapping[str, Any], key: str) -> str:
         value = obj.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
-            self.problem(f"{where}.{key}", f'expected a string, got the number {value!r}: quote it ("{value}")')
+            self.problem(
+                f"{where}.{key}",
+                f'expected a string, got the number {value!r}: quote it ("{value}")',
+            )
             return ""
         text = self.string(where, obj, key)
         if text and not is_name(text):
@@ -192,18 +197,25 @@ class _Checker:
 
     def bundle(self, where: str, key: str, obj: Any) -> BundleSpec | None:
         if not isinstance(obj, dict):
-            self.problem(where, f"expected an object with model_id, version and targets, got {_type_name(obj)}")
+            self.problem(
+                where,
+                f"expected an object with model_id, version and targets, got {_type_name(obj)}",
+            )
             return None
         self.unknown_keys(where, obj, _BUNDLE_KEYS)
         model_id = self.name(where, obj, "model_id")
         version = self.name(where, obj, "version")
         description = self.string(where, obj, "description", required=False)
         metadata = self.metadata(f"{where}.metadata", obj.get("metadata"))
-        model_metadata, listed = self.model_metadata(f"{where}.model_metadata", obj.get("model_metadata"))
+        model_metadata, listed = self.model_metadata(
+            f"{where}.model_metadata", obj.get("model_metadata")
+        )
         targets = self.targets(where, obj.get("targets"), listed, (model_id, version))
         if not (model_id and version and targets) or len(targets) != _count(obj.get("targets")):
             return None
-        return BundleSpec(key, model_id, version, description, tuple(targets), metadata, model_metadata, listed)
+        return BundleSpec(
+            key, model_id, version, description, tuple(targets), metadata, model_metadata, listed
+        )
 
     def duplicate(self, where: str, model_id: str, version: str, platform: str) -> None:
         if not (model_id and version and platform):
@@ -229,8 +241,12 @@ class _Checker:
             if item is None:
                 continue
             if not isinstance(item, types) or isinstance(item, bool):
-                expected = {str: "a string", int: "a whole number", list: "an array of strings"}[types[0]]
-                self.problem(f"{where}.{key}", f"expected {expected}, got {_type_name(item)} {item!r}")
+                expected = {str: "a string", int: "a whole number", list: "an array of strings"}[
+                    types[0]
+                ]
+                self.problem(
+                    f"{where}.{key}", f"expected {expected}, got {_type_name(item)} {item!r}"
+                )
             elif isinstance(item, int) and item < 0:
                 self.problem(f"{where}.{key}", f"expected a whole number >= 0, got {item}")
             elif isinstance(item, list) and not all(isinstance(t, str) for t in item):
@@ -241,13 +257,18 @@ class _Checker:
         if value is None:
             return None, None
         if not isinstance(value, str) or not value:
-            self.problem(where, f"expected a path to a model_metadata.json, got {_type_name(value)}")
+            self.problem(
+                where, f"expected a path to a model_metadata.json, got {_type_name(value)}"
+            )
             return None, None
         path = self.base / value
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            self.problem(where, f"{value!r} does not exist (looked for {path}): fix the path or remove the key")
+            self.problem(
+                where,
+                f"{value!r} does not exist (looked for {path}): fix the path or remove the key",
+            )
             return None, None
         except (OSError, ValueError) as exc:
             self.problem(where, f"{value!r} is not valid JSON ({exc}): fix the file")
@@ -256,7 +277,7 @@ class _Checker:
         if files is None:
             return path, None
         if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-            self.problem(where, f"{value!r}: \"files\" must be an array of relative paths")
+            self.problem(where, f'{value!r}: "files" must be an array of relative paths')
             return path, None
         return path, tuple(files)
 
@@ -264,17 +285,26 @@ class _Checker:
         self, where: str, value: Any, listed: tuple[str, ...] | None, ident: tuple[str, str]
     ) -> list[TargetSpec]:
         if not isinstance(value, list) or not value:
-            got = "nothing" if value is None else ("an empty array" if value == [] else _type_name(value))
+            got = (
+                "nothing"
+                if value is None
+                else ("an empty array" if value == [] else _type_name(value))
+            )
             self.problem(f"{where}.targets", f"expected a non-empty array of targets, got {got}")
             return []
-        specs = [self.target(f"{where}.targets[{i}]", t, listed, ident) for i, t in enumerate(value)]
+        specs = [
+            self.target(f"{where}.targets[{i}]", t, listed, ident) for i, t in enumerate(value)
+        ]
         return [s for s in specs if s is not None]
 
     def target(
         self, where: str, obj: Any, listed: tuple[str, ...] | None, ident: tuple[str, str]
     ) -> TargetSpec | None:
         if not isinstance(obj, dict):
-            self.problem(where, f"expected an object with platform, model_file and a source, got {_type_name(obj)}")
+            self.problem(
+                where,
+                f"expected an object with platform, model_file and a source, got {_type_name(obj)}",
+            )
             return None
         before = len(self.problems)
         self.unknown_keys(where, obj, _TARGET_KEYS)
@@ -301,7 +331,10 @@ class _Checker:
             return ""
         canonical = canonical_target(raw)
         if canonical is None:
-            self.problem(f"{where}.platform", f"{raw!r} is not a known platform (known: {', '.join(TARGETS)})")
+            self.problem(
+                f"{where}.platform",
+                f"{raw!r} is not a known platform (known: {', '.join(TARGETS)})",
+            )
             return ""
         return canonical
 
@@ -309,11 +342,16 @@ class _Checker:
         value = self.string(where, obj, key)
         parts = value.replace("\\", "/").split("/")
         if value and (value.startswith("/") or any(p in ("", ".", "..") for p in parts)):
-            self.problem(f"{where}.{key}", f"{value!r} must be a relative path inside the bundle, without '..'")
+            self.problem(
+                f"{where}.{key}",
+                f"{value!r} must be a relative path inside the bundle, without '..'",
+            )
             return ""
         return value
 
-    def source(self, where: str, obj: Mapping[str, Any], fallback: object) -> tuple[Path | None, Path | None, bool]:
+    def source(
+        self, where: str, obj: Mapping[str, Any], fallback: object
+    ) -> tuple[Path | None, Path | None, bool]:
         has_path, has_dir = "source_path" in obj, "source_dir" in obj
         if has_path == has_dir:
             which = "both" if has_path else "neither"
@@ -328,21 +366,31 @@ class _Checker:
         exists = path.is_dir() if want_dir else path.is_file()
         if not exists and path.exists():
             kind = "a directory" if want_dir else "a file"
-            self.problem(f"{where}.{key}", f"{raw!r} is not {kind}; use {'source_path' if want_dir else 'source_dir'} instead")
+            self.problem(
+                f"{where}.{key}",
+                f"{raw!r} is not {kind}; use {'source_path' if want_dir else 'source_dir'} instead",
+            )
         elif not exists and fallback == "error":
             self.problem(
                 f"{where}.{key}",
-                f"{raw!r} does not exist (looked for {path}) and fallback is \"error\": "
+                f'{raw!r} does not exist (looked for {path}) and fallback is "error": '
                 'add the file, fix the path, or set "fallback": "placeholder"',
             )
         return (None, path, not exists) if want_dir else (path, None, not exists)
 
-    def model_file_in_dir(self, where: str, directory: Path, model_file: str, listed: tuple[str, ...] | None) -> None:
+    def model_file_in_dir(
+        self, where: str, directory: Path, model_file: str, listed: tuple[str, ...] | None
+    ) -> None:
         if not (directory / model_file).is_file():
-            self.problem(f"{where}.model_file", f"{model_file!r} is not in source_dir {directory}: fix model_file")
+            self.problem(
+                f"{where}.model_file",
+                f"{model_file!r} is not in source_dir {directory}: fix model_file",
+            )
         for name in listed or ():
             if not (directory / name).is_file():
-                self.problem(where, f"model_metadata lists {name!r} but {directory / name} does not exist")
+                self.problem(
+                    where, f"model_metadata lists {name!r} but {directory / name} does not exist"
+                )
 
 
 def _count(value: Any) -> int:

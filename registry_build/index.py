@@ -178,11 +178,15 @@ def update_index(store: Store, new: Sequence[BundleDescriptor]) -> tuple[Index, 
         merged = merge_index(index, new)
         documents = index_documents(merged)
         if etag is not None and encode(index) == documents["index.json"]:
-            return merged, _write_changed(store, {k: v for k, v in documents.items() if k != "index.json"})
+            return merged, _write_changed(
+                store, {k: v for k, v in documents.items() if k != "index.json"}
+            )
         try:
             mode = PutMode.CREATE if etag is None else PutMode.MATCH
             # index and v1/models first: they are derived, and index.json is the one we CAS on.
-            written = _write_changed(store, {k: v for k, v in documents.items() if k != "index.json"})
+            written = _write_changed(
+                store, {k: v for k, v in documents.items() if k != "index.json"}
+            )
             store.put("index.json", documents["index.json"], mode, etag)
             return merged, [*written, "index.json"]
         except (PreconditionFailed, KeyNotFound):
@@ -215,7 +219,9 @@ def read_aliases(store: Store, models: Iterable[str]) -> dict[str, AliasIndex]:
     views = {}
     for model in models:
         try:
-            views[model] = msgspec.json.decode(store.get(alias_index_key(model))[0], type=AliasIndex)
+            views[model] = msgspec.json.decode(
+                store.get(alias_index_key(model))[0], type=AliasIndex
+            )
         except (KeyNotFound, msgspec.DecodeError, msgspec.ValidationError):
             continue
     return views

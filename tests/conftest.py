@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,20 +22,44 @@ _AWS_ENV = {
 }
 
 
+class _AtomicWrites:
+    """WSGI wrapper for moto: one write request at a time, reads stay concurrent.
+
+    S3 applies ``If-None-Match``/``If-Match`` atomically with the write. moto 5.x checks the
+    condition and then stores the object in two steps without a lock, and its server is threaded,
+    so two racing conditional writes could both succeed there. Serialising writes gives moto S3's
+    guarantee; clients still race each other between requests, which is what tests exercise.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+            return self.app(environ, start_response)
+        with self.lock:
+            return self.app(environ, start_response)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """URL of a moto S3 server on loopback (real HTTP); AWS credentials set to dummies."""
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
 
     saved = {k: os.environ.get(k) for k in _AWS_ENV}
     os.environ.update(_AWS_ENV)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    app = _AtomicWrites(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
     try:
         yield f"http://{host}:{port}"
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -85,3 +111,5 @@ def http_server() -> Iterator[Callable[[Path], str]]:
     for proc in procs:
         proc.terminate()
         proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()  # else pytest (warnings as errors) fails on the unclosed pipe

@@ -84,7 +84,9 @@ def test_every_demo_bundle_round_trips(site: Path) -> None:
         assert manifest["has_metadata"] == ("model_metadata.json" in files)
         assert manifest["hash"] == xybrid_hash(manifest, files)
         assert (manifest["model_id"], manifest["version"], manifest["target"]) == entry.key
-        descriptor = decode_descriptor((site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes())
+        descriptor = decode_descriptor(
+            (site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes()
+        )
         assert {f.path: f.blake3 for f in descriptor.files} == {
             name: blake3.blake3(content).hexdigest() for name, content in files.items()
         }
@@ -93,7 +95,8 @@ def test_every_demo_bundle_round_trips(site: Path) -> None:
 
 def test_multi_file_bundle_follows_model_metadata_files(site: Path) -> None:
     (entry,) = [
-        decode_descriptor(p.read_bytes()) for p in (site / "descriptors" / "tiny-bert").rglob("universal.json")
+        decode_descriptor(p.read_bytes())
+        for p in (site / "descriptors" / "tiny-bert").rglob("universal.json")
     ]
     assert [f.path for f in entry.files] == [
         "config.json", "model.safetensors", "model_metadata.json", "tokenizer.json",

@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from runtime.cli import build_parser, run
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ("registry_build.cli.build",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "registry_build.cli.build",
+    "registry_build.cli.publish",
+    "registry_build.cli.discover",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,9 +19,13 @@ DEFAULT_OUT = "site"
 def register(subparsers: Any) -> None:
     """Add the build, list and clean commands."""
     p = subparsers.add_parser("build", help="build bundles, index and pages from bundles.json")
-    p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG), help="bundles.json or .yaml")
+    p.add_argument(
+        "--config", type=Path, default=Path(DEFAULT_CONFIG), help="bundles.json or .yaml"
+    )
     p.add_argument("--out", default=DEFAULT_OUT, help="output directory or s3://bucket/prefix")
-    p.add_argument("--only", nargs="+", default=[], metavar="MODEL_ID", help="build only these models")
+    p.add_argument(
+        "--only", nargs="+", default=[], metavar="MODEL_ID", help="build only these models"
+    )
     p.add_argument("--jobs", type=_positive, default=1, help="bundles to build in parallel")
     p.add_argument("--strict", action="store_true", help="unknown keys in the config are errors")
     p.add_argument("--level", type=int, default=3, choices=range(1, 23), metavar="1-22",

@@ -17,7 +17,11 @@ from runtime.errors import RegistryError
 Handler = Callable[[argparse.Namespace], int]
 
 # Modules that contribute subcommands, in help order.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "runtime.cli.service",
+    "runtime.cli.fetch",
+    "runtime.cli.aliases",
+)
 
 
 def build_parser(prog: str, description: str, modules: Sequence[str]) -> argparse.ArgumentParser:

@@ -75,9 +75,14 @@ def test_build_writes_the_registry_layout(tmp_path: Path) -> None:
     for entry in index.bundles:
         blob = site / entry.location.url
         assert blob.stat().st_size == entry.size_bytes
-        full = decode_descriptor((site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes())
+        full = decode_descriptor(
+            (site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes()
+        )
         assert full.hash == entry.hash and full.files
-    assert json.loads((site / "index").read_text()) == json.loads((site / "index.json").read_text())["bundles"]
+    assert (
+        json.loads((site / "index").read_text())
+        == json.loads((site / "index.json").read_text())["bundles"]
+    )
     assert (site / "index.html").is_file()
     bert = decode_descriptor((site / "descriptors/bert/2.1/linux-x86_64.json").read_bytes())
     assert [f.path for f in bert.files] == ["model.onnx", "tok/vocab.txt"]
@@ -149,9 +154,16 @@ def test_changing_one_source_rebuilds_only_its_bundles(tmp_path: Path) -> None:
     build(config, str(tmp_path / "site"))
     vocab = tmp_path / "src" / "bert" / "tok" / "vocab.txt"
     os.utime(vocab, (2_000_000, 2_000_000))  # touched, same content
-    statuses = {(r.descriptor.id, r.descriptor.target): r.status for r in build(config, str(tmp_path / "site")).results}
-    assert statuses == {("bert", "linux-x86_64"): "built", ("bert", "macos-arm64"): "built",
-                        ("ghost", "android-arm64"): "unchanged", ("tiny", "universal"): "unchanged"}  # fmt: skip
+    statuses = {
+        (r.descriptor.id, r.descriptor.target): r.status
+        for r in build(config, str(tmp_path / "site")).results
+    }
+    assert statuses == {
+        ("bert", "linux-x86_64"): "built",
+        ("bert", "macos-arm64"): "built",
+        ("ghost", "android-arm64"): "unchanged",
+        ("tiny", "universal"): "unchanged",
+    }
 
 
 def test_changed_content_without_new_version_is_refused(tmp_path: Path) -> None:
@@ -159,7 +171,11 @@ def test_changed_content_without_new_version_is_refused(tmp_path: Path) -> None:
     build(config, str(tmp_path / "site"))
     index_before = (tmp_path / "site" / "index.json").read_bytes()
     (tmp_path / "src" / "tiny.gguf").write_bytes(b"GGUF retrained")
-    with pytest.raises(ImmutableConflict, match=r"tiny@1.0 for universal is already published with digest [0-9a-f]{64}; this build produced [0-9a-f]{64}"):
+    with pytest.raises(
+        ImmutableConflict,
+        match=r"tiny@1.0 for universal is already published with digest [0-9a-f]{64}; "
+        r"this build produced [0-9a-f]{64}",
+    ):
         build(config, str(tmp_path / "site"))
     assert (tmp_path / "site" / "index.json").read_bytes() == index_before
 
@@ -204,7 +220,10 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "src" / "tiny.gguf").unlink()
     assert main(["build", "--config", str(config), "--out", out]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("Error: 1 problem in the configuration:\n  - bundles.json: bundles[\"tiny\"].targets[0].source_path: 'src/tiny.gguf' does not exist")
+    assert err.startswith(
+        "Error: 1 problem in the configuration:\n  - bundles.json: "
+        "bundles[\"tiny\"].targets[0].source_path: 'src/tiny.gguf' does not exist"
+    )
 
 
 def test_cli_json_report_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -221,7 +240,9 @@ def test_cli_json_report_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[
     ]  # fmt: skip
 
 
-def test_clean_refuses_a_directory_that_is_not_a_registry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_clean_refuses_a_directory_that_is_not_a_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("...")
     assert main(["clean", "--out", str(tmp_path / "precious")]) == 1
@@ -233,10 +254,15 @@ def test_clean_refuses_a_directory_that_is_not_a_registry(tmp_path: Path, capsys
     assert not (tmp_path / "site").exists()
 
 
-def test_alias_points_at_each_built_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_alias_points_at_each_built_version(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = make_sources(tmp_path)
     out = str(tmp_path / "site")
-    assert main(["build", "--config", str(config), "--out", out, "--alias", "latest", "--actor", "ci"]) == 0
+    assert (
+        main(["build", "--config", str(config), "--out", out, "--alias", "latest", "--actor", "ci"])
+        == 0
+    )
     err = capsys.readouterr().err
     assert "promoted  bert@latest -> 2.1 (seq 1)" in err
     pointer = json.loads((tmp_path / "site/aliases/tiny/latest.json").read_text())
@@ -248,7 +274,9 @@ def test_alias_points_at_each_built_version(tmp_path: Path, capsys: pytest.Captu
     assert "alias '../x' is not a valid name" in capsys.readouterr().err
 
 
-def test_build_to_s3_publishes_and_rebuilds_incrementally(tmp_path: Path, moto_endpoint: str, s3_bucket: str) -> None:
+def test_build_to_s3_publishes_and_rebuilds_incrementally(
+    tmp_path: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
     import boto3
 
     config = make_sources(tmp_path)

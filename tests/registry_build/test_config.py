@@ -115,7 +115,7 @@ CASES: list[tuple[str, Any, list[str]]] = [
     (
         "duplicate across bundles via synonym",
         edit(lambda d: d["bundles"].update(b={**copy.deepcopy(bundle(d)), "targets": [{**target(d, 1), "platform": "LINUX-x86_64"}]})),
-        [f"bundles.json: bundles[\"b\"].targets[0]: tiny@1.0 for platform 'linux-x86_64' is already defined at bundles[\"a\"].targets[1]: keep one definition per model_id, version and platform"],
+        ["bundles.json: bundles[\"b\"].targets[0]: tiny@1.0 for platform 'linux-x86_64' is already defined at bundles[\"a\"].targets[1]: keep one definition per model_id, version and platform"],
     ),
     (
         "several problems at once",
@@ -130,7 +130,9 @@ CASES: list[tuple[str, Any, list[str]]] = [
 
 
 @pytest.mark.parametrize(("doc", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_broken_documents_report_every_problem(workdir: Path, doc: Any, expected: list[str]) -> None:
+def test_broken_documents_report_every_problem(
+    workdir: Path, doc: Any, expected: list[str]
+) -> None:
     path = workdir / "bundles.json"
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
     with pytest.raises(ConfigError) as info:
@@ -184,7 +186,9 @@ def test_valid_document_gives_typed_values(workdir: Path) -> None:
 
 def test_missing_source_with_placeholder_fallback_is_marked(workdir: Path) -> None:
     path = workdir / "bundles.json"
-    path.write_text(json.dumps(edit(lambda d: target(d).update(source_path="gone", fallback="placeholder"))))
+    path.write_text(
+        json.dumps(edit(lambda d: target(d).update(source_path="gone", fallback="placeholder")))
+    )
     assert load_config(path).bundles[0].targets[0].missing is True
 
 
@@ -193,7 +197,10 @@ def test_yaml_document_is_equivalent(workdir: Path) -> None:
 
     (workdir / "bundles.json").write_text(json.dumps(VALID))
     (workdir / "bundles.yaml").write_text(yaml.safe_dump(VALID))
-    assert load_config(workdir / "bundles.yaml").bundles == load_config(workdir / "bundles.json").bundles
+    assert (
+        load_config(workdir / "bundles.yaml").bundles
+        == load_config(workdir / "bundles.json").bundles
+    )
 
 
 def test_yaml_syntax_error_names_line(workdir: Path) -> None:

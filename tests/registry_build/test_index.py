@@ -21,8 +21,13 @@ from runtime.store import LocalStore
 from runtime.wire import BundleDescriptor, FileEntry, Index, Location, blob_key, decode_index
 
 
-def desc(model: str = "tiny", version: str = "1.0", target: str = "universal", digest: str = "a" * 64,
-         **extra: object) -> BundleDescriptor:  # fmt: skip
+def desc(
+    model: str = "tiny",
+    version: str = "1.0",
+    target: str = "universal",
+    digest: str = "a" * 64,
+    **extra: object,
+) -> BundleDescriptor:
     return BundleDescriptor(
         id=model, version=version, target=target, hash=digest, size_bytes=1234,
         location=Location("remote", blob_key(digest)), sha256="b" * 64, model_type="onnx",
@@ -69,7 +74,9 @@ def test_documents_agree() -> None:
     models = json.loads(docs["v1/models"])
     assert models["object"] == "list"
     (entry,) = models["data"]
-    assert entry["id"] == "a" and entry["object"] == "model" and entry["owned_by"] == "bundle-registry"
+    assert (
+        entry["id"] == "a" and entry["object"] == "model" and entry["owned_by"] == "bundle-registry"
+    )
     assert entry["created"] == int(datetime(2026, 11, 22, 8, tzinfo=UTC).timestamp())
     assert entry["license"] == "MIT"
     assert entry["versions"] == ["2.0", "1.0"]
@@ -121,5 +128,8 @@ def test_descriptor_conflict_names_both_digests(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     assert write_descriptors(store, [desc()]) == ["descriptors/tiny/1.0/universal.json"]
     assert write_descriptors(store, [desc()]) == []
-    with pytest.raises(ImmutableConflict, match=f"already published with digest {'a' * 64}; this build produced {'9' * 64}"):
+    with pytest.raises(
+        ImmutableConflict,
+        match=f"already published with digest {'a' * 64}; this build produced {'9' * 64}",
+    ):
         write_descriptors(store, [desc(digest="9" * 64)])

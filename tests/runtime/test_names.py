@@ -6,6 +6,7 @@ import pytest
 
 from runtime.errors import InvalidNameError, RefError
 from runtime.names import (
+    TARGETS,
     Ref,
     canonical_target,
     check_name,
@@ -14,7 +15,6 @@ from runtime.names import (
     is_name,
     parse_ref,
     version_key,
-    TARGETS,
 )
 
 
