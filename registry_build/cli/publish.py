@@ -1,0 +1,106 @@
+"""``registry-build publish``, ``reindex``, ``verify`` and ``gc``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.store import Store, open_store
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def register(subparsers: Any) -> None:
+    """Add the publish, reindex, verify and gc commands."""
+    p = subparsers.add_parser("publish", help="copy a built registry to a directory or s3://")
+    p.add_argument("src", type=Path, metavar="SRC", help="a built registry directory")
+    p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _endpoint(p)
+    p.set_defaults(handler=_publish)
+
+    p = subparsers.add_parser("reindex", help="rebuild index and pages from descriptors/ alone")
+    p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
+    _endpoint(p)
+    p.set_defaults(handler=_reindex)
+
+    p = subparsers.add_parser("verify", help="hash every blob the index names; exit 1 if any fail")
+    p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
+    _endpoint(p)
+    p.set_defaults(handler=_verify)
+
+    p = subparsers.add_parser("gc", help="delete blobs nothing names, older than --grace")
+    p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
+    p.add_argument(
+        "--grace",
+        type=duration,
+        default="7d",
+        help="keep blobs younger than this: 90s, 30m, 12h, 7d, 2w (default 7d)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
+    _endpoint(p)
+    p.set_defaults(handler=_gc)
+
+
+def _endpoint(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--endpoint-url",
+        default=None,
+        help="S3-compatible endpoint (MinIO, R2); default AWS_ENDPOINT_URL or AWS",
+    )
+
+
+def duration(text: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or a bare number of seconds."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: write a number with s, m, h, d or w (e.g. 7d)"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _store(args: argparse.Namespace) -> Store:
+    return open_store(args.dest, endpoint_url=args.endpoint_url)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from registry_build.publish import publish_registry
+
+    report = publish_registry(args.src, _store(args), progress=not args.quiet)
+    print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    from registry_build.publish import reindex
+
+    written = reindex(_store(args))
+    print(f"reindexed {args.dest}: wrote {len(written)} objects", file=sys.stderr)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from registry_build.publish import verify
+
+    checked, problems = verify(_store(args))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"verified {checked} blobs in {args.dest}: {len(problems)} problems", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from registry_build.publish import gc
+
+    doomed = gc(_store(args), args.grace, dry_run=args.dry_run)
+    for info in doomed:
+        print(f"{info.key}\t{info.size}")
+    verb = "would delete" if args.dry_run else "deleted"
+    total = sum(i.size for i in doomed) / 1e6
+    print(f"{verb} {len(doomed)} blobs ({total:.1f} MB)", file=sys.stderr)
+    return 0

@@ -1,0 +1,464 @@
+"""Publishing to S3 (moto's server over HTTP) and to directories: incremental, concurrent, safe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import blake3
+import msgspec
+import pytest
+import urllib3
+
+from registry_build.index import index_documents
+from registry_build.publish import (
+    CountingStore,
+    PublishReport,
+    SourceRegistryError,
+    gc,
+    publish_registry,
+    reindex,
+    verify,
+)
+from runtime.errors import ImmutableConflict, IntegrityError
+from runtime.s3 import S3Store
+from runtime.store import LocalStore, Store
+from runtime.wire import (
+    AliasIndex,
+    BundleDescriptor,
+    Index,
+    Location,
+    blob_key,
+    decode_index,
+    descriptor_key,
+    encode_pretty,
+)
+
+Bundle = tuple[str, str, str, bytes]  # model, version, target, payload
+
+
+def pages(index: Index, aliases: dict[str, AliasIndex]) -> dict[str, bytes]:
+    """A small stand-in for the browse pages: one list page and one page per model."""
+    found = {"index.html": "".join(f"<li>{d.id}@{d.version} {d.target}" for d in index.bundles)}
+    for model in index.models:
+        found[f"models/{model}.html"] = f"<h1>{model}</h1>{aliases.get(model)}"
+    return {key: text.encode() for key, text in found.items()}
+
+
+def make_source(root: Path, bundles: list[Bundle]) -> Path:
+    """A built registry directory: a blob and a descriptor per bundle."""
+    for model, version, target, payload in bundles:
+        digest = blake3.blake3(payload).hexdigest()
+        blob = root / blob_key(digest)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(payload)
+        descriptor = BundleDescriptor(
+            id=model,
+            version=version,
+            target=target,
+            hash=digest,
+            size_bytes=len(payload),
+            location=Location("remote", blob_key(digest)),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            description=f"{model} model",
+            created_at="2026-11-22T08:00:00Z",
+        )
+        path = root / descriptor_key(model, version, target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_pretty(descriptor))
+    return root
+
+
+def bundles(model: str, versions: range, size: int = 2000) -> list[Bundle]:
+    """One universal bundle per version with distinct random bytes."""
+    return [(model, f"1.{v}", "universal", os.urandom(size)) for v in versions]
+
+
+@pytest.fixture(params=["s3", "directory"])
+def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A fresh destination: a moto bucket prefix over HTTP, or a directory."""
+    if request.param == "directory":
+        return LocalStore(tmp_path / "published")
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store.from_url(f"s3://{bucket}/registry", endpoint_url=endpoint)
+
+
+def publish(src: Path, store: Store) -> PublishReport:
+    return publish_registry(src, store, progress=False, render=pages)
+
+
+def assert_consistent(store: Store) -> Index:
+    """index, v1/models and pages derive from index.json; every blob it names is complete."""
+    data, _ = store.get("index.json")
+    index = decode_index(data)
+    for key, expected in {**index_documents(index), **pages(index, {})}.items():
+        assert store.get(key)[0] == expected, key
+    for entry in index.bundles:
+        blob, _ = store.get(blob_key(entry.hash))
+        assert (len(blob), blake3.blake3(blob).hexdigest()) == (entry.size_bytes, entry.hash)
+    return index
+
+
+def test_publish_writes_content_then_index_then_pages(dest: Store, tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src", bundles("tiny", range(3)) + bundles("small", range(1)))
+    report = publish(src, dest)
+    assert len(report.uploaded) == 4
+    assert report.uploaded_bytes == 8000
+    assert report.summary() == f"uploaded 4 blobs (0.0 MB), skipped 0, {report.requests} requests"
+    index = assert_consistent(dest)
+    assert sorted((d.id, d.version) for d in index.bundles) == [
+        ("small", "1.0"), ("tiny", "1.0"), ("tiny", "1.1"), ("tiny", "1.2"),
+    ]  # fmt: skip
+    assert [i.key for i in dest.list("descriptors/")] == [
+        "descriptors/small/1.0/universal.json",
+        "descriptors/tiny/1.0/universal.json",
+        "descriptors/tiny/1.1/universal.json",
+        "descriptors/tiny/1.2/universal.json",
+    ]
+
+
+def test_republishing_unchanged_content_uploads_nothing_and_rewrites_nothing(
+    dest: Store, tmp_path: Path
+) -> None:
+    src = make_source(tmp_path / "src", bundles("tiny", range(5)))
+    publish(src, dest)
+    before = {i.key: (i.size, i.modified) for i in dest.list()}
+    index_before = dest.get("index.json")
+    time.sleep(1.1)  # S3 timestamps have whole seconds: a rewrite would show
+    report = publish(src, dest)
+    assert (report.uploaded, report.written, report.skipped) == ([], [], 5)
+    assert dest.get("index.json") == index_before
+    assert {i.key: (i.size, i.modified) for i in dest.list()} == before
+    if isinstance(dest, S3Store):
+        assert report.requests == 2  # GET index.json, one LIST
+
+
+def test_publishing_one_more_bundle_uploads_only_its_blob(dest: Store, tmp_path: Path) -> None:
+    publish(make_source(tmp_path / "src", bundles("tiny", range(4))), dest)
+    src = make_source(tmp_path / "src", bundles("tiny", range(4, 5)))
+    report = publish(src, dest)
+    assert len(report.uploaded) == 1
+    assert report.skipped == 4
+    assert sorted(report.written) == [
+        "descriptors/tiny/1.4/universal.json", "index", "index.html", "index.json", "v1/models",
+    ]  # fmt: skip
+    assert len(assert_consistent(dest).bundles) == 5
+
+
+def test_a_published_version_cannot_change_and_nothing_is_sent(dest: Store, tmp_path: Path) -> None:
+    publish(make_source(tmp_path / "one", [("tiny", "1.0", "universal", b"first")]), dest)
+    changed = make_source(tmp_path / "two", [("tiny", "1.0", "universal", b"second")])
+    before = sorted(i.key for i in dest.list())
+    with pytest.raises(ImmutableConflict) as caught:
+        publish(changed, dest)
+    first, second = blake3.blake3(b"first").hexdigest(), blake3.blake3(b"second").hexdigest()
+    assert str(caught.value) == (
+        f"tiny@1.0 for universal is already published with digest {first}; this build produced "
+        f"{second}. Published versions are immutable: give the changed model a new version"
+    )
+    assert sorted(i.key for i in dest.list()) == before
+
+
+def test_a_descriptor_left_by_a_crashed_publish_with_another_digest_conflicts(
+    dest: Store, tmp_path: Path
+) -> None:
+    # A descriptor that is not in the index yet (its publisher died before the index).
+    orphan = make_source(tmp_path / "orphan", [("tiny", "2.0", "universal", b"orphan")])
+    key = descriptor_key("tiny", "2.0", "universal")
+    dest.put(key, (orphan / key).read_bytes())
+    with pytest.raises(ImmutableConflict) as caught:
+        publish(make_source(tmp_path / "src", [("tiny", "2.0", "universal", b"mine")]), dest)
+    orphan_digest = blake3.blake3(b"orphan").hexdigest()
+    assert str(caught.value).startswith(
+        f"tiny@2.0 for universal is already published with digest {orphan_digest}"
+    )
+
+
+def test_a_corrupt_source_blob_is_refused(dest: Store, tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", b"good bytes")])
+    digest = blake3.blake3(b"good bytes").hexdigest()
+    (src / blob_key(digest)).write_bytes(b"evil bytes")
+    with pytest.raises(IntegrityError) as caught:
+        publish(src, dest)
+    assert str(caught.value) == (
+        f"{src / blob_key(digest)} hashes to {blake3.blake3(b'evil bytes').hexdigest()}, not the "
+        f"{digest} its descriptor names: the build output is corrupt; rebuild it"
+    )
+    assert list(dest.list()) == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: root.mkdir(), "{root} has no descriptors/ directory: it is not a built "
+         "registry; build one with `registry-build build --out {root}`"),
+        (lambda root: (root / "descriptors").mkdir(parents=True),
+         "{root}/descriptors/ is empty: there is nothing to publish"),
+    ],
+)  # fmt: skip
+def test_a_source_that_is_not_a_registry_is_refused(
+    tmp_path: Path, setup: Callable[[Path], None], message: str
+) -> None:
+    root = tmp_path / "src"
+    setup(root)
+    with pytest.raises(SourceRegistryError) as caught:
+        publish(root, LocalStore(tmp_path / "dest"))
+    assert str(caught.value) == message.format(root=root)
+
+
+def test_a_missing_source_blob_is_named(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", b"abc")])
+    blob = src / blob_key(blake3.blake3(b"abc").hexdigest())
+    blob.unlink()
+    with pytest.raises(SourceRegistryError) as caught:
+        publish(src, LocalStore(tmp_path / "dest"))
+    assert str(caught.value) == (
+        f"{blob} is missing; {src / descriptor_key('tiny', '1.0', 'universal')} names 3 bytes: "
+        "rebuild the registry"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "content_type", "cache_control"),
+    [
+        ("blobs/{digest}.xyb", "application/zstd", "public, max-age=31536000, immutable"),
+        ("descriptors/tiny/1.0/universal.json", "application/json",
+         "public, max-age=31536000, immutable"),
+        ("index.json", "application/json", "no-cache"),
+        ("index", "application/json", "no-cache"),
+        ("v1/models", "application/json", "no-cache"),
+        ("index.html", "text/html; charset=utf-8", "public, max-age=300"),
+    ],
+)  # fmt: skip
+def test_objects_carry_type_and_cache_control_by_class(
+    s3_bucket: str, moto_endpoint: str, tmp_path: Path, key: str, content_type: str,
+    cache_control: str,
+) -> None:  # fmt: skip
+    payload = b"bundle"
+    store = S3Store.from_url(f"s3://{s3_bucket}", endpoint_url=moto_endpoint)
+    publish(make_source(tmp_path / "src", [("tiny", "1.0", "universal", payload)]), store)
+    full = key.format(digest=blake3.blake3(payload).hexdigest())
+    head = store.client.head_object(Bucket=s3_bucket, Key=full)
+    assert (head["ContentType"], head["CacheControl"]) == (content_type, cache_control)
+
+
+def _fetch(url: str) -> bytes:
+    response = urllib3.request("GET", url, timeout=10)
+    assert response.status == 200, url
+    return response.data
+
+
+def test_a_client_reads_index_and_blob_straight_from_the_s3_endpoint(
+    s3_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    payload = os.urandom(5000)
+    store = S3Store.from_url(f"s3://{s3_bucket}/reg", endpoint_url=moto_endpoint)
+    publish(make_source(tmp_path / "src", [("tiny", "1.0", "universal", payload)]), store)
+    # As a deployment does: the bucket (or a CDN in front of it) serves objects anonymously.
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": "*",
+              "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{s3_bucket}/*"}]}  # fmt: skip
+    store.client.put_bucket_policy(Bucket=s3_bucket, Policy=json.dumps(policy))
+    base = f"{moto_endpoint}/{s3_bucket}/reg"
+    index = decode_index(_fetch(f"{base}/index.json"))
+    entry = index.bundles[0]
+    blob = _fetch(f"{base}/{entry.location.url}")
+    assert blake3.blake3(blob).hexdigest() == entry.hash
+    assert blob == payload
+
+
+def test_a_client_reads_a_published_directory_over_http(
+    tmp_path: Path, http_server: Callable[[Path], str]
+) -> None:
+    payload = os.urandom(5000)
+    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", payload)])
+    publish(src, LocalStore(tmp_path / "site"))
+    base = http_server(tmp_path / "site")
+    entry = decode_index(_fetch(f"{base}/index.json")).bundles[0]
+    assert _fetch(f"{base}/{entry.location.url}") == payload
+
+
+# -- concurrency and crashes -----------------------------------------------------------------
+
+
+def _fork(work: Callable[[], object]) -> int:
+    """Run ``work`` in a forked child (cheap: boto3 is imported already); returns its pid."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _publish_in_child(src: Path, url: str, endpoint: str) -> Callable[[], object]:
+    return lambda: publish(src, S3Store.from_url(url, endpoint_url=endpoint))
+
+
+@pytest.mark.slow
+def test_eight_processes_publishing_at_once_lose_no_bundle(
+    s3_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}/reg"
+    expected = set()
+    for round_ in range(3):
+        sources = []
+        for n in range(8):
+            made = bundles(f"model{n}", range(round_ * 2, round_ * 2 + 2), size=500)
+            sources.append(make_source(tmp_path / f"src{round_}-{n}", made))
+            expected |= {(m, v, t) for m, v, t, _ in made}
+        pids = [_fork(_publish_in_child(src, url, moto_endpoint)) for src in sources]
+        assert [os.waitpid(pid, 0)[1] for pid in pids] == [0] * 8
+        index = assert_consistent(S3Store.from_url(url, endpoint_url=moto_endpoint))
+        assert {d.key for d in index.bundles} == expected
+
+
+@pytest.mark.slow
+def test_killing_a_publisher_at_any_moment_leaves_a_consistent_registry(
+    s3_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    url = f"s3://{s3_bucket}/reg"
+    store = S3Store.from_url(url, endpoint_url=moto_endpoint)
+    rng = random.Random(1234)
+    started = time.monotonic()
+    publish(make_source(tmp_path / "warm", bundles("warm", range(3))), store)
+    typical = time.monotonic() - started
+    killed_early = 0
+    for trial in range(20):
+        src = make_source(
+            tmp_path / f"src{trial}", bundles("tiny", range(trial * 3, trial * 3 + 3))
+        )
+        pid = _fork(_publish_in_child(src, url, moto_endpoint))
+        time.sleep(rng.uniform(0, typical * 1.5))
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        killed_early += os.WIFSIGNALED(status)
+        if store_has_index(store):
+            assert_blobs_complete(store)
+        publish(src, store)  # the next publish completes
+        index = assert_consistent(store)
+        assert {("tiny", f"1.{v}") for v in range(trial * 3 + 3)} <= {
+            (d.id, d.version) for d in index.bundles
+        }
+    assert killed_early >= 10  # most kills landed mid-publish, so the trials tested something
+
+
+def store_has_index(store: Store) -> bool:
+    return any(i.key == "index.json" for i in store.list("index.json"))
+
+
+def assert_blobs_complete(store: Store) -> None:
+    """What a client trusts: every bundle index.json names has its complete blob."""
+    index = decode_index(store.get("index.json")[0])
+    for entry in index.bundles:
+        blob, _ = store.get(blob_key(entry.hash))
+        assert blake3.blake3(blob).hexdigest() == entry.hash
+
+
+def test_threads_publishing_to_one_directory_lose_no_bundle(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = LocalStore(tmp_path / "site")
+    sources = [make_source(tmp_path / f"src{n}", bundles(f"m{n}", range(2))) for n in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda src: publish(src, store), sources))
+    assert len(assert_consistent(store).bundles) == 12
+
+
+# -- reindex, verify, gc ---------------------------------------------------------------------
+
+
+def test_reindex_rebuilds_from_descriptors_without_reading_a_blob(
+    dest: Store, tmp_path: Path
+) -> None:
+    publish(make_source(tmp_path / "src", bundles("tiny", range(3)) + bundles("b", range(2))), dest)
+    expected = dest.get("index.json")[0]
+    dest.put("index.json", b"{not json")
+    dest.delete("index")
+    counting = ReadSpy(dest)
+    written = reindex(counting, render=pages)
+    assert sorted(written) == ["index", "index.json"]
+    assert dest.get("index.json")[0] == expected
+    assert not [key for key in counting.read if key.startswith("blobs/")]
+    assert_consistent(dest)
+
+
+class ReadSpy(CountingStore):
+    """Remembers which keys were read."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.read: list[str] = []
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        self.read.append(key)
+        return super().get(key)
+
+
+def test_verify_reports_missing_and_corrupt_blobs_by_bundle(dest: Store, tmp_path: Path) -> None:
+    made = [("tiny", "1.0", "universal", b"one"), ("tiny", "1.1", "linux-x86_64", b"two"),
+            ("tiny", "1.2", "universal", b"three")]  # fmt: skip
+    publish(make_source(tmp_path / "src", made), dest)
+    assert verify(dest) == (3, [])
+    one, two = (blake3.blake3(p).hexdigest() for p in (b"one", b"two"))
+    dest.delete(blob_key(one))
+    dest.put(blob_key(two), b"twx")
+    checked, problems = verify(dest)
+    assert checked == 3
+    assert sorted(map(str, problems)) == [
+        f"tiny@1.0 (universal): blobs/{one}.xyb is missing",
+        f"tiny@1.1 (linux-x86_64): blobs/{two}.xyb has BLAKE3 "
+        f"{blake3.blake3(b'twx').hexdigest()}, the index names {two}",
+    ]
+
+
+def test_gc_deletes_only_unreferenced_blobs_older_than_the_grace(
+    dest: Store, tmp_path: Path
+) -> None:
+    publish(make_source(tmp_path / "src", bundles("tiny", range(2))), dest)
+    dest.put("blobs/" + "f" * 64 + ".xyb", b"orphan")
+    kept = sorted(i.key for i in dest.list("blobs/"))[:2]
+    week = 7 * 86400
+    assert gc(dest, week, dry_run=True) == []  # everything is young
+    doomed = gc(dest, week, dry_run=True, now=time.time() + week + 60)
+    assert [(i.key, i.size) for i in doomed] == [("blobs/" + "f" * 64 + ".xyb", 6)]
+    assert len(list(dest.list("blobs/"))) == 3  # a dry run deletes nothing
+    gc(dest, week, dry_run=False, now=time.time() + week + 60)
+    assert sorted(i.key for i in dest.list("blobs/")) == sorted(
+        k for k in kept if not k.startswith("blobs/fff")
+    )
+    assert verify(dest)[1] == []
+
+
+def test_gc_keeps_blobs_of_descriptors_not_yet_indexed(dest: Store, tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", b"pending")])
+    digest = blake3.blake3(b"pending").hexdigest()
+    dest.put_file(blob_key(digest), src / blob_key(digest))
+    key = descriptor_key("tiny", "1.0", "universal")
+    dest.put(key, (src / key).read_bytes())
+    assert gc(dest, 0, dry_run=False, now=time.time() + 3600) == []
+    assert msgspec.json.decode(dest.get(key)[0])["hash"] == digest
+
+
+def test_s3_blob_listing_costs_fewer_requests_than_heads(
+    s3_bucket: str, moto_endpoint: str, tmp_path: Path
+) -> None:
+    store = S3Store.from_url(f"s3://{s3_bucket}", endpoint_url=moto_endpoint)
+    report = publish(make_source(tmp_path / "src", bundles("tiny", range(30))), store)
+    # GET index.json, LIST, 30 blobs, 30 descriptors, index, v1/models, 2 pages, index.json
+    assert report.requests == 2 + 30 + 30 + 5
