@@ -1,0 +1,185 @@
+"""The client's local cache: verified blobs, their descriptors, extracted trees, last indexes seen.
+
+Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry``)::
+
+    blobs/<blake3>.xyb                      verified bundles, content-addressed; mtime = last use
+    blobs/.<blake3>.partial-<pid>-<rand>    a download in progress, private to one process
+    descriptors/<blake3>.json               the full descriptor (with ``files``) of a cached blob
+    trees/<blake3>/                         the extracted model files of a blob
+    registries/<key>/                       the last state seen of one registry, <key> = sha1 of
+      location                                its location (kept here in plain text)
+      index.json                              the last index.json fetched
+      aliases/<model>/<alias>.json            the last pointer file read for each alias used
+    build/                                  registry_build's own state (never touched here)
+
+Only verified bytes are ever renamed into ``blobs/``; every other write goes through a temporary
+file and a rename, so a reader sees a whole file or none. ``prune`` removes blobs (with their
+descriptor and tree) not used for N days, and partial downloads abandoned for a day.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from runtime.atomic import write_atomic
+from runtime.download import is_partial_name
+from runtime.wire import AliasPointer, BundleDescriptor, decode_descriptor, encode_pretty
+
+DAY = 86400.0
+PARTIAL_MAX_AGE = DAY
+
+
+def default_root() -> Path:
+    """``$XDG_CACHE_HOME/bundle-registry``, else ``~/.cache/bundle-registry``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bundle-registry"
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached blob, as ``cache ls`` shows it."""
+
+    digest: str
+    size: int
+    last_used: float
+    extracted: bool
+    descriptor: BundleDescriptor | None
+
+    @property
+    def label(self) -> str:
+        """``model@version target``, or ``(unknown)`` when the descriptor is missing."""
+        d = self.descriptor
+        return f"{d.id}@{d.version} {d.target}" if d else "(unknown)"
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    """What ``prune`` removed."""
+
+    blobs: int
+    partials: int
+    freed_bytes: int
+
+
+class Cache:
+    """The cache directory; every method is safe to call from several processes at once."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_root()
+        self.blobs = self.root / "blobs"
+
+    def blob(self, digest: str) -> Path | None:
+        """The cached blob's path (marking it used), or None when it is not cached."""
+        path = self.blobs / f"{digest}.xyb"
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            return None
+        return path
+
+    def tree(self, digest: str) -> Path:
+        """Where the blob's extracted files live (may not exist yet)."""
+        return self.root / "trees" / digest
+
+    def descriptor(self, digest: str) -> BundleDescriptor | None:
+        """The full descriptor saved with a blob, or None."""
+        try:
+            return decode_descriptor((self.root / "descriptors" / f"{digest}.json").read_bytes())
+        except (FileNotFoundError, msgspec.ValidationError, msgspec.DecodeError):
+            return None
+
+    def save_descriptor(self, descriptor: BundleDescriptor) -> None:
+        """Keep a blob's full descriptor (before the blob itself, so a cached blob has one)."""
+        write_atomic(
+            self.root / "descriptors" / f"{descriptor.hash}.json", encode_pretty(descriptor)
+        )
+
+    def registry_dir(self, location: str) -> Path:
+        """The folder that holds the last state seen of the registry at ``location``."""
+        key = hashlib.sha1(location.encode(), usedforsecurity=False).hexdigest()[:16]
+        return self.root / "registries" / key
+
+    def index_path(self, location: str) -> Path:
+        """Where the last ``index.json`` of ``location`` is kept."""
+        return self.registry_dir(location) / "index.json"
+
+    def save_index(self, location: str, data: bytes) -> None:
+        """Keep the ``index.json`` just fetched from ``location``."""
+        folder = self.registry_dir(location)
+        if not (folder / "location").exists():
+            write_atomic(folder / "location", location.encode() + b"\n")
+        write_atomic(folder / "index.json", data)
+
+    def pointer(self, location: str, model: str, alias: str) -> AliasPointer | None:
+        """The last pointer file read for ``model``'s ``alias``, or None."""
+        path = self.registry_dir(location) / "aliases" / model / f"{alias}.json"
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=AliasPointer)
+        except (FileNotFoundError, msgspec.ValidationError, msgspec.DecodeError):
+            return None
+
+    def aliases(self, location: str, model: str) -> list[str]:
+        """The aliases of ``model`` whose pointers are cached."""
+        folder = self.registry_dir(location) / "aliases" / model
+        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+    def save_pointer(self, location: str, model: str, alias: str, data: bytes | None) -> None:
+        """Keep a pointer file just read; None records that the alias no longer exists."""
+        path = self.registry_dir(location) / "aliases" / model / f"{alias}.json"
+        if data is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, data)
+
+    def entries(self) -> list[CacheEntry]:
+        """Every cached blob, most recently used first."""
+        found = []
+        for path in self.blobs.glob("*.xyb") if self.blobs.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                digest = path.stem
+                found.append(
+                    CacheEntry(
+                        digest,
+                        st.st_size,
+                        st.st_mtime,
+                        self.tree(digest).is_dir(),
+                        self.descriptor(digest),
+                    )
+                )
+        return sorted(found, key=lambda e: (-e.last_used, e.digest))
+
+    def prune(self, keep_days: float, now: float | None = None) -> PruneReport:
+        """Remove blobs unused for ``keep_days`` (with descriptor and tree), and old partials."""
+        now = time.time() if now is None else now
+        blobs = freed = 0
+        for entry in self.entries():
+            if now - entry.last_used > keep_days * DAY:
+                freed += entry.size
+                blobs += 1
+                self.remove(entry.digest)
+        return PruneReport(blobs, self._prune_partials(now), freed)
+
+    def remove(self, digest: str) -> None:
+        """Forget one blob: the blob first, then its tree and descriptor."""
+        (self.blobs / f"{digest}.xyb").unlink(missing_ok=True)
+        shutil.rmtree(self.tree(digest), ignore_errors=True)
+        (self.root / "descriptors" / f"{digest}.json").unlink(missing_ok=True)
+
+    def _prune_partials(self, now: float) -> int:
+        removed = 0
+        for path in self.blobs.iterdir() if self.blobs.is_dir() else ():
+            if is_partial_name(path.name):
+                with contextlib.suppress(FileNotFoundError):
+                    if now - path.stat().st_mtime > PARTIAL_MAX_AGE:
+                        path.unlink()
+                        removed += 1
+        return removed

@@ -1,0 +1,113 @@
+"""``registry-runtime resolve``, ``fetch``, ``cache ls|prune``: the client on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import RefError
+
+
+def register(subparsers: Any) -> None:
+    """Add the client's commands."""
+    resolve = subparsers.add_parser("resolve", help="show which bundle a ref names here")
+    resolve.add_argument("ref", help="MODEL, MODEL@VERSION or MODEL@ALIAS")
+    _client_options(resolve)
+    resolve.add_argument("--json", action="store_true", help="print the descriptor as JSON")
+    resolve.set_defaults(handler=resolve_command)
+
+    fetch = subparsers.add_parser(
+        "fetch", help="download, verify and cache a bundle; print its path"
+    )
+    fetch.add_argument("ref", nargs="?", help="MODEL, MODEL@VERSION or MODEL@ALIAS")
+    fetch.add_argument("--pipeline", type=Path, help="fetch every stage of a Xybrid pipeline.yaml")
+    fetch.add_argument("--extract", action="store_true", help="print the extracted directory")
+    _client_options(fetch)
+    fetch.set_defaults(handler=fetch_command)
+
+    cache = subparsers.add_parser("cache", help="list or prune the local bundle cache")
+    commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    ls = commands.add_parser("ls", help="list cached bundles, most recently used first")
+    ls.add_argument("--cache-dir", type=Path, help="cache directory")
+    ls.set_defaults(handler=cache_ls_command)
+    prune = commands.add_parser("prune", help="remove bundles not used for N days")
+    prune.add_argument("--keep-days", type=float, default=30.0, help="default: 30")
+    prune.add_argument("--cache-dir", type=Path, help="cache directory")
+    prune.set_defaults(handler=cache_prune_command)
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", help="URL, directory or s3:// (default: $BUNDLE_REGISTRY)")
+    parser.add_argument("--target", help="platform target (default: this machine, then universal)")
+    parser.add_argument("--offline", action="store_true", help="use only the cache, no network")
+    parser.add_argument("--cache-dir", type=Path, help="cache directory")
+
+
+def _registry(args: argparse.Namespace, from_file: str | None = None) -> Any:
+    from runtime.cache import Cache
+    from runtime.client import Registry, registry_location
+
+    location = registry_location(args.registry, from_file)
+    return Registry(location, cache=Cache(args.cache_dir), offline=args.offline)
+
+
+def resolve_command(args: argparse.Namespace) -> int:
+    """Print the bundle a ref resolves to."""
+    from runtime.wire import encode_pretty
+
+    descriptor = _registry(args).resolve(args.ref, args.target)
+    if args.json:
+        print(encode_pretty(descriptor).decode(), end="")
+    else:
+        d = descriptor
+        print(f"{d.id}@{d.version} {d.target} {d.hash} {d.size_bytes}")
+    return 0
+
+
+def fetch_command(args: argparse.Namespace) -> int:
+    """Fetch one ref or every stage of a pipeline; print the paths."""
+    if (args.ref is None) == (args.pipeline is None):
+        raise RefError("fetch needs exactly one of REF or --pipeline FILE")
+    if args.pipeline is not None:
+        from runtime.pipeline import fetch_pipeline, load_pipeline
+
+        pipeline = load_pipeline(args.pipeline)
+        registry = _registry(args, pipeline.registry)
+        paths = fetch_pipeline(pipeline, registry, target=args.target, extract=args.extract)
+    else:
+        registry = _registry(args)
+        get = registry.extract if args.extract else registry.fetch
+        paths = [get(args.ref, args.target)]
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cache_ls_command(args: argparse.Namespace) -> int:
+    """List the cached bundles."""
+    from runtime.cache import Cache
+
+    cache = Cache(args.cache_dir)
+    entries = cache.entries()
+    if not entries:
+        print(f"no bundles cached in {cache.root}")
+    for e in entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.last_used))
+        tree = "extracted" if e.extracted else "-"
+        print(f"{e.digest[:16]}  {e.label:<40} {e.size:>12}  {used} UTC  {tree}")
+    return 0
+
+
+def cache_prune_command(args: argparse.Namespace) -> int:
+    """Remove bundles not used for ``--keep-days`` days."""
+    from runtime.cache import Cache
+
+    cache = Cache(args.cache_dir)
+    report = cache.prune(args.keep_days)
+    print(
+        f"removed {report.blobs} bundle(s) ({report.freed_bytes} bytes) and "
+        f"{report.partials} abandoned partial download(s) from {cache.root}"
+    )
+    return 0

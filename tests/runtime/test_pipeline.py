@@ -1,0 +1,112 @@
+"""Xybrid pipeline files: parsing, every problem reported, fetching each stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fetch_support import demo_registry
+
+from runtime.cache import Cache
+from runtime.client import Registry
+from runtime.errors import ConfigError
+from runtime.pipeline import Pipeline, Stage, fetch_pipeline, load_pipeline
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_strings_and_objects(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+name: voice
+registry: http://127.0.0.1:8000
+stages:
+  - tiny@1.2
+  - model: tiny
+    version: stable
+    target: macos-arm64
+  - model: tiny@1.0
+  - {model: mac-only, target: macos-aarch64, input: audio}
+""",
+    )
+    assert load_pipeline(path) == Pipeline(
+        path,
+        "http://127.0.0.1:8000",
+        (
+            Stage("tiny@1.2"),
+            Stage("tiny@stable", "macos-arm64"),
+            Stage("tiny@1.0"),
+            Stage("mac-only", "macos-aarch64"),
+        ),
+    )
+
+
+def test_every_problem_is_reported_with_its_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+registry: 5
+stages:
+  - tiny@
+  - model: tiny
+    version: 1.10
+  - model: tiny@1.0
+    version: "1.2"
+  - model: tiny
+    target: ios-x64
+  - [nonsense]
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert caught.value.problems == [
+        f"{path}: registry: expected a URL, directory or s3:// location",
+        f"{path}: stages[0]: ref 'tiny@' has nothing after '@': write tiny@VERSION, "
+        "tiny@ALIAS, or just tiny for the highest version",
+        f"{path}: stages[1].version: 1.1 is not a string: quote it (YAML reads 1.10 as 1.1)",
+        f"{path}: stages[2].version: 'tiny@1.0' already names a version; give it once",
+        f"{path}: stages[3].target: 'ios-x64' is not a known target (known: macos-arm64, "
+        "macos-x86_64, linux-x86_64, linux-arm64, ios-arm64, android-arm64, android-arm32, "
+        "windows-x86_64, wasm-wgpu, universal)",
+        f"{path}: stages[4]: expected \"model@version\" or an object with a 'model' string",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("stages: []", "stages: expected a non-empty list of refs or {model, target}"),
+        ("- a", "expected a mapping with 'stages:' at the top level"),
+        ("stages: [", "not valid YAML: "),
+    ],
+)
+def test_bad_shapes(tmp_path: Path, text: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert caught.value.problems[0].startswith(f"{path}: {problem}")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(tmp_path / "nope.yaml")
+    assert caught.value.problems == [
+        f"{tmp_path / 'nope.yaml'}: no such file; pass the path of a pipeline.yaml"
+    ]
+
+
+def test_fetch_every_stage(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    published = demo_registry(site)
+    path = write(tmp_path, "stages:\n  - tiny@stable\n  - {model: mac-only, target: macos-arm64}\n")
+    registry = Registry(str(site), cache=Cache(tmp_path / "cache"), progress=False)
+    paths = fetch_pipeline(load_pipeline(path), registry, target="linux-x86_64")
+    assert [p.name for p in paths] == [
+        f"{published[('tiny', '1.2', 'linux-x86_64')].hash}.xyb",
+        f"{published[('mac-only', '2.0', 'macos-arm64')].hash}.xyb",
+    ]
