@@ -1,0 +1,125 @@
+"""``registry-runtime promote | aliases | history | verify``: alias promotion and its audit trail.
+
+Every command takes ``--registry LOC`` (a directory or ``s3://bucket/prefix``), defaulting to
+``$BUNDLE_REGISTRY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from runtime.errors import RegistryError
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+class NoRegistry(RegistryError, ValueError):
+    """Raised when a command gets neither ``--registry`` nor ``$BUNDLE_REGISTRY``."""
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add the alias commands to ``registry-runtime``."""
+    promote = _command(subparsers, "promote", "point an alias of a model at one of its versions")
+    promote.add_argument("model")
+    promote.add_argument("alias")
+    promote.add_argument("version")
+    promote.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user)")
+    promote.add_argument("--reason", default="", help="why, kept in the audit record")
+    promote.set_defaults(handler=run_promote)
+
+    listing = _command(subparsers, "aliases", "list a model's aliases and their versions")
+    listing.add_argument("model")
+    listing.set_defaults(handler=run_aliases)
+
+    hist = _command(subparsers, "history", "show every promotion of an alias, oldest first")
+    hist.add_argument("model")
+    hist.add_argument("alias")
+    hist.add_argument("--json", action="store_true", help="print the records as JSON")
+    hist.set_defaults(handler=run_history)
+
+    check = _command(
+        subparsers, "verify", "re-hash the bundles a ref names and check its alias's chain"
+    )
+    check.add_argument("ref", help="MODEL, MODEL@VERSION or MODEL@ALIAS")
+    check.add_argument("--target", help="only this target's bundle (default: every target)")
+    check.set_defaults(handler=run_verify)
+
+
+def _command(subparsers: Subparsers, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+    parser.add_argument(
+        "--registry",
+        default=os.environ.get("BUNDLE_REGISTRY"),
+        help="registry location: a directory or s3://bucket/prefix (default: $BUNDLE_REGISTRY)",
+    )
+    return parser
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from runtime.store import open_store
+
+    if not args.registry:
+        raise NoRegistry(
+            "no registry given: pass --registry DIR or s3://BUCKET/PREFIX, or set BUNDLE_REGISTRY"
+        )
+    return open_store(args.registry)
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """``promote MODEL ALIAS VERSION``."""
+    from runtime.aliases import default_actor, promote_detailed
+
+    done = promote_detailed(
+        _store(args), args.model, args.alias, args.version, default_actor(args.actor), args.reason
+    )
+    r = done.record
+    was = f" (was {r.previous})" if r.previous else ""
+    print(f"{r.model}@{r.alias} -> {r.version}{was}: record {r.seq} by {r.actor}")
+    for warning in done.warnings:
+        print(f"Warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def run_aliases(args: argparse.Namespace) -> int:
+    """``aliases MODEL``: one line per alias."""
+    from runtime.aliases import aliases
+
+    views = aliases(_store(args), args.model)
+    if not views:
+        print(f"{args.model} has no aliases")
+    for v in views:
+        print(f"{v.alias}\t{v.version}\trecord {v.seq}\t{v.time}\t{v.actor}\t{v.reason}")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """``history MODEL ALIAS [--json]``."""
+    from runtime.aliases import history
+    from runtime.wire import encode_pretty
+
+    records = history(_store(args), args.model, args.alias)
+    if args.json:
+        sys.stdout.write(encode_pretty(records).decode())
+        return 0
+    for r in records:
+        was = r.previous or "-"
+        print(f"{r.seq}\t{r.time}\t{was} -> {r.version}\t{r.actor}\t{r.reason}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """``verify REF``: exit 1 with every problem listed when anything does not check out."""
+    from runtime.aliases import raise_for_problems, verify
+
+    report = verify(_store(args), args.ref, args.target)
+    for check in report.bundles:
+        if check.ok:
+            print(f"ok\t{report.model}@{report.version}\t{check.target}\t{check.hash}")
+    if report.chain is not None and not report.chain.problems:
+        chain = report.chain
+        print(f"ok\t{chain.model}@{chain.alias}\t{chain.records} record(s), chain intact")
+    raise_for_problems(report)
+    return 0

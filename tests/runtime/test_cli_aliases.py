@@ -1,0 +1,145 @@
+"""``registry-runtime promote | aliases | history | verify`` against a real directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import blake3
+import pytest
+
+from runtime.cli import main
+from runtime.store import LocalStore
+from runtime.wire import BundleDescriptor, Index, Location, blob_key, encode
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
+    """whisper 1.0 and 1.1 (universal) in a directory; no BUNDLE_REGISTRY or GITHUB_ACTOR."""
+    monkeypatch.delenv("BUNDLE_REGISTRY", raising=False)
+    monkeypatch.delenv("GITHUB_ACTOR", raising=False)
+    store = LocalStore(tmp_path / "site")
+    bundles = []
+    for version in ("1.0", "1.1"):
+        data = f"whisper {version}".encode() * 100
+        digest = blake3.blake3(data).hexdigest()
+        store.put(blob_key(digest), data)
+        location = Location(url=blob_key(digest))
+        bundles.append(
+            BundleDescriptor("whisper", version, "universal", digest, len(data), location)
+        )
+    store.put("index.json", encode(Index(bundles=tuple(bundles))))
+    return store
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _promote(registry: LocalStore, version: str, *extra: str) -> list[str]:
+    return ["promote", "whisper", "production", version, "--registry", registry.location, *extra]
+
+
+def test_promote_then_list_and_history(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(capsys, *_promote(registry, "1.0", "--actor", "alice", "--reason", "go"))
+    assert (code, out) == (0, "whisper@production -> 1.0: record 1 by alice\n")
+    code, out, _ = _run(capsys, *_promote(registry, "1.1", "--actor", "bob"))
+    assert (code, out) == (0, "whisper@production -> 1.1 (was 1.0): record 2 by bob\n")
+
+    code, out, _ = _run(capsys, "aliases", "whisper", "--registry", registry.location)
+    (line,) = out.splitlines()
+    assert line.startswith("production\t1.1\trecord 2\t")
+    assert line.endswith("\tbob\t")
+
+    code, out, _ = _run(capsys, "history", "whisper", "production", "--registry", registry.location)
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(f[0], f[2], f[3], f[4]) for f in lines] == [
+        ("1", "- -> 1.0", "alice", "go"),
+        ("2", "1.0 -> 1.1", "bob", ""),
+    ]
+
+
+def test_history_as_json(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUNDLE_REGISTRY", registry.location)
+    monkeypatch.setenv("GITHUB_ACTOR", "ci-bot")
+    _run(capsys, "promote", "whisper", "production", "1.1", "--reason", "release")
+    code, out, _ = _run(capsys, "history", "whisper", "production", "--json")
+    (record,) = json.loads(out)
+    assert code == 0
+    assert {k: record[k] for k in ("version", "previous", "actor", "reason", "seq")} == {
+        "version": "1.1",
+        "previous": None,
+        "actor": "ci-bot",
+        "reason": "release",
+        "seq": 1,
+    }
+
+
+def test_verify_a_ref_through_its_alias(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _run(capsys, *_promote(registry, "1.1", "--actor", "alice"))
+    code, out, err = _run(capsys, "verify", "whisper@production", "--registry", registry.location)
+    digest = blake3.blake3(b"whisper 1.1" * 100).hexdigest()
+    assert (code, err) == (0, "")
+    assert out == (
+        f"ok\twhisper@1.1\tuniversal\t{digest}\nok\twhisper@production\t1 record(s), chain intact\n"
+    )
+
+
+def test_verify_fails_on_a_damaged_blob(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    digest = blake3.blake3(b"whisper 1.0" * 100).hexdigest()
+    registry.put(blob_key(digest), b"bad")
+    code, out, err = _run(capsys, "verify", "whisper@1.0", "--registry", registry.location)
+    bad = blake3.blake3(b"bad").hexdigest()
+    assert (code, out) == (1, "")
+    assert err == (
+        "Error: whisper@1.0: 1 problem found:\n"
+        f"  - blobs/{digest}.xyb has BLAKE3 {bad} and 3 bytes, but the index names {digest} "
+        "and 1100 bytes: the blob is damaged, republish it\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["promote", "whisper", "production", "2.0", "--actor", "a"],
+            "model 'whisper' has no version '2.0' in {loc} (versions: 1.0, 1.1): "
+            "publish it first or pick one of those",
+        ),
+        (
+            ["history", "whisper", "staging"],
+            "model 'whisper' has no alias 'staging' in {loc} (aliases: none)",
+        ),
+        (["aliases", "llama"], "model 'llama' is not in the index of {loc} (models: whisper)"),
+        (
+            ["verify", "whisper@"],
+            "ref 'whisper@' has nothing after '@': write whisper@VERSION, whisper@ALIAS, "
+            "or just whisper for the highest version",
+        ),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_1(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = _run(capsys, *argv, "--registry", registry.location)
+    assert (code, out) == (1, "")
+    assert err == f"Error: {message.format(loc=registry.location)}\n"
+
+
+def test_a_registry_is_required(registry: LocalStore, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "aliases", "whisper")
+    assert (code, err) == (
+        1,
+        "Error: no registry given: pass --registry DIR or s3://BUCKET/PREFIX, "
+        "or set BUNDLE_REGISTRY\n",
+    )
