@@ -1,0 +1,64 @@
+"""``registry-runtime serve`` and ``agent``: the runtime service and a hive's heartbeat sender."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the serve and agent commands."""
+    p = subparsers.add_parser("serve", help="run the hive/worker and service registry server")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081)")
+    p.add_argument("--db", type=Path, default=Path("registry-runtime.db"),
+                   help="SQLite file for services and the hive catalog")  # fmt: skip
+    p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
+    p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
+    p.set_defaults(handler=_serve)
+
+    p = subparsers.add_parser("agent", help="send this hive's heartbeats to a server")
+    p.add_argument("--server", required=True, help="the server's URL, http://HOST:PORT")
+    p.add_argument("--hive-id", required=True, help="this hive's id")
+    p.add_argument("--token-file", type=Path, help="file whose first token is sent")
+    p.add_argument("--interval", type=_positive, default=15.0, help="seconds between heartbeats")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--workers-file", type=Path, help="JSON list of this hive's workers")
+    source.add_argument("--workers-cmd", help="command printing the JSON list of workers")
+    p.set_defaults(handler=_agent)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from runtime.server import serve
+
+    serve(host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl)
+    return 0
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from runtime import agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    provider: agent.Provider = agent.no_workers
+    if args.workers_file is not None:
+        provider = agent.file_provider(args.workers_file)
+    elif args.workers_cmd is not None:
+        provider = agent.command_provider(args.workers_cmd)
+    token = agent.read_token(args.token_file) if args.token_file else None
+    config = agent.AgentConfig(
+        server=args.server, hive_id=args.hive_id, token=token, interval=args.interval
+    )
+    agent.Agent(config, provider).run()
+    return 0

@@ -1,0 +1,185 @@
+"""Helpers for the runtime-service tests: a fake clock, uvicorn on a loopback port, a client."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import urllib3
+import uvicorn
+from starlette.applications import Starlette
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeWallClock:
+    """A wall clock (aware datetimes) that moves only when told to."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Answer:
+    """An HTTP answer: status, headers and the decoded JSON body (or the text)."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+class Client:
+    """A small JSON client over urllib3 for a live server."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        self.base_url = base_url
+        self.token = token
+        self.http = urllib3.PoolManager(retries=False, timeout=10.0)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        raw: bytes | None = None,
+        token: str | None = None,
+    ) -> Answer:
+        headers = {"Content-Type": "application/json"}
+        bearer = token if token is not None else self.token
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        resp = self.http.request(method, self.base_url + path, body=data, headers=headers)
+        text = resp.data.decode()
+        kind = resp.headers.get("content-type", "")
+        parsed = json.loads(text) if kind.startswith("application/json") and text else text
+        return Answer(resp.status, dict(resp.headers), parsed)
+
+    def get(self, path: str) -> Answer:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: object = None, **kw: Any) -> Answer:
+        return self.request("POST", path, body, **kw)
+
+
+@contextmanager
+def serve(app: Starlette) -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free loopback port in a thread; yields its base URL."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without
+    # it keep-alive requests stall 40 ms on Nagle + delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", ws="none", access_log=False, http="h11"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def worker(worker_id: str, **fields: Any) -> dict[str, Any]:
+    """A worker report as a hive sends it; ``fields`` override the defaults."""
+    report: dict[str, Any] = {
+        "worker_id": worker_id,
+        "state": "Idle",
+        "last_heartbeat": T0.isoformat(),
+        "health_status": "healthy",
+    }
+    report.update(fields)
+    return report
+
+
+def heartbeat(hive_id: str, *workers: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """A hive heartbeat body."""
+    beat: dict[str, Any] = {"hive_id": hive_id, "timestamp": T0.isoformat(), "workers": [*workers]}
+    beat.update(fields)
+    return beat
+
+
+class _OkHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class LocalService:
+    """A real HTTP service on a fixed loopback port that can go down and come back."""
+
+    def __init__(self) -> None:
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port: int = probe.getsockname()[1]
+        probe.close()
+        self.url = f"http://127.0.0.1:{self.port}/health"
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _OkHandler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(timeout=5)
+            self._server = None
+
+
+@contextmanager
+def hung_service() -> Iterator[str]:
+    """A port that accepts connections and never answers; yields its URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    finally:
+        sock.close()
