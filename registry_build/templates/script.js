@@ -1,0 +1,142 @@
+(function () {
+  "use strict";
+  var body = document.body;
+  var base = new URL(body.getAttribute("data-root") || "./", location.href);
+  var live = base.protocol === "http:" || base.protocol === "https:";
+
+  // The fetch commands name the registry: this page's own base URL (or directory on file://).
+  function registryText() {
+    if (live) return base.href.replace(/\/$/, "");
+    if (base.protocol === "file:") return decodeURIComponent(base.pathname).replace(/\/$/, "");
+    return null;
+  }
+  function shellQuote(text) {
+    return /^[A-Za-z0-9_@%+=:,.\/~-]+$/.test(text) ? text : "'" + text.replace(/'/g, "'\\''") + "'";
+  }
+  var registry = registryText();
+  if (registry) {
+    var quoted = shellQuote(registry);
+    document.querySelectorAll(".reg").forEach(function (el) { el.textContent = quoted; });
+  }
+
+  // Click a command to copy it.
+  document.addEventListener("click", function (event) {
+    var cmd = event.target.closest && event.target.closest("code.cmd");
+    if (!cmd || !navigator.clipboard) return;
+    navigator.clipboard.writeText(cmd.textContent).then(function () {
+      cmd.classList.add("copied");
+      setTimeout(function () { cmd.classList.remove("copied"); }, 900);
+    }, function () {});
+  });
+
+  // The filter box: every word must occur in a model's name, description or tags.
+  var box = document.getElementById("filter");
+  if (box) {
+    var items = Array.prototype.slice.call(document.querySelectorAll("[data-item]"));
+    var texts = items.map(function (el) {
+      return (el.querySelector(".head") || el).textContent.toLowerCase();
+    });
+    var count = document.getElementById("count");
+    var apply = function () {
+      var words = box.value.toLowerCase().split(/\s+/).filter(Boolean);
+      var shown = 0;
+      items.forEach(function (el, i) {
+        var match = words.every(function (w) { return texts[i].indexOf(w) >= 0; });
+        el.hidden = !match;
+        if (match) shown += 1;
+      });
+      count.textContent = words.length ? shown + " of " + items.length + " shown" : "";
+    };
+    var query = new URLSearchParams(location.search).get("q");
+    if (query) box.value = query;
+    box.addEventListener("input", function () {
+      apply();
+      try {
+        var url = new URL(location.href);
+        if (box.value) url.searchParams.set("q", box.value); else url.searchParams.delete("q");
+        history.replaceState(null, "", url.href);
+      } catch (e) { /* file:// may refuse; the filter still works */ }
+    });
+    document.getElementById("toolbar").hidden = false;
+    apply();
+  }
+
+  // Aliases move without a re-render: re-read aliases/<id>/index.json for each model in view.
+  function when(t) {
+    var m = /^(\d{4}-\d\d-\d\d)T(\d\d:\d\d)(?::\d\d(?:\.\d+)?)?(?:Z|\+00:00)$/.exec(t || "");
+    return m ? m[1] + " " + m[2] + " UTC" : (t || "");
+  }
+  function el(tag, cls, text) {
+    var node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function historyItem(r) {
+    var li = el("li");
+    li.appendChild(el("span", "seq", "#" + r.seq));
+    var prev = r.previous === null || r.previous === undefined ? "(none)" : r.previous;
+    var text = " " + when(r.time) + " \u00b7 " + r.actor + " \u00b7 " + prev + " \u2192 " + r.version;
+    li.appendChild(document.createTextNode(text + (r.reason ? " \u00b7 " + r.reason : "")));
+    return li;
+  }
+  function aliasItem(model, a) {
+    var li = el("li");
+    li.appendChild(el("span", "alias-name", a.alias));
+    li.appendChild(document.createTextNode(" \u2192 "));
+    var link = el("a", "alias-version", a.version);
+    link.href = "#m-" + model + "@" + a.version;
+    li.appendChild(link);
+    li.appendChild(document.createTextNode(" "));
+    var meta = "by " + a.actor + ", " + when(a.time) + (a.reason ? ": " + a.reason : "");
+    li.appendChild(el("span", "alias-meta", meta));
+    var history = a.history || [];
+    if (history.length) {
+      var details = el("details", "history");
+      details.appendChild(el("summary", "", "History (" + history.length + ")"));
+      var list = el("ol");
+      list.reversed = true;
+      history.slice().reverse().forEach(function (r) { list.appendChild(historyItem(r)); });
+      details.appendChild(list);
+      li.appendChild(details);
+    }
+    return li;
+  }
+  function renderAliases(box, view) {
+    var model = box.getAttribute("data-model");
+    var aliases = view.aliases || [];
+    box.textContent = "";
+    if (box.classList.contains("badges")) {
+      aliases.forEach(function (a) { box.appendChild(el("span", "badge", a.alias + " \u2192 " + a.version)); });
+      return;
+    }
+    if (!aliases.length) return;
+    box.appendChild(el("h3", "", "Aliases"));
+    var list = el("ul", "alias-list");
+    aliases.forEach(function (a) { list.appendChild(aliasItem(model, a)); });
+    box.appendChild(list);
+  }
+  function refresh(box) {
+    var model = box.getAttribute("data-model");
+    var url = new URL("aliases/" + encodeURIComponent(model) + "/index.json", base);
+    fetch(url.href, { cache: "no-cache" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (view) { if (view && view.model === model) renderAliases(box, view); })
+      .catch(function () { /* keep what the page was rendered with */ });
+  }
+  if (live && window.fetch) {
+    var boxes = document.querySelectorAll("[data-model]");
+    if ("IntersectionObserver" in window) {
+      var observer = new IntersectionObserver(function (entries) {
+        entries.forEach(function (entry) {
+          if (!entry.isIntersecting) return;
+          observer.unobserve(entry.target);
+          refresh(entry.target);
+        });
+      }, { rootMargin: "600px 0px" });
+      boxes.forEach(function (b) { observer.observe(b); });
+    } else {
+      boxes.forEach(refresh);
+    }
+  }
+})();
