@@ -37,8 +37,7 @@ from registry_build.config import (
     load_config,
     source_files,
 )
-from registry_build.index import read_index, write_pages, write_registry
-from registry_build.publish import publish_registry
+from registry_build.publish import commit, publish_registry
 from runtime.atomic import write_atomic
 from runtime.errors import RegistryError
 from runtime.names import check_name, version_key
@@ -123,7 +122,7 @@ def build(
     local = LocalStore(state.directory / "site" if remote else Path(out))
     results = pack_all(jobs, local, state, options, on_bundle)
     report = BuildReport(out, results, warnings=config.warnings)
-    report.written = write_registry(local, [r.descriptor for r in results])
+    report.written = commit(local, [r.descriptor for r in results])
     state.save()
     target: Store = local
     if remote:
@@ -148,13 +147,13 @@ def promote_built(
         if model not in newest or version_key(version) > version_key(newest[model]):
             newest[model] = version
     who = default_actor(actor)
-    commit = os.environ.get("GITHUB_SHA", "")
-    reason = "registry-build build" + (f" at commit {commit}" if commit else "")
+    sha = os.environ.get("GITHUB_SHA", "")
+    reason = "registry-build build" + (f" at commit {sha}" if sha else "")
     promoted = []
     for model, version in sorted(newest.items()):
         record = promote(store, model, alias, version, who, reason)
         promoted.append(f"{model}@{alias} -> {version} (seq {record.seq})")
-    write_pages(store, read_index(store)[0])
+    commit(store, [])  # the pages show aliases
     return promoted
 
 

@@ -8,28 +8,21 @@ never disagree. Merging enforces immutability: an (id, version, target) keeps it
 from __future__ import annotations
 
 import functools
-import random
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from runtime.errors import ImmutableConflict, KeyNotFound, PreconditionFailed, RegistryError
+from runtime.errors import ImmutableConflict, KeyNotFound, RegistryError
 from runtime.names import version_key
-from runtime.store import PutMode, Store
+from runtime.store import Store
 from runtime.wire import (
-    AliasIndex,
     BundleDescriptor,
     Index,
     ModelInfo,
-    alias_index_key,
-    decode_descriptor,
     decode_index,
-    descriptor_key,
     encode,
-    encode_pretty,
     index_entry,
     sort_descriptors,
 )
@@ -140,103 +133,5 @@ def read_index(store: Store) -> tuple[Index, str | None]:
         ) from None
 
 
-MAX_ATTEMPTS = 8
-
-
-def write_descriptors(store: Store, descriptors: Sequence[BundleDescriptor]) -> list[str]:
-    """Write each descriptor create-only; an existing one with the same digest is a no-op.
-
-    Raises ImmutableConflict naming both digests when one exists with another digest.
-    Returns the keys written.
-    """
-    written = []
-    for descriptor in descriptors:
-        key = descriptor_key(*descriptor.key)
-        try:
-            existing = decode_descriptor(store.get(key)[0])
-        except KeyNotFound:
-            try:
-                store.put(key, encode_pretty(descriptor), PutMode.CREATE)
-                written.append(key)
-                continue
-            except PreconditionFailed:
-                existing = decode_descriptor(store.get(key)[0])
-        if existing.hash != descriptor.hash:
-            raise conflict(existing, descriptor)
-    return written
-
-
-def update_index(store: Store, new: Sequence[BundleDescriptor]) -> tuple[Index, list[str]]:
-    """Merge ``new`` into the store's index by compare-and-swap: re-read, re-merge, retry.
-
-    Nothing is written when the merged bytes equal what is there. ``index.json`` is the document
-    compare-and-swapped; ``index`` and ``v1/models`` are derived from the same merge and written
-    just before it. Returns the merged index and the keys written.
-    """
-    for attempt in range(MAX_ATTEMPTS):
-        index, etag = read_index(store)
-        merged = merge_index(index, new)
-        documents = index_documents(merged)
-        if etag is not None and encode(index) == documents["index.json"]:
-            return merged, _write_changed(
-                store, {k: v for k, v in documents.items() if k != "index.json"}
-            )
-        try:
-            mode = PutMode.CREATE if etag is None else PutMode.MATCH
-            # index and v1/models first: they are derived, and index.json is the one we CAS on.
-            written = _write_changed(
-                store, {k: v for k, v in documents.items() if k != "index.json"}
-            )
-            store.put("index.json", documents["index.json"], mode, etag)
-            return merged, [*written, "index.json"]
-        except (PreconditionFailed, KeyNotFound):
-            time.sleep(random.uniform(0, 0.05 * 2**attempt))
-    raise IndexConflict(
-        f"index.json in {store.location} kept changing under {MAX_ATTEMPTS} attempts to merge "
-        "into it; another publisher is very busy: retry"
-    )
-
-
 class IndexConflict(RegistryError):
     """Raised when compare-and-swap on ``index.json`` keeps losing to other writers."""
-
-
-def _write_changed(store: Store, documents: dict[str, bytes]) -> list[str]:
-    written = []
-    for key, data in documents.items():
-        try:
-            if store.get(key)[0] == data:
-                continue
-        except KeyNotFound:
-            pass
-        store.put(key, data)
-        written.append(key)
-    return written
-
-
-def read_aliases(store: Store, models: Iterable[str]) -> dict[str, AliasIndex]:
-    """Each model's derived alias view (``aliases/<id>/index.json``), where one exists."""
-    views = {}
-    for model in models:
-        try:
-            views[model] = msgspec.json.decode(
-                store.get(alias_index_key(model))[0], type=AliasIndex
-            )
-        except (KeyNotFound, msgspec.DecodeError, msgspec.ValidationError):
-            continue
-    return views
-
-
-def write_pages(store: Store, index: Index) -> list[str]:
-    """Render the browse pages from ``index`` (and alias views) and write the ones that changed."""
-    from registry_build.render import render_site  # Jinja2 only when pages are rendered
-
-    pages = render_site(index, read_aliases(store, index.models))
-    return _write_changed(store, pages)
-
-
-def write_registry(store: Store, descriptors: Sequence[BundleDescriptor]) -> list[str]:
-    """Content before pointers: descriptors, then the index documents, then the pages."""
-    written = write_descriptors(store, descriptors)
-    index, index_written = update_index(store, descriptors)
-    return [*written, *index_written, *write_pages(store, index)]

@@ -65,6 +65,7 @@ from runtime.wire import (
     decode_descriptor,
     decode_index,
     descriptor_key,
+    encode_pretty,
 )
 
 MAX_ATTEMPTS = 12
@@ -268,7 +269,8 @@ def publish_registry(
     view = plan_view(store, index, asked=2 * len(new) + 2 * len(index.models) + 3)
     report = PublishReport()
     upload_blobs(store, view, new, report, progress)
-    report.written += write_descriptors(store, view, new)
+    descriptors = [(b.descriptor, b.descriptor_bytes) for b in new]
+    report.written += write_descriptors(store, view, descriptors)
     report.written += commit_index(
         store, view, lambda current: merge_index(current, [b.descriptor for b in bundles]),
         (index, etag), render,
@@ -346,22 +348,43 @@ def _progress_bar(total: int, progress: bool) -> Any:
     return tqdm(total=total, unit="B", unit_scale=True, desc="upload", file=sys.stderr)
 
 
-def write_descriptors(store: Store, view: View, new: Sequence[LocalBundle]) -> list[str]:
-    """Write each descriptor create-only; the same digest already there is a no-op, another
-    digest raises ImmutableConflict naming both."""
+def write_descriptors(
+    store: Store, view: View, new: Iterable[tuple[BundleDescriptor, bytes]]
+) -> list[str]:
+    """Write each descriptor (with its encoded bytes) create-only; the same digest already there
+    is a no-op, another digest raises ImmutableConflict naming both."""
     written = []
-    for bundle in new:
-        key = descriptor_key(*bundle.descriptor.key)
-        if view.holds(key, bundle.descriptor_bytes):
+    for descriptor, data in new:
+        key = descriptor_key(*descriptor.key)
+        if view.holds(key, data):
             continue
         try:
-            store.put(key, bundle.descriptor_bytes, PutMode.CREATE)
+            store.put(key, data, PutMode.CREATE)
             written.append(key)
         except PreconditionFailed:
             existing = decode_descriptor(store.get(key)[0])
-            if existing.hash != bundle.descriptor.hash:
-                raise conflict(existing, bundle.descriptor) from None
+            if existing.hash != descriptor.hash:
+                raise conflict(existing, descriptor) from None
     return written
+
+
+def commit(
+    store: Store, descriptors: Sequence[BundleDescriptor], *, render: Renderer | None = None
+) -> list[str]:
+    """Record descriptors whose blobs ``store`` already holds: descriptors create-only, then the
+    index and pages by compare-and-swap. Returns the keys written; nothing unchanged is rewritten.
+
+    This is how a build commits into its own output directory, and (with no descriptors) how
+    pages are refreshed after a promotion.
+    """
+    index, etag = read_index(store)
+    merge_index(index, descriptors)  # fail early on a conflict
+    view = View(store, listed=False)
+    new = [(d, encode_pretty(d)) for d in descriptors if _find(index, d) is None]
+    written = write_descriptors(store, view, new)
+    return written + commit_index(
+        store, view, lambda current: merge_index(current, descriptors), (index, etag), render
+    )
 
 
 # -- the index: compare-and-swap -----------------------------------------------------------------

@@ -1,23 +1,14 @@
-"""The catalog: merge, immutability, the three documents, compare-and-swap under contention."""
+"""The catalog: merge, immutability, the three documents."""
 
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
-from registry_build.index import (
-    index_documents,
-    merge_index,
-    read_index,
-    update_index,
-    write_descriptors,
-)
+from registry_build.index import index_documents, merge_index
 from runtime.errors import ImmutableConflict
-from runtime.store import LocalStore
 from runtime.wire import BundleDescriptor, FileEntry, Index, Location, blob_key, decode_index
 
 
@@ -93,43 +84,3 @@ def test_index_entry_fits_the_size_budget() -> None:
     # Even one descriptor per model stays near the budget.
     single = [desc(f"model-{i:05d}", "1.0.0", "linux-x86_64", f"{i:064x}") for i in range(100)]
     assert len(index_documents(merge_index(Index(), single))["index.json"]) / 100 <= 500
-
-
-def test_update_index_writes_nothing_when_unchanged(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    _, written = update_index(store, [desc()])
-    assert written == ["index", "v1/models", "index.json"]
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    _, written = update_index(store, [desc()])
-    assert written == []
-    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-
-
-def test_concurrent_updates_lose_nothing(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    barrier = threading.Barrier(8)
-
-    def publish(i: int) -> None:
-        barrier.wait()
-        for j in range(5):
-            update_index(store, [desc(f"m{i}", f"1.{j}", digest=f"{i * 10 + j:064x}")])
-
-    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    index, _ = read_index(store)
-    assert len(index.bundles) == 40
-    assert json.loads(store.get("index")[0]) == json.loads(store.get("index.json")[0])["bundles"]
-
-
-def test_descriptor_conflict_names_both_digests(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    assert write_descriptors(store, [desc()]) == ["descriptors/tiny/1.0/universal.json"]
-    assert write_descriptors(store, [desc()]) == []
-    with pytest.raises(
-        ImmutableConflict,
-        match=f"already published with digest {'a' * 64}; this build produced {'9' * 64}",
-    ):
-        write_descriptors(store, [desc(digest="9" * 64)])

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import threading
 import time
 import traceback
 import warnings
@@ -23,6 +24,7 @@ from registry_build.publish import (
     CountingStore,
     PublishReport,
     SourceRegistryError,
+    commit,
     gc,
     publish_registry,
     reindex,
@@ -462,3 +464,54 @@ def test_s3_blob_listing_costs_fewer_requests_than_heads(
     report = publish(make_source(tmp_path / "src", bundles("tiny", range(30))), store)
     # GET index.json, LIST, 30 blobs, 30 descriptors, index, v1/models, 2 pages, index.json
     assert report.requests == 2 + 30 + 30 + 5
+
+
+# -- commit: how a build records descriptors into its own directory ----------------------------
+
+
+def desc(model: str = "tiny", version: str = "1.0", digest: str = "a" * 64) -> BundleDescriptor:
+    return BundleDescriptor(
+        id=model, version=version, target="universal", hash=digest, size_bytes=1234,
+        location=Location("remote", blob_key(digest)), created_at="2026-11-22T08:00:00Z",
+    )  # fmt: skip
+
+
+def test_commit_writes_nothing_when_unchanged(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    written = commit(store, [desc()], render=pages)
+    assert written == [
+        "descriptors/tiny/1.0/universal.json", "index", "v1/models", "index.html",
+        "models/tiny.html", "index.json",
+    ]  # fmt: skip
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert commit(store, [desc()], render=pages) == []
+    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_concurrent_commits_lose_nothing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    barrier = threading.Barrier(8)
+
+    def publish(i: int) -> None:
+        barrier.wait()
+        for j in range(5):
+            commit(store, [desc(f"m{i}", f"1.{j}", digest=f"{i * 10 + j:064x}")], render=pages)
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(decode_index(store.get("index.json")[0]).bundles) == 40
+    assert json.loads(store.get("index")[0]) == json.loads(store.get("index.json")[0])["bundles"]
+
+
+def test_descriptor_conflict_names_both_digests(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    assert commit(store, [desc()], render=pages)[0] == "descriptors/tiny/1.0/universal.json"
+    assert commit(store, [desc()], render=pages) == []
+    with pytest.raises(
+        ImmutableConflict,
+        match=f"already published with digest {'a' * 64}; this build produced {'9' * 64}",
+    ):
+        commit(store, [desc(digest="9" * 64)], render=pages)
