@@ -7,6 +7,7 @@ lint:
 	ruff check runtime registry_build tests bench
 	ruff format --check runtime registry_build tests bench
 	mypy
+	actionlint
 
 test:
 	python -m pytest -q
