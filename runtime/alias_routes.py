@@ -103,8 +103,9 @@ def _respond(value: object, status: int = 200) -> Response:
 def _status(exc: RegistryError) -> int:
     if isinstance(exc, _Refused):
         return exc.status
-    if isinstance(exc, PermissionError):
-        return 401
+    if isinstance(exc, PermissionError):  # 401 unless the refusal says otherwise (403)
+        status: int = getattr(exc, "status", 401)
+        return status
     if isinstance(exc, ResolveError):
         return 404
     if isinstance(exc, al.AliasConflict):

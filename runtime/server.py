@@ -82,9 +82,13 @@ JSON = "application/json"
 class Unauthorized(RegistryError, PermissionError):
     """Raised when a write carries no bearer token, or one the server does not know (401)."""
 
+    status = 401
+
 
 class Forbidden(RegistryError, PermissionError):
     """Raised when a token bound to one hive is used to speak for another (403)."""
+
+    status = 403
 
 
 class BodyTooLarge(RegistryError, ValueError):
@@ -682,8 +686,13 @@ def serve(
     db: Path = DEFAULT_DB,
     token_file: Path | None = None,
     ttl: float = DEFAULT_TTL,
+    registry: str | None = None,
 ) -> None:
-    """Run the service under uvicorn until interrupted (``registry-runtime serve``)."""
+    """Run the service under uvicorn until interrupted (``registry-runtime serve``).
+
+    With ``registry`` (a directory or ``s3://`` location a build writes) the alias routes of
+    :mod:`runtime.alias_routes` are served too, promotions behind an admin token.
+    """
     import uvicorn
 
     if token_file is not None:
@@ -697,7 +706,14 @@ def serve(
         )
         tokens = Tokens({token: None})
     rt = build_runtime(tokens=tokens, db=db, ttl=ttl)
+    extra: Sequence[BaseRoute] = ()
+    if registry is not None:
+        from runtime.alias_routes import alias_routes
+        from runtime.store import open_store
+
+        extra = alias_routes(open_store(registry), lambda request: authorize(request, admin=True))
     try:
-        uvicorn.run(create_app(rt), host=host, port=port, ws="none", access_log=False)
+        app = create_app(rt, extra_routes=extra)
+        uvicorn.run(app, host=host, port=port, ws="none", access_log=False)
     finally:
         rt.catalog.close()

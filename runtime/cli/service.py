@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ def register(subparsers: Any) -> None:
                    help="SQLite file for services and the hive catalog")  # fmt: skip
     p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
     p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
+    p.add_argument("--registry", help="also serve /v1/promote, resolve, aliases, history, verify "
+                   "over this registry (directory or s3://); default $BUNDLE_REGISTRY")  # fmt: skip
     p.set_defaults(handler=_serve)
 
     p = subparsers.add_parser("agent", help="send this hive's heartbeats to a server")
@@ -43,7 +46,11 @@ def _positive(text: str) -> float:
 def _serve(args: argparse.Namespace) -> int:
     from runtime.server import serve
 
-    serve(host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl)
+    registry = args.registry or os.environ.get("BUNDLE_REGISTRY")
+    serve(
+        host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl,
+        registry=registry,
+    )  # fmt: skip
     return 0
 
 

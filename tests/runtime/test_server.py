@@ -21,8 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from registry_build.publish import commit
 from runtime.errors import PreconditionFailed
 from runtime.server import Runtime, Tokens, authorize, build_runtime, create_app
+from runtime.store import LocalStore
+from runtime.wire import BundleDescriptor, Location, blob_key
 
 ADMIN = "admin-token"
 CLI = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())"]
@@ -369,19 +372,34 @@ def test_extra_routes_share_the_token_check(runtime: Runtime) -> None:
         assert sorted(allow.split(", ")) == ["GET", "HEAD"]
 
 
+def _registry_with(root: Path, model: str, version: str) -> Path:
+    descriptor = BundleDescriptor(
+        id=model, version=version, target="universal", hash="a" * 64, size_bytes=1,
+        location=Location("remote", blob_key("a" * 64)),
+    )  # fmt: skip
+    commit(LocalStore(root), [descriptor], render=lambda index, aliases: {})
+    return root
+
+
 def test_the_serve_command(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# admin\n{ADMIN}\n{HIVE_A} a\n")
+    registry = _registry_with(tmp_path / "site", "tiny", "1.0")
     port = free_port()
     proc = subprocess.Popen(
-        [*CLI, "serve", "--port", str(port), "--db",
-         str(tmp_path / "rt.db"), "--token-file", str(tokens), "--ttl", "5"],
+        [*CLI, "serve", "--port", str(port), "--db", str(tmp_path / "rt.db"),
+         "--token-file", str(tokens), "--ttl", "5", "--registry", str(registry)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": ""},
     )  # fmt: skip
     try:
         client = Client(f"http://127.0.0.1:{port}", HIVE_A)
         assert wait_for(lambda: reachable(client), timeout=20)
         assert client.post("/v1/heartbeat", heartbeat("a")).body["ttl_seconds"] == 5.0
+        promotion = {"model": "tiny", "alias": "production", "version": "1.0", "actor": "ci"}
+        assert client.post("/v1/promote", promotion).status == 403  # a hive's token
+        assert client.post("/v1/promote", promotion, token=ADMIN).status == 200
+        history = client.get("/v1/history?model=tiny&alias=production").body
+        assert [r["version"] for r in history["records"]] == ["1.0"]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
