@@ -63,8 +63,9 @@ def test_sanitize(text: str, name: str) -> None:
 
 
 def _gguf(path: Path, name: str = "Tiny") -> Path:
-    gguf = pytest.importorskip("gguf")  # guard only: the test extra installs it
-    np = pytest.importorskip("numpy")
+    import gguf
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_name(name)

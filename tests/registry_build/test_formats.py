@@ -7,14 +7,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import gguf
+import numpy as np
+import onnx
 import pytest
+import safetensors.numpy
+from onnx import TensorProto, helper, numpy_helper
 
 from registry_build.formats import FormatError, ReadMeter, read_dir, read_file
-
-gguf = pytest.importorskip("gguf")  # guard only: the test extra installs it
-np = pytest.importorskip("numpy")
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 MiB = 1 << 20
 
@@ -172,9 +172,8 @@ def test_safetensors_dtypes_parameters_and_own_metadata(tmp_path: Path) -> None:
 
 
 def test_safetensors_written_by_the_safetensors_package(tmp_path: Path) -> None:
-    numpy_io = pytest.importorskip("safetensors.numpy")
     path = tmp_path / "p.safetensors"
-    numpy_io.save_file({"x": np.ones((2, 3), np.float16)}, str(path), metadata={"k": "v"})
+    safetensors.numpy.save_file({"x": np.ones((2, 3), np.float16)}, str(path), metadata={"k": "v"})
     found, _ = _read(path)
     assert found.metadata["parameter_count"] == 6
     assert found.metadata["quantization"] == "F16"
