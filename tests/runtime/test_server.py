@@ -428,11 +428,15 @@ _PATHS = [
     "/v1/workers/{x}", "/v1/schedule", "/services", "/services/{x}", "/services/{x}/heartbeat",
     "/services/{x}/health", "/health", "/stats", "/metrics", "/openapi.json",
 ]  # fmt: skip
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
-    ),
+    _nested,
     max_leaves=12,
 )
 _worker = st.fixed_dictionaries(
