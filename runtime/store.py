@@ -10,12 +10,16 @@
 - Backends: :class:`LocalStore` (a directory), :class:`MemoryStore` (tests) and ``S3Store``
   (``runtime.s3``, imported only for ``s3://`` locations). :func:`open_store` picks one.
 
-A directory store looks like the static registry it holds, plus one hidden folder::
+A directory store looks exactly like the static registry it holds; while a write is in
+progress, a hidden temporary file sits beside its key::
 
     <root>/
-      .locks/<sha1-of-key>      lock files for compare-and-swap (flock); never served content
       .<name>.tmp-<pid>-<rand>  a write in progress (renamed or linked into place when complete)
       index.json, blobs/, descriptors/, aliases/, ...
+
+Replacing writes hold an exclusive ``flock`` on the key's directory, so a compare-and-swap is
+atomic against every other writer of that directory, in this process or another, with no lock
+file left in the served tree.
 
 Etags of local and memory objects are the BLAKE3 of their content: equal bytes, equal etag.
 """
@@ -25,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import enum
 import fcntl
-import hashlib
 import os
 import threading
 import time
@@ -264,10 +267,7 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        locks = self.root / ".locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        name = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
-        fd = os.open(locks / name, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._path(key).parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
