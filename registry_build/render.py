@@ -21,8 +21,10 @@ everything as rendered.
 
 from __future__ import annotations
 
+import functools
 import html
 import json
+import operator
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -126,8 +128,11 @@ def _versions(by_version: dict[str, list[BundleDescriptor]]) -> tuple[VersionGro
     return tuple(_version_group(v, by_version[v]) for v in newest_first)
 
 
+_TARGET = operator.attrgetter("target")
+
+
 def _version_group(version: str, bundles: list[BundleDescriptor]) -> VersionGroup:
-    ordered = tuple(sorted(bundles, key=lambda b: b.target))
+    ordered = tuple(sorted(bundles, key=_TARGET))
     created = min((b.created_at for b in ordered if b.created_at), default="")
     return VersionGroup(version, when(created), ordered)
 
@@ -136,6 +141,7 @@ def _version_group(version: str, bundles: list[BundleDescriptor]) -> VersionGrou
 # formatted here instead of in a template, where each row costs several times more. Every
 # interpolated value is escaped, or checked to need no escaping (one regex search per row).
 _UNSAFE = re.compile(r"[&<>\"']")
+_ODD = re.compile(r"[\x00-\x20\\]")  # controls, space, backslash
 _CMD = f'<td><code class="cmd">{COMMAND} '
 _CMD_END = f'<span class="reg">{REGISTRY_PLACEHOLDER}</span></code></td></tr>\n'
 
@@ -191,8 +197,10 @@ def _link(url: str) -> str | None:
     scheme = url.split(":", 1)[0].lower() if ":" in url.split("/", 1)[0] else ""
     if scheme in ("http", "https"):
         return url
-    if scheme or not url or url.startswith("/"):
-        return None  # javascript:, data:, host-absolute paths: not something a page should link
+    if scheme or not url or url.startswith("/") or _ODD.search(url):
+        # javascript:, data:, host-absolute paths, and what a browser would strip or read as "/"
+        # (so " //host" and "\\host" leave the site): not something a page should link
+        return None
     return url
 
 
@@ -234,6 +242,7 @@ def human_size(size: int) -> str:
     return f"{amount:.3g} {unit}" if amount < 1000 else f"{amount:.0f} {unit}"
 
 
+@functools.lru_cache(maxsize=4096)  # a registry has few distinct build times
 def when(timestamp: str) -> str:
     """An RFC 3339 UTC time as ``YYYY-MM-DD HH:MM UTC``; anything else unchanged."""
     match = _TIME_RE.match(timestamp)

@@ -1,0 +1,61 @@
+"""Benchmark 4 of the build: index.json and the browse pages for 100,000 descriptors.
+
+Targets: index documents + pages <= 3 s; no page over 2 MB (a registry this size is split into
+a compact front list and one page per model). Peer in the same run: the standard library's
+``json.dumps`` of the same index (what a plain JSON writer costs for the same data).
+
+    python -m bench.pages [--descriptors 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import msgspec
+
+from bench._util import best_of, row
+from bench.index import descriptors
+from registry_build.index import index_documents, merge_index
+from registry_build.render import PAGE_BUDGET, render_site
+from runtime.wire import Index
+
+TARGET_SECONDS = 3.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--descriptors", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3, help="best of this many timings")
+    args = parser.parse_args()
+    items = descriptors(args.descriptors)
+    index = merge_index(Index(), items)
+    merge_s = best_of(args.runs, lambda: merge_index(Index(), items))
+    documents_s = best_of(args.runs, lambda: index_documents(index))
+    pages_s = best_of(args.runs, lambda: render_site(index, {}))
+    plain = msgspec.to_builtins(index)
+    peer_s = best_of(args.runs, lambda: json.dumps(plain).encode())
+    pages = render_site(index, {})
+    biggest, largest = max((len(data), key) for key, data in pages.items())
+    models = sum(key.startswith("models/") for key in pages)
+    total = documents_s + pages_s
+
+    print(f"Index and pages for {args.descriptors:,} descriptors (best of {args.runs})")
+    row("merge into an index (bench.index measures it)", f"{merge_s:.2f} s")
+    row("index.json, index, v1/models", f"{documents_s:.2f} s")
+    row("pages", f"{pages_s:.2f} s, {len(pages)} files ({models} model pages)")
+    verdict = "ok" if total <= TARGET_SECONDS else "OVER"
+    row(f"index documents + pages (target <= {TARGET_SECONDS:.0f} s)", f"{total:.2f} s {verdict}")
+    row("  with the merge", f"{merge_s + total:.2f} s")
+    verdict = "ok" if biggest <= PAGE_BUDGET else "OVER"
+    row(
+        f"largest page (budget {PAGE_BUDGET / 1e6:.0f} MB)",
+        f"{biggest / 1e6:.2f} MB {largest} {verdict}",
+    )
+    row("all pages", f"{sum(map(len, pages.values())) / 1e6:.0f} MB")
+    row("peer: json.dumps of the same index", f"{peer_s:.2f} s")
+    row("ratio index documents + pages / peer", f"{total / peer_s:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""The browse pages: render_site on its own, then the built page in headless Chromium.
+
+The Chromium tests drive ``chromium --headless --dump-dom`` (no extra Python dependency): the
+serialized DOM is taken after the page's script ran and its fetches finished
+(``--virtual-time-budget`` does not advance while a request is pending).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+import blake3
+import msgspec
+import pytest
+
+from registry_build.build import BuildOptions, build
+from registry_build.render import COMMAND, REGISTRY_PLACEHOLDER, render_site
+from runtime.aliases import promote
+from runtime.errors import InvalidNameError
+from runtime.store import LocalStore
+from runtime.wire import (
+    AliasIndex,
+    AliasRecord,
+    AliasView,
+    BundleDescriptor,
+    Index,
+    Location,
+    ModelInfo,
+    alias_index_key,
+    blob_key,
+    decode_index,
+)
+
+# --- a small HTML tree, enough to query pages and Chromium's serialized DOM ----------------------
+
+_VOID = {
+    "area",
+    "base",
+    "br",
+    "col",
+    "embed",
+    "hr",
+    "img",
+    "input",
+    "link",
+    "meta",
+    "source",
+    "wbr",
+}
+
+
+@dataclass
+class Node:
+    """An element: tag, attributes, and children (elements or text)."""
+
+    tag: str
+    attrs: dict[str, str | None]
+    children: list[Node | str] = field(default_factory=list)
+
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def iter(self) -> Iterator[Node]:
+        yield self
+        for child in self.children:
+            if isinstance(child, Node):
+                yield from child.iter()
+
+    def all(self, tag: str, cls: str | None = None) -> list[Node]:
+        return [n for n in self.iter() if n.tag == tag and (cls is None or cls in n.classes())]
+
+    def one(self, tag: str, cls: str | None = None) -> Node:
+        found = self.all(tag, cls)
+        assert len(found) == 1, f"expected one <{tag} class={cls}>, found {len(found)}"
+        return found[0]
+
+
+class _TreeBuilder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#document", {})
+        self.stack = [self.root]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag not in _VOID:
+            self.stack.append(node)
+
+    def handle_endtag(self, tag: str) -> None:
+        for depth in range(len(self.stack) - 1, 0, -1):
+            if self.stack[depth].tag == tag:
+                del self.stack[depth:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        self.stack[-1].children.append(data)
+
+
+def parse(page: bytes | str) -> Node:
+    builder = _TreeBuilder()
+    builder.feed(page.decode() if isinstance(page, bytes) else page)
+    builder.close()
+    return builder.root
+
+
+def sections(doc: Node) -> dict[str, bool]:
+    """Model id -> shown (not ``hidden``), for every model section on a page."""
+    return {
+        str(s.attrs["id"]).removeprefix("m-"): "hidden" not in s.attrs
+        for s in doc.all("section", "model")
+    }
+
+
+def alias_box(doc: Node, model: str) -> Node:
+    [box] = [d for d in doc.all("div", "aliases") if d.attrs.get("data-model") == model]
+    return box
+
+
+# --- unit tests of render_site ---------------------------------------------------------------
+
+
+def bundle(
+    model: str, version: str, target: str = "universal", size: int = 1234
+) -> BundleDescriptor:
+    digest = blake3.blake3(f"{model}@{version}/{target}".encode()).hexdigest()
+    return BundleDescriptor(
+        id=model,
+        version=version,
+        target=target,
+        hash=digest,
+        size_bytes=size,
+        location=Location("remote", blob_key(digest)),
+        created_at="2026-01-02T03:04:05Z",
+    )
+
+
+def catalog(bundles: list[BundleDescriptor], **models: ModelInfo) -> Index:
+    return Index(models=models, bundles=tuple(bundles))
+
+
+HOSTILE = "<script>alert(\"x\")</script><img src=x onerror=alert(1)> & 'q'"
+
+
+def test_user_data_is_escaped_everywhere() -> None:
+    info = ModelInfo(
+        description=HOSTILE,
+        metadata={"license": HOSTILE, "tags": [HOSTILE, "ok"], "source": '" onmouseover="x'},
+    )
+    record = AliasRecord("evil", "stable", "1.0", None, HOSTILE, HOSTILE, "2026-01-02T03:04Z", 1)
+    view = AliasView("stable", "1.0", 1, record.time, HOSTILE, HOSTILE, (record,))
+    index = catalog(
+        [
+            bundle("evil", "1.0"),
+            msgspec.structs.replace(
+                bundle("evil", "1.0", "linux-x86_64"),
+                location=Location("remote", "javascript:alert(1)"),
+            ),
+        ],
+        evil=info,
+    )
+    page = render_site(index, {"evil": AliasIndex("evil", (view,))})["index.html"]
+    doc = parse(page)
+    assert len(doc.all("script")) == 1  # only the page's own
+    assert not doc.all("img")
+    assert not [n for n in doc.iter() if any(a.startswith("on") for a in n.attrs)]
+    assert doc.one("p", "desc").text() == HOSTILE  # shown as text, exactly
+    assert HOSTILE in [n.text() for n in doc.all("dd")]
+    assert [t.text() for t in doc.all("span", "tag")] == [HOSTILE, "ok"]
+    assert HOSTILE in doc.one("span", "alias-meta").text()
+    hrefs = [str(a.attrs["href"]) for a in doc.all("a", "dl")]
+    assert hrefs == [index.bundles[0].location.url]  # the javascript: URL is not linked
+
+
+@pytest.mark.parametrize(
+    ("url", "href"),
+    [
+        ("blobs/x.xyb", "blobs/x.xyb"),
+        ("mirror/x.xyb", "mirror/x.xyb"),
+        ("https://cdn.example/x.xyb", "https://cdn.example/x.xyb"),
+        ("blobs/a&b.xyb", "blobs/a&b.xyb"),
+        ("javascript:alert(1)", None),
+        (" JavaScript:alert(1)", None),
+        ("data:text/html,x", None),
+        ("/etc/passwd", None),
+        ("//evil.example/x.xyb", None),
+        (" //evil.example/x.xyb", None),
+        ("\\\\evil.example/x.xyb", None),
+        ("", None),
+    ],
+)
+def test_download_links_stay_on_the_registry_or_http(url: str, href: str | None) -> None:
+    entry = msgspec.structs.replace(bundle("m", "1"), location=Location("remote", url))
+    row = parse(render_site(catalog([entry]))["index.html"]).one("tbody")
+    assert [a.attrs["href"] for a in row.all("a", "dl")] == ([href] if href else [])
+
+
+@pytest.mark.parametrize(
+    ("versions", "newest_first"),
+    [
+        (["1.9", "1.10", "1.2", "2.0-rc.1", "2.0", "10.0"],
+         ["10.0", "2.0", "2.0-rc.1", "1.10", "1.9", "1.2"]),
+        (["2026-02-13_002", "2026-01-31_001", "2026-02-13_001"],
+         ["2026-02-13_002", "2026-02-13_001", "2026-01-31_001"]),
+    ],
+)  # fmt: skip
+def test_versions_are_newest_first_in_natural_order(
+    versions: list[str], newest_first: list[str]
+) -> None:
+    page = render_site(catalog([bundle("m", v) for v in versions]))["index.html"]
+    shown = [str(b.attrs["id"]).removeprefix("m-m@") for b in parse(page).all("tbody")]
+    assert shown == newest_first
+
+
+def test_each_target_shows_size_hash_download_and_fetch_command() -> None:
+    entries = [bundle("m", "1.0", "linux-x86_64", 3 * 1024 * 1024), bundle("m", "1.0", "universal")]
+    doc = parse(
+        render_site(catalog(entries, m=ModelInfo("Some model", {"license": "MIT"})))["index.html"]
+    )
+    rows = doc.one("tbody").all("tr")
+    assert len(rows) == 2
+    for row, entry in zip(rows, entries, strict=True):
+        cells = [td.text() for td in row.all("td")]
+        assert cells[0] == entry.target
+        assert row.one("details", "hash").one("summary").text() == entry.hash[:12]
+        assert row.one("code", "full").text() == entry.hash
+        assert row.one("a", "dl").attrs["href"] == entry.location.url
+        assert row.one("code", "cmd").text() == (
+            f"{COMMAND} m@1.0 --target {entry.target} --registry {REGISTRY_PLACEHOLDER}"
+        )
+    assert [td.text() for td in rows[0].all("td")][1] == "3 MiB"
+    assert doc.one("p", "desc").text() == "Some model"
+    assert [n.text() for n in doc.all("dd")] == ["MIT"]
+
+
+def test_everything_shows_without_javascript() -> None:
+    page = render_site(catalog([bundle("a", "1"), bundle("b", "1")]))["index.html"]
+    doc = parse(page)
+    hidden = [n.attrs.get("id") for n in doc.iter() if "hidden" in n.attrs]
+    assert hidden == ["toolbar"]  # the filter box needs the script; nothing else is hidden
+    assert sections(doc) == {"a": True, "b": True}
+
+
+def test_aliases_show_with_their_history_newest_first() -> None:
+    first = AliasRecord("m", "stable", "1.0", None, "ana", "", "2026-01-02T03:04:05Z", 1)
+    second = AliasRecord("m", "stable", "2.0", "1.0", "bo", "ship it", "2026-02-03T04:05:06Z", 2)
+    view = AliasView("stable", "2.0", 2, second.time, "bo", "ship it", (first, second))
+    index = catalog([bundle("m", "1.0"), bundle("m", "2.0")])
+    box = alias_box(parse(render_site(index, {"m": AliasIndex("m", (view,))})["index.html"]), "m")
+    assert box.one("span", "alias-name").text() == "stable"
+    assert box.one("a", "alias-version").attrs["href"] == "#m-m@2.0"
+    assert box.one("span", "alias-meta").text() == "by bo, 2026-02-03 04:05 UTC: ship it"
+    assert [li.text() for li in box.one("ol").all("li")] == [
+        "#2 2026-02-03 04:05 UTC · bo · 1.0 → 2.0 · ship it",
+        "#1 2026-01-02 03:04 UTC · ana · (none) → 1.0",
+    ]
+
+
+def big_index(models: int) -> Index:
+    targets = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
+    names = [f"model-{m:03d}" for m in range(models)]
+    return catalog(
+        [bundle(name, f"1.{v}", t) for name in names for v in range(4) for t in targets],
+        **{name: ModelInfo(f"Model {name}", {"tags": ["llm"]}) for name in names},
+    )
+
+
+@pytest.mark.parametrize("budget", [200_000, 75_000])
+def test_a_large_registry_is_split_per_model_within_the_budget(budget: int) -> None:
+    index = big_index(40)
+    assert len(render_site(index)["index.html"]) > budget  # one page would not fit
+    pages = render_site(index, budget=budget)
+    assert max(len(p) for p in pages.values()) <= budget
+    fronts = ["index.html", *sorted(k for k in pages if re.fullmatch(r"index-\d+\.html", k))]
+    assert len(fronts) == (1 if budget == 200_000 else 2)
+    assert sorted(pages) == sorted([*fronts, *(f"models/{m}.html" for m in index.models)])
+    listed = []
+    for name in fronts:
+        doc = parse(pages[name])
+        listed += [str(a.attrs["href"]) for li in doc.all("li", "row") for a in li.all("a")[:1]]
+        pager = [str(a.attrs["href"]) for nav in doc.all("nav", "pager") for a in nav.all("a")]
+        assert sorted(pager) == sorted(n for n in fronts if n != name)
+    assert listed == [f"models/{m}.html" for m in index.models]  # each once, in order
+    doc = parse(pages["models/model-007.html"])
+    assert sections(doc) == {"model-007": True}
+    assert {str(a.attrs["href"]) for a in doc.all("a", "dl")} == {
+        f"../{d.location.url}" for d in index.bundles if d.id == "model-007"
+    }
+
+
+def test_a_split_needs_valid_model_ids() -> None:
+    index = catalog([bundle("ok", "1"), bundle("../escape", "1")])
+    with pytest.raises(InvalidNameError, match=r"model id '\.\./escape' is not a valid name"):
+        render_site(index, budget=10_000)
+
+
+def test_same_input_gives_the_same_bytes() -> None:
+    index = big_index(5)
+    shuffled = list(index.bundles)
+    random.Random(7).shuffle(shuffled)
+    again = Index(models=dict(reversed(index.models.items())), bundles=tuple(shuffled))
+    for budget in (2_000_000, 75_000):
+        first = render_site(index, budget=budget)
+        assert render_site(index, budget=budget) == first
+        assert render_site(again, budget=budget) == first
+
+
+# --- the built page in headless Chromium -----------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); CI installs it"
+)
+
+
+@pytest.fixture
+def browse(tmp_path: Path) -> Callable[[str], Node]:
+    """Load a URL in headless Chromium; its DOM once scripts and their fetches are done."""
+    assert CHROMIUM is not None
+
+    def load(url: str) -> Node:
+        done = subprocess.run(
+            [
+                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
+                "--virtual-time-budget=3000", "--dump-dom", url,
+            ],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0 and "<html" in done.stdout, done.stderr[-2000:]
+        return parse(done.stdout)
+
+    return load
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A built registry: alpha (two versions, two targets) and beta, alpha@stable -> 1.10."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("GITHUB_SHA", raising=False)  # else the promotion reason names a commit
+    (tmp_path / "a.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 8)
+    (tmp_path / "b.onnx").write_bytes(b"onnx" * 100)
+
+    def target(platform: str, source: str) -> dict[str, str]:
+        return {
+            "platform": platform,
+            "model_file": source,
+            "model_type": "gguf",
+            "source_path": source,
+        }
+
+    alpha = {
+        "model_id": "alpha",
+        "description": "A small language model",
+        "metadata": {"tags": ["llm"]},
+    }
+    bundles = {
+        "alpha-1.9": {**alpha, "version": "1.9", "targets": [target("universal", "a.gguf")]},
+        "alpha-1.10": {**alpha, "version": "1.10", "targets": [
+            target("universal", "a.gguf"), target("linux-x86_64", "b.onnx")]},
+        "beta": {"model_id": "beta", "version": "0.1", "description": "An encoder",
+                 "targets": [target("universal", "b.onnx")]},
+    }  # fmt: skip
+    (tmp_path / "bundles.json").write_text(json.dumps({"bundles": bundles}))
+    out = tmp_path / "site"
+    build(tmp_path / "bundles.json", str(out), BuildOptions(only=("alpha",), alias="stable"))
+    build(tmp_path / "bundles.json", str(out))
+    return out
+
+
+def check_downloads(doc: Node, page_url: str) -> int:
+    """Fetch every download link of the page; each must hash to the full digest shown beside it."""
+    rows = [row for row in doc.all("tr") if row.all("a", "dl")]
+    for row in rows:
+        full = row.one("code", "full").text()
+        assert full.startswith(row.one("summary").text())
+        href = urllib.parse.urljoin(page_url, str(row.one("a", "dl").attrs["href"]))
+        with urllib.request.urlopen(href, timeout=10) as response:
+            assert blake3.blake3(response.read()).hexdigest() == full
+    return len(rows)
+
+
+@needs_chromium
+def test_chromium_lists_every_model_with_verified_downloads(
+    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    base = http_server(site)
+    doc = browse(f"{base}/index.html")
+    assert sections(doc) == {"alpha": True, "beta": True}
+    assert doc.one("div", "toolbar").attrs.get("hidden") is None  # the script ran
+    assert check_downloads(doc, f"{base}/index.html") == 4
+    commands = [c.text() for c in doc.all("code", "cmd")]
+    assert f"{COMMAND} alpha@1.10 --target linux-x86_64 --registry {base}" in commands
+    assert alias_box(doc, "alpha").one("a", "alias-version").text() == "1.10"
+
+
+@needs_chromium
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_chromium_filter_narrows_the_list(
+    scheme: str, site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    base = http_server(site) if scheme == "http" else site.as_uri()
+    doc = browse(f"{base}/index.html?q=ENCODER")  # matches beta's description, any case
+    assert sections(doc) == {"alpha": False, "beta": True}
+    assert doc.one("span", "count").text() == "1 of 2 shown"
+    registry = base if scheme == "http" else str(site)
+    assert {c.text().rsplit(" ", 1)[1] for c in doc.all("code", "cmd")} == {registry}
+
+
+@needs_chromium
+def test_chromium_shows_a_promotion_without_a_rerender(
+    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    page = (site / "index.html").read_bytes()
+    static = alias_box(parse(page), "alpha")
+    assert static.one("a", "alias-version").text() == "1.10"
+    promote(LocalStore(site), "alpha", "stable", "1.9", "ops", "roll back")
+    assert (site / "index.html").read_bytes() == page  # nothing re-rendered
+    box = alias_box(browse(f"{http_server(site)}/index.html"), "alpha")
+    assert box.one("a", "alias-version").text() == "1.9"
+    assert box.one("span", "alias-meta").text().startswith("by ops, ")
+    assert [li.text().split(" · ", 2)[2] for li in box.one("ol").all("li")] == [
+        "1.10 → 1.9 · roll back",
+        "(none) → 1.10 · registry-build build",
+    ]
+
+
+@needs_chromium
+def test_chromium_split_model_page_links_climb_to_the_root(
+    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    index = decode_index((site / "index.json").read_bytes())
+    views = {
+        model: msgspec.json.decode((site / alias_index_key(model)).read_bytes(), type=AliasIndex)
+        for model in index.models
+        if (site / alias_index_key(model)).is_file()
+    }
+    single = render_site(index, views)["index.html"]
+    pages = render_site(index, views, budget=len(single) - 1)  # one byte short: split
+    assert "models/alpha.html" in pages
+    for key, data in pages.items():
+        (site / key).parent.mkdir(parents=True, exist_ok=True)
+        (site / key).write_bytes(data)
+    promote(LocalStore(site), "alpha", "stable", "1.9", "ops", "roll back")
+    base = http_server(site)
+    doc = browse(f"{base}/models/alpha.html")
+    assert sections(doc) == {"alpha": True}
+    assert check_downloads(doc, f"{base}/models/alpha.html") == 3
+    assert {c.text().rsplit(" ", 1)[1] for c in doc.all("code", "cmd")} == {base}
+    assert alias_box(doc, "alpha").one("a", "alias-version").text() == "1.9"
