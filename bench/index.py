@@ -73,23 +73,11 @@ def main() -> None:
     documents = index_documents(index)
     index_s = time.perf_counter() - start
     start = time.perf_counter()
-    try:
-        from registry_build.render import render_site
-
-        pages = render_site(index, {})
-        pages_s: float | None = time.perf_counter() - start
-    except ImportError:
-        pages, pages_s = {}, None
-    start = time.perf_counter()
     helm = helm_yaml(items)
     helm_s = time.perf_counter() - start
     n = args.descriptors
-    print(f"Index and pages for {n:,} descriptors")
+    print(f"Index for {n:,} descriptors (the pages: bench.pages)")
     row("merge + index.json/index/v1/models", f"{index_s:.2f} s")
-    if pages_s is not None:
-        biggest = max(len(v) for v in pages.values())
-        row("pages", f"{pages_s:.2f} s, {len(pages)} files, largest {biggest / 1e6:.2f} MB")
-        row("total (target <= 3 s)", f"{index_s + pages_s:.2f} s")
     row(
         "index.json bytes per descriptor (target <= 450)", f"{len(documents['index.json']) / n:.0f}"
     )
