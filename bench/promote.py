@@ -45,9 +45,9 @@ AWS_ENV = {
 
 
 class _AtomicWrites:
-    """One write request at a time, reads concurrent: S3's atomic conditional writes on moto.
-
-    Also counts the requests, so the benchmark can report requests per promotion.
+    """One request at a time: S3's atomic conditional writes on moto (whose threaded server
+    otherwise lets racing conditional writes both succeed, and a GET racing a PUT of the same key
+    fail with a 500). Also counts the requests, so the benchmark can report them per promotion.
     """
 
     def __init__(self, app: Any) -> None:
@@ -55,11 +55,11 @@ class _AtomicWrites:
         self.reads = self.writes = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
-            self.reads += 1  # racy increments are fine for a figure
-            return self.app(environ, start_response)
         with self.lock:
-            self.writes += 1
+            if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
+                self.reads += 1
+            else:
+                self.writes += 1
             return self.app(environ, start_response)
 
 

@@ -73,7 +73,7 @@ from runtime.wire import (
     encode_pretty,
 )
 
-DEFAULT_ATTEMPTS = 64
+DEFAULT_ATTEMPTS = 256
 RESERVED_ALIASES = frozenset({"index"})  # aliases/<id>/index.json is the model's alias view
 MAX_ACTOR = 256
 MAX_REASON = 2000
@@ -405,9 +405,12 @@ class _Head:
 def _advance(store: Store, model: str, alias: str, head: _Head) -> _Head:
     """Step past the record that took ``head.seq + 1`` (another promotion's, or a crashed one's).
 
-    One read per lost race: probing further would cost a request that the next create-only
-    write answers anyway.
+    Straight to the pointer when it is further ahead: a writer that lost many races in a row
+    would otherwise walk the records one lost race at a time while the others keep promoting.
     """
+    pointer = _read_pointer(store, model, alias).value
+    if pointer is not None and pointer.seq > head.seq + 1:
+        return _Head.of(pointer)
     key = alias_record_key(model, alias, head.seq + 1)
     try:
         data, _ = store.get(key)

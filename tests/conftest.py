@@ -23,12 +23,13 @@ _AWS_ENV = {
 
 
 class _AtomicWrites:
-    """WSGI wrapper for moto: one write request at a time, reads stay concurrent.
+    """WSGI wrapper for moto: one request at a time.
 
     S3 applies ``If-None-Match``/``If-Match`` atomically with the write. moto 5.x checks the
     condition and then stores the object in two steps without a lock, and its server is threaded,
-    so two racing conditional writes could both succeed there. Serialising writes gives moto S3's
-    guarantee; clients still race each other between requests, which is what tests exercise.
+    so two racing conditional writes could both succeed there; and a GET racing a PUT of the same
+    key can read a buffer the PUT just closed (a 500). Serialising requests gives S3's guarantees;
+    clients still race each other between requests, which is what tests exercise.
     """
 
     def __init__(self, app: Any) -> None:
@@ -36,8 +37,6 @@ class _AtomicWrites:
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
-            return self.app(environ, start_response)
         with self.lock:
             return self.app(environ, start_response)
 
