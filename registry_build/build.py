@@ -37,10 +37,10 @@ from registry_build.config import (
     load_config,
     source_files,
 )
-from registry_build.publish import commit, publish_registry
+from registry_build.publish import commit, promote_newest, publish_registry
 from runtime.atomic import write_atomic
 from runtime.errors import RegistryError
-from runtime.names import check_name, version_key
+from runtime.names import check_name
 from runtime.store import LocalStore, PutMode, Store, open_store
 from runtime.wire import BundleDescriptor, Location, blob_key, decode_descriptor, descriptor_key
 
@@ -131,30 +131,11 @@ def build(
         report.written = [*published.uploaded, *published.written]
         report.publish_summary = published.summary()
     if options.alias is not None:
-        report.promoted = promote_built(target, results, options.alias, options.actor)
+        built = [r.descriptor for r in results]
+        report.promoted = promote_newest(
+            target, built, options.alias, options.actor, "registry-build build"
+        )
     return report
-
-
-def promote_built(
-    store: Store, results: list[BundleResult], alias: str, actor: str | None
-) -> list[str]:
-    """Point ``alias`` at the highest built version of each model, then refresh the pages."""
-    from runtime.aliases import default_actor, promote
-
-    newest: dict[str, str] = {}
-    for result in results:
-        model, version = result.descriptor.id, result.descriptor.version
-        if model not in newest or version_key(version) > version_key(newest[model]):
-            newest[model] = version
-    who = default_actor(actor)
-    sha = os.environ.get("GITHUB_SHA", "")
-    reason = "registry-build build" + (f" at commit {sha}" if sha else "")
-    promoted = []
-    for model, version in sorted(newest.items()):
-        record = promote(store, model, alias, version, who, reason)
-        promoted.append(f"{model}@{alias} -> {version} (seq {record.seq})")
-    commit(store, [])  # the pages show aliases
-    return promoted
 
 
 def plan(config: Config, only: Sequence[str]) -> list[Job]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import random
 import sys
 import time
@@ -55,6 +56,7 @@ from runtime.errors import (
     PreconditionFailed,
     RegistryError,
 )
+from runtime.names import version_key
 from runtime.store import ObjectInfo, PutMode, Store
 from runtime.wire import (
     AliasIndex,
@@ -450,6 +452,29 @@ def _aliases(store: Store, view: View, models: Iterable[str]) -> dict[str, Alias
         with contextlib.suppress(KeyNotFound, msgspec.DecodeError, msgspec.ValidationError):
             views[model] = msgspec.json.decode(store.get(key)[0], type=AliasIndex)
     return views
+
+
+def promote_newest(
+    store: Store, descriptors: Iterable[BundleDescriptor], alias: str, actor: str | None, by: str
+) -> list[str]:
+    """Point ``alias`` at the highest of ``descriptors``' versions of each model, then refresh
+    the pages. Recorded with ``actor`` (else ``$GITHUB_ACTOR``, else the user name) and a reason
+    naming the command ``by`` and the commit (``$GITHUB_SHA``) when there is one."""
+    from runtime.aliases import default_actor, promote
+
+    sha = os.environ.get("GITHUB_SHA", "")
+    reason = by + (f" at commit {sha}" if sha else "")
+    newest: dict[str, str] = {}
+    for d in descriptors:
+        if d.id not in newest or version_key(d.version) > version_key(newest[d.id]):
+            newest[d.id] = d.version
+    who = default_actor(actor)
+    promoted = []
+    for model, version in sorted(newest.items()):
+        record = promote(store, model, alias, version, who, reason)
+        promoted.append(f"{model}@{alias} -> {version} (seq {record.seq})")
+    commit(store, [])  # the pages show aliases
+    return promoted
 
 
 # -- reindex, verify, gc -------------------------------------------------------------------------

@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--config", type=Path, default=Path(DEFAULT_CONFIG), help="bundles.json or .yaml"
     )
-    p.add_argument("--out", default=DEFAULT_OUT, help="output directory or s3://bucket/prefix")
+    p.add_argument(
+        "--out", type=_location, default=DEFAULT_OUT, help="output directory or s3://bucket/prefix"
+    )
     p.add_argument(
         "--only", nargs="+", default=[], metavar="MODEL_ID", help="build only these models"
     )
@@ -173,3 +175,9 @@ def _clean(args: argparse.Namespace) -> int:
     removed = clean(args.out)
     print(f"removed {args.out}" if removed else f"nothing to remove at {args.out}", file=sys.stderr)
     return 0
+
+
+def _location(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a directory or s3://bucket/prefix")
+    return text

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runtime.names import check_name
 from runtime.store import Store, open_store
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
@@ -20,6 +21,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("src", type=Path, metavar="SRC", help="a built registry directory")
     p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--alias", metavar="NAME", help="point NAME at each model's newest version")
+    p.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user name)")
     _endpoint(p)
     p.set_defaults(handler=_publish)
 
@@ -69,10 +72,19 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from registry_build.publish import publish_registry
+    from registry_build.publish import promote_newest, publish_registry, read_source
 
-    report = publish_registry(args.src, _store(args), progress=not args.quiet)
+    if args.alias is not None:
+        check_name("alias", args.alias)
+    store = _store(args)
+    report = publish_registry(args.src, store, progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
+    if args.alias is not None:
+        published = [b.descriptor for b in read_source(args.src)]
+        for line in promote_newest(
+            store, published, args.alias, args.actor, "registry-build publish"
+        ):
+            print(f"promoted {line}", file=sys.stderr)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""``registry-build publish``, ``verify``, ``reindex`` and ``gc`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import blake3
+import pytest
+from test_publish import make_source
+
+from registry_build.cli import main
+from runtime.wire import blob_key
+
+
+def _source(tmp_path: Path) -> Path:
+    return make_source(
+        tmp_path / "src",
+        [("tiny", "1.9", "universal", b"one"), ("tiny", "1.10", "universal", b"two")],
+    )
+
+
+def test_publish_with_alias_then_verify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_SHA", "abc123")
+    dest = tmp_path / "site"
+    argv = ["publish", str(_source(tmp_path)), str(dest), "--alias", "production", "--actor", "ci"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("uploaded 2 blobs (0.0 MB), skipped 0, ")
+    assert err[1] == "promoted tiny@production -> 1.10 (seq 1)"
+    pointer = json.loads((dest / "aliases" / "tiny" / "production.json").read_text())
+    assert pointer["version"] == "1.10"
+    record = json.loads((dest / "aliases" / "tiny" / "production" / "1.json").read_text())
+    assert (record["actor"], record["reason"]) == ("ci", "registry-build publish at commit abc123")
+    assert "production" in (dest / "index.html").read_text()
+
+    assert main(["verify", str(dest)]) == 0
+    assert capsys.readouterr().err == f"verified 2 blobs in {dest}: 0 problems\n"
+
+
+def test_verify_names_a_corrupt_blob_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    digest = blake3.blake3(b"one").hexdigest()
+    (dest / blob_key(digest)).write_bytes(b"ONE")
+    capsys.readouterr()
+    assert main(["verify", str(dest)]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"tiny@1.9 (universal): {blob_key(digest)} has BLAKE3 "
+        f"{blake3.blake3(b'ONE').hexdigest()}, the index names {digest}",
+        f"verified 2 blobs in {dest}: 1 problems",
+    ]
+
+
+def test_publish_refuses_a_bad_alias_before_sending_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", str(_source(tmp_path)), str(dest), "--alias", "no way"]) == 1
+    assert capsys.readouterr().err.startswith("Error: ")
+    assert not dest.exists()
+
+
+def test_gc_dry_run_lists_then_gc_deletes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    orphan = dest / blob_key(blake3.blake3(b"orphan").hexdigest())
+    orphan.write_bytes(b"orphan")
+    os.utime(orphan, (1, 1))  # long past any grace period
+    capsys.readouterr()
+    assert main(["gc", str(dest), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    assert (out, err) == (f"{orphan.relative_to(dest)}\t6\n", "would delete 1 blobs (0.0 MB)\n")
+    assert orphan.exists()
+    assert main(["gc", str(dest), "--grace", "1h"]) == 0
+    assert not orphan.exists()
+    assert main(["verify", str(dest)]) == 0
+
+
+def test_reindex_rebuilds_a_lost_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    before = (dest / "index.json").read_bytes()
+    (dest / "index.json").unlink()
+    assert main(["reindex", str(dest)]) == 0
+    assert (dest / "index.json").read_bytes() == before
+    assert "reindexed" in capsys.readouterr().err
+
+
+def test_a_bad_grace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["gc", "site", "--grace", "soon"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "'soon' is not a duration: write a number with s, m, h, d or w" in err
