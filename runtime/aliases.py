@@ -258,7 +258,7 @@ def _swap(store: Store, model: str, alias: str, read: _Pointer, new: AliasPointe
 
 def _backoff(attempt: int) -> None:
     # Full jitter: spreads racing writers apart without a fixed order.
-    time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+    time.sleep(random.uniform(0, min(1.0, 0.005 * 2**attempt)))
 
 
 def roll_forward(
