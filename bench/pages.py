@@ -2,9 +2,11 @@
 
 Targets: index documents + pages <= 3 s; no page over 2 MB (a registry this size is split into
 a compact front list and one page per model). Peer in the same run: the standard library's
-``json.dumps`` of the same index (what a plain JSON writer costs for the same data).
+``json.dumps`` of the same index (what a plain JSON writer costs for the same data). Also timed,
+outside the target: one model with many bundles (nightly versions x 5 targets), whose versions
+are split over several pages.
 
-    python -m bench.pages [--descriptors 100000] [--runs 3]
+    python -m bench.pages [--descriptors 100000] [--model-bundles 20000] [--runs 3]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ TARGET_SECONDS = 3.0
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--descriptors", type=int, default=100_000)
+    parser.add_argument("--model-bundles", type=int, default=20_000, help="of the one big model")
     parser.add_argument("--runs", type=int, default=3, help="best of this many timings")
     args = parser.parse_args()
     items = descriptors(args.descriptors)
@@ -53,8 +56,26 @@ def main() -> None:
         f"{biggest / 1e6:.2f} MB {largest} {verdict}",
     )
     row("all pages", f"{sum(map(len, pages.values())) / 1e6:.0f} MB")
+    one = one_model(args.model_bundles)
+    one_s = best_of(args.runs, lambda: render_site(one, {}))
+    pages = render_site(one, {})
+    biggest = max(map(len, pages.values()))
+    verdict = "ok" if biggest <= PAGE_BUDGET else "OVER"
+    row(
+        f"one model, {args.model_bundles:,} bundles",
+        f"{one_s:.2f} s, {len(pages) - 1} model pages, largest {biggest / 1e6:.2f} MB {verdict}",
+    )
     row("peer: json.dumps of the same index", f"{peer_s:.2f} s")
     row("ratio index documents + pages / peer", f"{total / peer_s:.2f}x")
+
+
+def one_model(count: int) -> Index:
+    """An index of ``count`` descriptors of one model: nightly versions x 5 targets."""
+    items = [
+        msgspec.structs.replace(item, id="nightly", version=f"1.0.{n // 5}")
+        for n, item in enumerate(descriptors(count))
+    ]
+    return merge_index(Index(), items)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,16 @@ Pages written (store keys, relative to the registry root)::
                           or, when that page would exceed the size budget, a compact model list
                           (continued in index-2.html, index-3.html, ... if even that is too big)
     models/<id>.html      one page per model, only when the registry is split (links use "../")
+    models/<id>~2.html    the model's older versions, when even its own page would exceed the
+    models/<id>~3.html    budget: newest first, a pager on each, description and aliases on the
+    ...                   first page only ("~" is not allowed in a model id: no name collides)
 
 The split is decided by measured size: model sections are rendered one by one and the single
-page is abandoned as soon as their total passes the budget. Pages carry no render time, so the
-same index and aliases give the same bytes. Jinja2 is imported here only: the runtime never needs
-it. Autoescape is on for every template: model names, descriptions and metadata are user data.
+page is abandoned as soon as their total passes the budget. A model page over the budget has
+its version table cut between versions (a version's targets stay together), after measuring
+what the page around them costs. Pages carry no render time, so the same index and aliases give
+the same bytes. Jinja2 is imported here only: the runtime never needs it. Autoescape is on for
+every template: model names, descriptions and metadata are user data.
 
 Inline JavaScript (no external requests) fills in the registry URL of the fetch commands from
 the page's own address, narrows the model list with the filter box (``?q=`` pre-fills it), and,
@@ -71,7 +76,12 @@ class ModelView:
     @property
     def page(self) -> str:
         """Store key of the model's own page (used when the registry is split)."""
-        return f"models/{self.id}.html"
+        return version_page(self.id, 1)
+
+
+def version_page(model: str, number: int) -> str:
+    """Store key of page ``number`` (from 1) of a model's versions: ``models/<id>~N.html``."""
+    return f"models/{model}.html" if number == 1 else f"models/{model}~{number}.html"
 
 
 def render_site(
@@ -84,7 +94,8 @@ def render_site(
     """Store key -> page bytes for ``index`` (and each model's alias view, where one exists).
 
     One ``index.html`` when everything fits in ``budget`` bytes; otherwise a compact front page
-    (split further if needed) and one ``models/<id>.html`` per model. Raises
+    (split further if needed) and one ``models/<id>.html`` per model, continued in
+    ``models/<id>~2.html``, ... when one model's versions alone exceed the budget. Raises
     :class:`InvalidNameError` when a split needs a page for a model id that is not a valid name.
     """
     renderer = _Renderer(title, budget)
@@ -96,7 +107,7 @@ def render_site(
     for model in models:
         if not is_name(model.id):
             raise InvalidNameError(name_problem("model id", model.id) + " (needed for its page)")
-        pages[model.page] = renderer.model_page(model)
+        pages.update(renderer.model_pages(model))
     return pages
 
 
@@ -152,19 +163,22 @@ def _e(text: str) -> str:
 
 def version_rows(model: ModelView, root: str) -> Markup:
     """The ``<tbody>`` of each version (newest first) with a row per target."""
-    parts = []
     model_id = _e(model.id)
-    for group in model.versions:
-        version = _e(group.version)
-        created = f"<small>{_e(group.created)}</small>" if group.created else ""
-        head = f'<th scope="rowgroup" rowspan="{len(group.bundles)}">{version}{created}</th>'
-        ref, stem = f"{model_id}@{version}", f"{model_id}-{version}"
-        parts.append(f'<tbody id="m-{ref}">\n')
-        for bundle in group.bundles:
-            parts.append(_row(bundle, ref, stem, head, root))
-            head = ""
-        parts.append("</tbody>\n")
-    return Markup("".join(parts))
+    return Markup("".join([group_rows(model_id, group, root) for group in model.versions]))
+
+
+def group_rows(model_id: str, group: VersionGroup, root: str) -> str:
+    """One version's ``<tbody>``, a row per target; ``model_id`` is already escaped."""
+    version = _e(group.version)
+    created = f"<small>{_e(group.created)}</small>" if group.created else ""
+    head = f'<th scope="rowgroup" rowspan="{len(group.bundles)}">{version}{created}</th>'
+    ref, stem = f"{model_id}@{version}", f"{model_id}-{version}"
+    parts = [f'<tbody id="m-{ref}">\n']
+    for bundle in group.bundles:
+        parts.append(_row(bundle, ref, stem, head, root))
+        head = ""
+    parts.append("</tbody>\n")
+    return "".join(parts)
 
 
 def _row(bundle: BundleDescriptor, ref: str, stem: str, head: str, root: str) -> str:
@@ -263,9 +277,7 @@ class _Renderer:
             undefined=jinja2.StrictUndefined,
         )
         env.filters["when"] = when
-        env.globals.update(
-            title=title, command=COMMAND, placeholder=REGISTRY_PLACEHOLDER, rows=version_rows
-        )
+        env.globals.update(title=title, command=COMMAND, placeholder=REGISTRY_PLACEHOLDER)
         env.globals.update(
             style=Markup(_compact(env.get_template("style.css").render())),
             script=Markup(_compact(env.get_template("script.js").render())),
@@ -279,7 +291,8 @@ class _Renderer:
         """Everything on one page, or None as soon as it is measured to exceed the budget."""
         sections, total = [], 0
         for model in models:
-            section = str(self.sections.section(model, "", True))  # type: ignore[attr-defined]
+            rows = version_rows(model, "")
+            section = str(self.sections.section(model, "", True, rows))  # type: ignore[attr-defined]
             total += len(section.encode())
             if total > self.budget:
                 return None
@@ -287,10 +300,62 @@ class _Renderer:
         page = self._page("full", "", sections, len(models), models)
         return page if len(page) <= self.budget else None
 
-    def model_page(self, model: ModelView) -> bytes:
-        """One model's page under ``models/``: links climb one level with ``../``."""
-        section = str(self.sections.section(model, "../", False))  # type: ignore[attr-defined]
-        return self._page("model", "../", [section], 1, [model])
+    def model_pages(self, model: ModelView) -> dict[str, bytes]:
+        """The model's page under ``models/`` (links climb with ``../``), split when too big."""
+        model_id = _e(model.id)
+        groups = [group_rows(model_id, group, "../") for group in model.versions]
+        page = self._model_page(model, groups)
+        if len(page) <= self.budget or len(groups) < 2:
+            return {model.page: page}
+        return self._version_pages(model, groups)
+
+    def _version_pages(self, model: ModelView, groups: list[str]) -> dict[str, bytes]:
+        """Versions (newest first) over ``models/<id>.html``, ``models/<id>~2.html``, ...
+
+        What a page costs besides its versions is measured with the widest pager it can get
+        (no more pages than versions: numbers of that many digits, both neighbours) and every
+        alias linking to another page, so each page stays within the budget unless a single
+        version alone does not fit.
+        """
+        top = 10 ** len(str(len(groups))) - 1
+        widest = _Pager(model.id, top - 1, top)
+        far = {a.version: widest.href for a in model.aliases}
+        first = self._model_page(model, [], widest, far)
+        rest = self._model_page(model, [], widest, head=False)
+        chunks = list(_chunks(groups, self.budget - len(rest), first=self.budget - len(first)))
+        pagers = [_Pager(model.id, n, len(chunks)) for n in range(1, len(chunks) + 1)]
+        owners = [pager for pager, chunk in zip(pagers, chunks, strict=True) for _ in chunk]
+        where = {
+            group.version: pager.href
+            for group, pager in zip(model.versions, owners, strict=True)
+            if pager.number > 1
+        }
+        return {
+            version_page(model.id, pager.number): self._model_page(
+                model, chunk, pager, where, head=pager.number == 1
+            )
+            for pager, chunk in zip(pagers, chunks, strict=True)
+        }
+
+    def _model_page(
+        self,
+        model: ModelView,
+        groups: list[str],
+        pager: _Pager | None = None,
+        where: Mapping[str, str] | None = None,
+        *,
+        head: bool = True,
+    ) -> bytes:
+        """A page of ``model`` showing the version ``groups`` (rendered rows).
+
+        ``head``: with the model's description, metadata and aliases (its first page); ``where``
+        maps a version shown on another page to that page's file name, for the alias links.
+        """
+        rows = Markup("".join(groups))
+        section = self.sections.section(  # type: ignore[attr-defined]
+            model, "../", False, rows, head, where or {}
+        )
+        return self._page("model", "../", [str(section)], 1, [model], pager=pager)
 
     def front_pages(self, models: list[ModelView]) -> dict[str, bytes]:
         """The compact model list: ``index.html``, continued in ``index-N.html`` when too big."""
@@ -311,6 +376,7 @@ class _Renderer:
         total: int,
         models: list[ModelView],
         nav: dict[str, Any] | None = None,
+        pager: _Pager | None = None,
     ) -> bytes:
         html = self.page.render(
             kind=kind,
@@ -321,6 +387,7 @@ class _Renderer:
             model=models[0] if kind == "model" else None,
             versions=sum(len(m.versions) for m in models),
             nav=nav,
+            pager=pager,
         )
         return html.encode()
 
@@ -331,15 +398,43 @@ def _compact(source: str) -> str:
     return "\n".join(line for line in lines if line and not line.startswith("//"))
 
 
-def _chunks(rows: list[str], budget: int) -> Iterable[list[str]]:
-    """Consecutive runs of ``rows`` whose encoded size stays within ``budget`` (at least one)."""
+@dataclass(frozen=True, slots=True)
+class _Pager:
+    """Page ``number`` of ``count`` of a model's versions: the links to its neighbours."""
+
+    model: str
+    number: int
+    count: int
+
+    @property
+    def href(self) -> str:
+        """This page, relative to ``models/`` (where every page of a model lives)."""
+        return version_page(self.model, self.number).removeprefix("models/")
+
+    @property
+    def prev(self) -> str | None:
+        """The page of newer versions, if any."""
+        return _Pager(self.model, self.number - 1, self.count).href if self.number > 1 else None
+
+    @property
+    def next(self) -> str | None:
+        """The page of older versions, if any."""
+        more = self.number < self.count
+        return _Pager(self.model, self.number + 1, self.count).href if more else None
+
+
+def _chunks(rows: list[str], budget: int, *, first: int | None = None) -> Iterable[list[str]]:
+    """Consecutive runs of ``rows`` whose encoded size stays within ``budget`` (at least one).
+
+    ``first`` is the budget of the first run, when it differs.
+    """
     chunk: list[str] = []
-    size = 0
+    size, limit = 0, budget if first is None else first
     for row in rows:
         length = len(row.encode())
-        if chunk and size + length > budget:
+        if chunk and size + length > limit:
             yield chunk
-            chunk, size = [], 0
+            chunk, size, limit = [], 0, budget
         chunk.append(row)
         size += length
     if chunk or not rows:

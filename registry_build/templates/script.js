@@ -80,12 +80,13 @@
     li.appendChild(document.createTextNode(text + (r.reason ? " \u00b7 " + r.reason : "")));
     return li;
   }
-  function aliasItem(model, a) {
+  function aliasItem(model, a, pages) {
     var li = el("li");
     li.appendChild(el("span", "alias-name", a.alias));
     li.appendChild(document.createTextNode(" \u2192 "));
     var link = el("a", "alias-version", a.version);
-    link.href = "#m-" + model + "@" + a.version;
+    // A version on another page of a split model keeps the page the render linked it to.
+    link.href = (pages[a.version] || "") + "#m-" + model + "@" + a.version;
     li.appendChild(link);
     li.appendChild(document.createTextNode(" "));
     var meta = "by " + a.actor + ", " + when(a.time) + (a.reason ? ": " + a.reason : "");
@@ -105,6 +106,10 @@
   function renderAliases(box, view) {
     var model = box.getAttribute("data-model");
     var aliases = view.aliases || [];
+    var pages = {};
+    box.querySelectorAll("a.alias-version").forEach(function (a) {
+      pages[a.textContent] = a.getAttribute("href").split("#")[0];
+    });
     box.textContent = "";
     if (box.classList.contains("badges")) {
       aliases.forEach(function (a) { box.appendChild(el("span", "badge", a.alias + " \u2192 " + a.version)); });
@@ -113,7 +118,7 @@
     if (!aliases.length) return;
     box.appendChild(el("h3", "", "Aliases"));
     var list = el("ul", "alias-list");
-    aliases.forEach(function (a) { list.appendChild(aliasItem(model, a)); });
+    aliases.forEach(function (a) { list.appendChild(aliasItem(model, a, pages)); });
     box.appendChild(list);
   }
   function refresh(box) {

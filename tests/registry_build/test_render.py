@@ -8,6 +8,7 @@ serialized DOM is taken after the page's script ran and its fetches finished
 from __future__ import annotations
 
 import json
+import posixpath
 import random
 import re
 import shutil
@@ -269,11 +270,13 @@ def test_aliases_show_with_their_history_newest_first() -> None:
     ]
 
 
+TARGETS = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
+
+
 def big_index(models: int) -> Index:
-    targets = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
     names = [f"model-{m:03d}" for m in range(models)]
     return catalog(
-        [bundle(name, f"1.{v}", t) for name in names for v in range(4) for t in targets],
+        [bundle(name, f"1.{v}", t) for name in names for v in range(4) for t in TARGETS],
         **{name: ModelInfo(f"Model {name}", {"tags": ["llm"]}) for name in names},
     )
 
@@ -307,12 +310,93 @@ def test_a_split_needs_valid_model_ids() -> None:
         render_site(index, budget=10_000)
 
 
+def pager_links(page: bytes, rel: str) -> list[str]:
+    """The ``rel`` ("prev" or "next") links of a page's version pagers, as written."""
+    navs = parse(page).all("nav", "pager")
+    return [str(a.attrs["href"]) for nav in navs for a in nav.all("a") if a.attrs.get("rel") == rel]
+
+
+def version_pages(pages: dict[str, bytes], model: str) -> list[str]:
+    """A model's page keys in pager order: from ``models/<id>.html``, following "next" links."""
+    chain = [f"models/{model}.html"]
+    while nexts := set(pager_links(pages[chain[-1]], "next")):
+        [href] = nexts
+        key = posixpath.normpath(posixpath.join(posixpath.dirname(chain[-1]), href))
+        assert key in pages and key not in chain, key
+        chain.append(key)
+    return chain
+
+
+NIGHTLY = [f"1.{v}" for v in range(120)]  # 600 bundles: ~360 kB on one page
+
+
+@pytest.mark.parametrize(
+    "others",
+    [(), ("nightly-2", "nightly.2", "nightly.html")],  # ids that look like another page's name
+)
+def test_a_model_too_big_for_one_page_splits_its_versions_over_pages(
+    others: tuple[str, ...],
+) -> None:
+    budget = 100_000
+    shuffled = NIGHTLY[:]
+    random.Random(3).shuffle(shuffled)  # the order of the index does not matter
+    entries = [bundle("nightly", v, t) for v in shuffled for t in TARGETS]
+    index = catalog(
+        [*entries, *(bundle(other, "1") for other in others)],
+        nightly=ModelInfo("Nightly builds", {"license": "MIT", "tags": ["llm"]}),
+    )
+    record = AliasRecord("nightly", "stable", "1.0", None, "ana", "", "2026-01-02T03:04:05Z", 1)
+    view = AliasView("stable", "1.0", 1, record.time, "ana", "", (record,))
+    pages = render_site(index, {"nightly": AliasIndex("nightly", (view,))}, budget=budget)
+    assert max(len(p) for p in pages.values()) <= budget
+    chain = version_pages(pages, "nightly")
+    assert len(chain) >= 4
+    assert sorted(pages) == sorted(["index.html", *chain, *(f"models/{o}.html" for o in others)])
+    shown = [
+        str(b.attrs["id"]).removeprefix("m-nightly@")
+        for key in chain
+        for b in parse(pages[key]).all("tbody")
+    ]
+    assert shown == NIGHTLY[::-1]  # each once, newest first: 1.119 ... 1.10, 1.9 ... 1.0
+    for number, key in enumerate(chain, start=1):
+        doc = parse(pages[key])
+        pagers = [nav.one("span", "current").text() for nav in doc.all("nav", "pager")]
+        assert pagers == [f"Versions page {number} of {len(chain)}"] * 2  # above and below
+        newer = [chain[number - 2].removeprefix("models/")] if number > 1 else []
+        assert pager_links(pages[key], "prev") == newer * 2  # "next" is what the chain followed
+        assert sections(doc) == {"nightly": True}
+        head = [doc.all("p", "desc"), doc.all("dl", "meta"), doc.all("div", "aliases")]
+        assert [len(found) for found in head] == ([1, 1, 1] if number == 1 else [0, 0, 0])
+    first = parse(pages[chain[0]])
+    link = str(first.one("a", "alias-version").attrs["href"])
+    assert link == f"{chain[-1].removeprefix('models/')}#m-nightly@1.0"  # on the last page
+    assert "m-nightly@1.0" in {b.attrs["id"] for b in parse(pages[chain[-1]]).all("tbody")}
+    rows = parse(pages["index.html"]).all("li", "row")
+    assert [str(row.all("a")[0].attrs["href"]) for row in rows] == [
+        f"models/{m}.html" for m in sorted(["nightly", *others])
+    ]
+
+
+def test_a_front_list_row_stays_small_however_many_tags_and_aliases() -> None:
+    tags = [f"tag-{n}-{'x' * 100}" for n in range(1000)]
+    aliases = [AliasView(f"a{n}", "1", 1, "2026-01-02T03:04:05Z", "ana", "") for n in range(1000)]
+    index = catalog([bundle("m", "1"), bundle("n", "1")], m=ModelInfo("", {"tags": tags}))
+    pages = render_site(index, {"m": AliasIndex("m", tuple(aliases))}, budget=100_000)
+    assert len(pages["index.html"]) < 30_000
+    row = parse(pages["index.html"]).all("li", "row")[0]
+    shown = [t.text() for t in row.all("span", "tag")]
+    assert len(shown) == 21 and shown[0] == f"tag-0-{'x' * 71}..." and shown[-1] == "+980"
+    badges = [b.text() for b in row.all("span", "badge")]
+    assert badges[0] == "a0 → 1" and badges[20:] == ["+980"]
+    assert len(parse(pages["models/m.html"]).all("span", "tag")) == 1000  # all on its own page
+
+
 def test_same_input_gives_the_same_bytes() -> None:
     index = big_index(5)
     shuffled = list(index.bundles)
     random.Random(7).shuffle(shuffled)
     again = Index(models=dict(reversed(index.models.items())), bundles=tuple(shuffled))
-    for budget in (2_000_000, 75_000):
+    for budget in (2_000_000, 75_000, 20_000):  # one page, a page per model, and per versions
         first = render_site(index, budget=budget)
         assert render_site(index, budget=budget) == first
         assert render_site(again, budget=budget) == first
@@ -438,22 +522,32 @@ def test_chromium_shows_a_promotion_without_a_rerender(
     ]
 
 
-@needs_chromium
-def test_chromium_split_model_page_links_climb_to_the_root(
-    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
-) -> None:
+def published(site: Path) -> tuple[Index, dict[str, AliasIndex]]:
+    """The index and alias views of a built site, as the render reads them."""
     index = decode_index((site / "index.json").read_bytes())
     views = {
         model: msgspec.json.decode((site / alias_index_key(model)).read_bytes(), type=AliasIndex)
         for model in index.models
         if (site / alias_index_key(model)).is_file()
     }
-    single = render_site(index, views)["index.html"]
-    pages = render_site(index, views, budget=len(single) - 1)  # one byte short: split
-    assert "models/alpha.html" in pages
+    return index, views
+
+
+def write(site: Path, pages: dict[str, bytes]) -> None:
     for key, data in pages.items():
         (site / key).parent.mkdir(parents=True, exist_ok=True)
         (site / key).write_bytes(data)
+
+
+@needs_chromium
+def test_chromium_split_model_page_links_climb_to_the_root(
+    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    index, views = published(site)
+    single = render_site(index, views)["index.html"]
+    pages = render_site(index, views, budget=len(single) - 1)  # one byte short: split
+    assert "models/alpha.html" in pages
+    write(site, pages)
     promote(LocalStore(site), "alpha", "stable", "1.9", "ops", "roll back")
     base = http_server(site)
     doc = browse(f"{base}/models/alpha.html")
@@ -461,3 +555,39 @@ def test_chromium_split_model_page_links_climb_to_the_root(
     assert check_downloads(doc, f"{base}/models/alpha.html") == 3
     assert {c.text().rsplit(" ", 1)[1] for c in doc.all("code", "cmd")} == {base}
     assert alias_box(doc, "alpha").one("a", "alias-version").text() == "1.9"
+
+
+@needs_chromium
+def test_chromium_version_pages_link_each_other_and_keep_alias_links(
+    site: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    promote(LocalStore(site), "alpha", "stable", "1.9", "ops", "roll back")  # to page 2
+    index, views = published(site)
+    whole = render_site(index, views, budget=1_000)["models/alpha.html"]  # split per model
+    pages = render_site(index, views, budget=len(whole) - 1)  # one byte short: split alpha too
+    assert sorted(k for k in pages if k.startswith("models/alpha")) == [
+        "models/alpha.html",
+        "models/alpha~2.html",
+    ]
+    write(site, pages)
+    promote(LocalStore(site), "alpha", "canary", "1.10", "ops", "try")  # after the render
+    base = http_server(site)
+    first = browse(f"{base}/models/alpha.html")
+    assert [str(b.attrs["id"]) for b in first.all("tbody")] == ["m-alpha@1.10"]
+    assert check_downloads(first, f"{base}/models/alpha.html") == 2
+    box = alias_box(first, "alpha")  # re-read by the script: stable still links to page 2
+    assert {a.text(): a.attrs["href"] for a in box.all("a", "alias-version")} == {
+        "1.9": "alpha~2.html#m-alpha@1.9",
+        "1.10": "#m-alpha@1.10",
+    }
+    assert [str(a.attrs["href"]) for a in first.all("a") if a.attrs.get("rel")] == [
+        "alpha~2.html"
+    ] * 2
+    second = browse(f"{base}/models/alpha~2.html#m-alpha@1.9")
+    assert [str(b.attrs["id"]) for b in second.all("tbody")] == ["m-alpha@1.9"]
+    assert check_downloads(second, f"{base}/models/alpha~2.html") == 1
+    assert not second.all("div", "aliases")
+    assert [str(a.attrs["href"]) for a in second.all("a") if a.attrs.get("rel")] == [
+        "alpha.html"
+    ] * 2
+    assert {c.text().rsplit(" ", 1)[1] for c in second.all("code", "cmd")} == {base}
