@@ -19,7 +19,7 @@ every template: model names, descriptions and metadata are user data.
 
 Inline JavaScript (no external requests) fills in the registry URL of the fetch commands from
 the page's own address, narrows the model list with the filter box (``?q=`` pre-fills it), and,
-over http(s), re-reads ``aliases/<id>/index.json`` (no-cache) for each model in view, so the alias
+over http(s), re-reads ``aliases/<id>/index.json`` (no-store) for each model in view, so the alias
 section is current after a promotion without a re-render. Without JavaScript the page shows
 everything as rendered.
 """

@@ -124,24 +124,25 @@
   function refresh(box) {
     var model = box.getAttribute("data-model");
     var url = new URL("aliases/" + encodeURIComponent(model) + "/index.json", base);
-    fetch(url.href, { cache: "no-cache" })
+    fetch(url.href, { cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (view) { if (view && view.model === model) renderAliases(box, view); })
       .catch(function () { /* keep what the page was rendered with */ });
   }
   if (live && window.fetch) {
-    var boxes = document.querySelectorAll("[data-model]");
-    if ("IntersectionObserver" in window) {
-      var observer = new IntersectionObserver(function (entries) {
-        entries.forEach(function (entry) {
-          if (!entry.isIntersecting) return;
-          observer.unobserve(entry.target);
-          refresh(entry.target);
-        });
-      }, { rootMargin: "600px 0px" });
-      boxes.forEach(function (b) { observer.observe(b); });
-    } else {
-      boxes.forEach(refresh);
-    }
+    // Boxes on screen (or near it) refresh at once; the rest when they scroll into view.
+    var margin = 600;
+    var observer = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (!entry.isIntersecting) return;
+        observer.unobserve(entry.target);
+        refresh(entry.target);
+      });
+    }, { rootMargin: margin + "px 0px" }) : null;
+    document.querySelectorAll("[data-model]").forEach(function (b) {
+      var r = b.getBoundingClientRect();
+      var near = r.top < window.innerHeight + margin && r.bottom > -margin;
+      if (near || !observer) refresh(b); else observer.observe(b);
+    });
   }
 })();
