@@ -39,7 +39,7 @@ import blake3
 import msgspec
 import zstandard
 
-from runtime.atomic import replace, temp_file, write_atomic
+from runtime.atomic import WRITEBACK_EVERY, Writeback, replace, temp_file, write_atomic
 from runtime.errors import MissingSourceError, RegistryError
 from runtime.wire import FileEntry, Manifest
 from runtime.xyb import (
@@ -350,30 +350,38 @@ def _write_body(
     tail: _TailDigest,
     stop: threading.Event,
 ) -> tuple[int, int]:
-    """Pass 2: the tar entries after the manifest, compressed, written from ``start``.
+    """Pass 2: the tar entries after the manifest, compressed, written from ``start``; synced to
+    disk as it grows, so the fsync before the rename has only the tail left.
 
     Returns (end offset, source bytes read)."""
     stream = compressor.compressobj()
-    offset, read = start, 0
+    offset, read, synced = start, 0, start
     buffer = bytearray(READ_CHUNK)
+    writeback = Writeback(fd)
 
     def emit(data: bytes) -> None:
-        nonlocal offset
+        nonlocal offset, synced
         if stop.is_set():
             raise _Aborted
         if data:
             _pwrite_all(fd, data, offset)
             offset += len(data)
             tail.wrote(offset)
+            if offset - synced >= WRITEBACK_EVERY:
+                writeback.poke()
+                synced = offset
 
-    for source in sources:
-        emit(stream.compress(tar_header(source.arcname, source.size)))
-        for chunk in source.open_chunks(buffer):
-            emit(stream.compress(chunk))
-            read += len(chunk) if source.path is not None else 0
-        emit(stream.compress(tar_padding(source.size)))
-    emit(stream.compress(END_OF_ARCHIVE))
-    emit(stream.flush())
+    try:
+        for source in sources:
+            emit(stream.compress(tar_header(source.arcname, source.size)))
+            for chunk in source.open_chunks(buffer):
+                emit(stream.compress(chunk))
+                read += len(chunk) if source.path is not None else 0
+            emit(stream.compress(tar_padding(source.size)))
+        emit(stream.compress(END_OF_ARCHIVE))
+        emit(stream.flush())
+    finally:
+        writeback.close()
     return offset, read
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 TEMP_MARK = ".tmp-"
+WRITEBACK_EVERY = 64 << 20  # bytes written between background syncs of a large file
 
 
 def temp_path_for(path: Path) -> Path:
@@ -85,3 +87,38 @@ def sweep_temp_files(root: Path, older_than: float, now: float) -> int:
                         candidate.unlink()
                         removed += 1
     return removed
+
+
+class Writeback:
+    """Flushes a growing file to disk on a helper thread while it is written.
+
+    The file must be on disk before it is renamed into place; syncing as we go (call
+    :meth:`poke` every :data:`WRITEBACK_EVERY` bytes) overlaps the disk with the network or the
+    compressor, so the final fsync has only the tail left to write.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._wake = threading.Event()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="writeback", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._closing:
+                return
+            with contextlib.suppress(OSError):  # the final fsync reports real errors
+                os.fdatasync(self._fd)
+
+    def poke(self) -> None:
+        """Ask for a sync of what has been written so far (coalesced if one is running)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the helper thread (before the file is closed)."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join()

@@ -35,14 +35,13 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util import Retry, Timeout
 
-from runtime.atomic import fsync_dir
+from runtime.atomic import WRITEBACK_EVERY, Writeback, fsync_dir
 from runtime.errors import IntegrityError, KeyNotFound, RegistryError
 from runtime.store import Store
 from runtime.wire import BundleDescriptor
 
 CHUNK = 1 << 20
 HTTP_CHUNK = 4 << 20
-WRITEBACK_EVERY = 64 << 20
 PARTIAL_MARK = ".partial-"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -124,40 +123,6 @@ class Digests:
             self._thread.join()
         sha = self._sha256.hexdigest() if self._sha256 is not None else ""
         return self._blake3.hexdigest(), sha
-
-
-class Writeback:
-    """Flushes a growing file to disk on a helper thread while it downloads.
-
-    The file must be on disk before it is renamed into the cache; syncing as we go overlaps the
-    disk with the network, so the final fsync has only the tail left to write.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._wake = threading.Event()
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="writeback", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._closing:
-                return
-            with contextlib.suppress(OSError):  # the final fsync reports real errors
-                os.fdatasync(self._fd)
-
-    def poke(self) -> None:
-        """Ask for a sync of what has been written so far (coalesced if one is running)."""
-        self._wake.set()
-
-    def close(self) -> None:
-        """Stop the helper thread (before the file is closed)."""
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
 
 
 class Sink:
