@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 TEMP_MARK = ".tmp-"
 WRITEBACK_EVERY = 64 << 20  # bytes written between background syncs of a large file
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def temp_path_for(path: Path) -> Path:
@@ -111,7 +112,7 @@ class Writeback:
             if self._closing:
                 return
             with contextlib.suppress(OSError):  # the final fsync reports real errors
-                os.fdatasync(self._fd)
+                _datasync(self._fd)
 
     def poke(self) -> None:
         """Ask for a sync of what has been written so far (coalesced if one is running)."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import fcntl
 import os
 import threading
 import time
@@ -267,7 +266,14 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _lock(self, key: str) -> Iterator[None]:
-        fd = os.open(self._path(key).parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            import fcntl  # POSIX only: reading a directory store works everywhere
+        except ImportError:
+            raise StoreError(
+                f"replacing {key} in {self.location} needs POSIX file locks (Linux, macOS); "
+                "on Windows write to an s3:// location or from WSL"
+            ) from None
+        fd = os.open(self._path(key).parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield

@@ -5,6 +5,8 @@ The S3 run goes through moto's server over real HTTP (``moto_endpoint``/``s3_buc
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -246,3 +248,26 @@ def test_open_store_refuses_http_locations() -> None:
 )
 def test_content_headers_per_object_class(key: str, content_type: str, cache_control: str) -> None:
     assert content_headers(key) == (content_type, cache_control)
+
+
+def test_a_directory_store_reads_without_posix_locks(tmp_path: Path) -> None:
+    """Windows has no fcntl: reading and creating work, replacing says what to use instead."""
+    LocalStore(tmp_path).put("index.json", b"{}")
+    script = (
+        "import sys; sys.modules['fcntl'] = None\n"  # makes `import fcntl` fail
+        "from runtime.errors import StoreError\n"
+        "from runtime.store import LocalStore, PutMode\n"
+        f"store = LocalStore({str(tmp_path)!r})\n"
+        "assert store.get('index.json')[0] == b'{}'\n"
+        "store.put('blobs/x', b'x', PutMode.CREATE)\n"
+        "try:\n"
+        "    store.put('index.json', b'[]')\n"
+        "except StoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (
+        f"replacing index.json in {tmp_path} needs POSIX file locks (Linux, macOS); "
+        "on Windows write to an s3:// location or from WSL\n"
+    )
