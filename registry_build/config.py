@@ -14,8 +14,10 @@ Every problem in the document is collected with its key path and the fix before 
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,20 +105,62 @@ def _read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot be read as UTF-8 text ({exc})"]) from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        return _parse_yaml(path, text)
+        document = _parse_yaml(path, text)
+    else:
+        document = _parse_json(path, text)
     try:
-        return json.loads(text)
+        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
+        raise ConfigError(
+            [f"{path.name}: a string holds {bad}, half of a UTF-16 pair: fix that escape"]
+        ) from None
+    return document
+
+
+def _parse_json(path: Path, text: str) -> Any:
+    duplicates: list[str] = []
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        duplicates.extend(k for i, k in enumerate(keys) if k in keys[:i])
+        return dict(pairs)
+
+    try:
+        document = json.loads(text, object_pairs_hook=unique)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [f"{path.name}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]
         ) from None
+    if duplicates:
+        raise ConfigError(
+            [
+                f"{path.name}: key {key!r} appears twice in one object, and JSON keeps only the "
+                "last: remove or rename one"
+                for key in dict.fromkeys(duplicates)
+            ]
+        )
+    return document
 
 
 def _parse_yaml(path: Path, text: str) -> Any:
     import yaml
 
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: list[Any] = []
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping: keep one",
+                        key_node.start_mark,
+                    )  # fmt: skip
+                seen.append(key)
+            return super().construct_mapping(node, deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=UniqueKeys)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
@@ -184,9 +228,17 @@ class _Checker:
     def name(self, where: str, obj: Mapping[str, Any], key: str) -> str:
         value = obj.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
+            hint = " (as a number, 1.10 reads as 1.1)" if isinstance(value, float) else ""
             self.problem(
                 f"{where}.{key}",
-                f'expected a string, got the number {value!r}: quote it ("{value}")',
+                f"expected a string, got the number {value!r}: quote it exactly as you mean "
+                f'it, e.g. "{value}"{hint}',
+            )
+            return ""
+        if isinstance(value, datetime.date):
+            self.problem(
+                f"{where}.{key}",
+                f'expected a string, got the date {value}: quote it, e.g. "{value}"',
             )
             return ""
         text = self.string(where, obj, key)
@@ -279,7 +331,10 @@ class _Checker:
         if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
             self.problem(where, f'{value!r}: "files" must be an array of relative paths')
             return path, None
-        return path, tuple(files)
+        problems = [p for name in files if (p := _listed_problem(name)) is not None]
+        for problem in problems:
+            self.problem(where, f'{value!r}: "files": {problem}')
+        return path, None if problems else tuple(files)
 
     def targets(
         self, where: str, value: Any, listed: tuple[str, ...] | None, ident: tuple[str, str]
@@ -340,12 +395,14 @@ class _Checker:
 
     def relative(self, where: str, obj: Mapping[str, Any], key: str) -> str:
         value = self.string(where, obj, key)
-        parts = value.replace("\\", "/").split("/")
-        if value and (value.startswith("/") or any(p in ("", ".", "..") for p in parts)):
-            self.problem(
-                f"{where}.{key}",
-                f"{value!r} must be a relative path inside the bundle, without '..'",
+        problem = bundle_path_problem(value) if value else None
+        if problem is None and value in RESERVED_NAMES:
+            problem = (
+                f"{value!r} is a name the bundle reserves for itself "
+                f"({', '.join(RESERVED_NAMES)}): rename the model file"
             )
+        if problem is not None:
+            self.problem(f"{where}.{key}", problem)
             return ""
         return value
 
@@ -386,11 +443,37 @@ class _Checker:
                 f"{where}.model_file",
                 f"{model_file!r} is not in source_dir {directory}: fix model_file",
             )
+        elif listed is not None and model_file not in listed:
+            self.problem(
+                f"{where}.model_file",
+                f"{model_file!r} is not among the files model_metadata lists, so the bundle "
+                "would lack its model: add it to \"files\" or fix model_file",
+            )
         for name in listed or ():
             if not (directory / name).is_file():
                 self.problem(
                     where, f"model_metadata lists {name!r} but {directory / name} does not exist"
                 )
+
+
+RESERVED_NAMES = ("manifest.json", "model_metadata.json")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def bundle_path_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a file inside a bundle, or None."""
+    parts = value.replace("\\", "/").split("/")
+    if value.startswith("/") or _DRIVE.match(value) or any(p in ("", ".", "..") for p in parts):
+        return f"{value!r} must be a relative path inside the bundle, without '..'"
+    if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return f"{value!r} has surrounding spaces or control characters: remove them"
+    return None
+
+
+def _listed_problem(name: str) -> str | None:
+    if name in RESERVED_NAMES:
+        return f"{name!r} is a name the bundle reserves for itself: leave it out"
+    return bundle_path_problem(name)
 
 
 def _count(value: Any) -> int:

@@ -52,6 +52,8 @@ def workdir(tmp_path: Path) -> Path:
     (tmp_path / "d" / "vocab.txt").write_text("a\nb\n")
     (tmp_path / "meta.json").write_text(json.dumps({"files": ["model.onnx", "gone.txt"]}))
     (tmp_path / "bad-meta.json").write_text("{nope")
+    (tmp_path / "meta-vocab.json").write_text(json.dumps({"files": ["vocab.txt"]}))
+    (tmp_path / "meta-escape.json").write_text(json.dumps({"files": ["model.onnx", "../x"]}))
     return tmp_path
 
 
@@ -74,6 +76,8 @@ T0 = f"{B}.targets[0]"
 
 CASES: list[tuple[str, Any, list[str]]] = [
     ("not json", "{", ["bundles.json: line 1 column 2: invalid JSON: Expecting property name enclosed in double quotes"]),
+    ("duplicate key", '{"bundles": {"a": {}, "a": {}}}', ["bundles.json: key 'a' appears twice in one object, and JSON keeps only the last: remove or rename one"]),
+    ("lone surrogate", '{"bundles": {"a": {"description": "x\\ud800"}}}', ["bundles.json: a string holds \\ud800, half of a UTF-16 pair: fix that escape"]),
     ("top level array", [], ['bundles.json: top level: expected an object {"bundles": {...}}, got an array']),
     ("no bundles", {}, ["bundles.json: bundles: expected an object mapping a name to each bundle, got nothing"]),
     ("bundles array", {"bundles": []}, ["bundles.json: bundles: expected an object mapping a name to each bundle, got an array"]),
@@ -82,7 +86,7 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("model_id missing", edit(lambda d: bundle(d).pop("model_id")), [f"{B}.model_id: is missing: add it (a string)"]),
     ("model_id traversal", edit(lambda d: bundle(d).update(model_id="../evil")), [f"{B}.model_id: model_id '../evil' {NAME_RULE}"]),
     ("model_id space", edit(lambda d: bundle(d).update(model_id="my model")), [f"{B}.model_id: model_id 'my model' {NAME_RULE}"]),
-    ("version number", edit(lambda d: bundle(d).update(version=1.0)), [f'{B}.version: expected a string, got the number 1.0: quote it ("1.0")']),
+    ("version number", edit(lambda d: bundle(d).update(version=1.0)), [f'{B}.version: expected a string, got the number 1.0: quote it exactly as you mean it, e.g. "1.0" (as a number, 1.10 reads as 1.1)']),
     ("version slash", edit(lambda d: bundle(d).update(version="1.0/2")), [f"{B}.version: version '1.0/2' {NAME_RULE}"]),
     ("version missing", edit(lambda d: bundle(d).pop("version")), [f"{B}.version: is missing: add it (a string)"]),
     ("description number", edit(lambda d: bundle(d).update(description=5)), [f"{B}.description: expected a string, got a number 5"]),
@@ -96,6 +100,9 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("model_file missing", edit(lambda d: target(d).pop("model_file")), [f"{T0}.model_file: is missing: add it (a string)"]),
     ("model_file escapes", edit(lambda d: target(d).update(model_file="../x.bin")), [f"{T0}.model_file: '../x.bin' must be a relative path inside the bundle, without '..'"]),
     ("model_file absolute", edit(lambda d: target(d).update(model_file="/etc/passwd")), [f"{T0}.model_file: '/etc/passwd' must be a relative path inside the bundle, without '..'"]),
+    ("model_file drive", edit(lambda d: target(d).update(model_file="C:/x.gguf")), [f"{T0}.model_file: 'C:/x.gguf' must be a relative path inside the bundle, without '..'"]),
+    ("model_file spaces", edit(lambda d: target(d).update(model_file=" m.gguf")), [f"{T0}.model_file: ' m.gguf' has surrounding spaces or control characters: remove them"]),
+    ("model_file reserved", edit(lambda d: target(d).update(model_file="model_metadata.json")), [f"{T0}.model_file: 'model_metadata.json' is a name the bundle reserves for itself (manifest.json, model_metadata.json): rename the model file"]),
     ("model_type missing", edit(lambda d: target(d).pop("model_type")), [f"{T0}.model_type: is missing: add it (a string)"]),
     ("fallback bad", edit(lambda d: target(d).update(fallback="maybe")), [f"{T0}.fallback: 'maybe' is not one of \"placeholder\", \"error\""]),
     ("source_path is dir", edit(lambda d: target(d).update(source_path="d")), [f"{T0}.source_path: 'd' is not a file; use source_dir instead"]),
@@ -108,6 +115,8 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("model_metadata bad json", edit(lambda d: bundle(d).update(model_metadata="bad-meta.json")), [f"{B}.model_metadata: 'bad-meta.json' is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): fix the file"]),
     ("model_metadata not string", edit(lambda d: bundle(d).update(model_metadata=3)), [f"{B}.model_metadata: expected a path to a model_metadata.json, got a number"]),
     ("model_file not in dir", edit(lambda d: target(d, 1).update(model_file="nope.onnx")), [f"{B}.targets[1].model_file: 'nope.onnx' is not in source_dir {{tmp}}/d: fix model_file"]),
+    ("model_file not listed", edit(lambda d: bundle(d).update(model_metadata="meta-vocab.json")), [f"{B}.targets[1].model_file: 'model.onnx' is not among the files model_metadata lists, so the bundle would lack its model: add it to \"files\" or fix model_file"]),
+    ("listed file escapes", edit(lambda d: bundle(d).update(model_metadata="meta-escape.json")), [f"""{B}.model_metadata: 'meta-escape.json': "files": '../x' must be a relative path inside the bundle, without '..'"""]),
     ("listed file missing", edit(lambda d: bundle(d).update(model_metadata="meta.json")), [f"{B}.targets[1]: model_metadata lists 'gone.txt' but {{tmp}}/d/gone.txt does not exist"]),
     ("missing source, fallback error", edit(lambda d: target(d).update(source_path="gone.bin")), [f'{T0}.source_path: \'gone.bin\' does not exist (looked for {{tmp}}/gone.bin) and fallback is "error": add the file, fix the path, or set "fallback": "placeholder"']),
     ("missing source, default fallback", edit(lambda d: target(d, 1).update(source_dir="nodir")), [f'{B}.targets[1].source_dir: \'nodir\' does not exist (looked for {{tmp}}/nodir) and fallback is "error": add the file, fix the path, or set "fallback": "placeholder"']),
@@ -121,7 +130,7 @@ CASES: list[tuple[str, Any, list[str]]] = [
         "several problems at once",
         edit(lambda d: (bundle(d).update(version=2), target(d).update(platform="mars"), target(d, 1).pop("model_type"))),
         [
-            f'{B}.version: expected a string, got the number 2: quote it ("2")',
+            f'{B}.version: expected a string, got the number 2: quote it exactly as you mean it, e.g. "2"',
             f"{T0}.platform: 'mars' is not a known platform (known: {KNOWN})",
             f"{B}.targets[1].model_type: is missing: add it (a string)",
         ],
@@ -201,6 +210,17 @@ def test_yaml_document_is_equivalent(workdir: Path) -> None:
         load_config(workdir / "bundles.yaml").bundles
         == load_config(workdir / "bundles.json").bundles
     )
+
+
+def test_yaml_duplicate_key_names_line(workdir: Path) -> None:
+    path = workdir / "bundles.yaml"
+    path.write_text("bundles:\n  a:\n    model_id: a\n    model_id: b\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        "bundles.yaml: line 4 column 5: invalid YAML: key 'model_id' appears twice in one "
+        "mapping: keep one"
+    ]
 
 
 def test_yaml_syntax_error_names_line(workdir: Path) -> None:
