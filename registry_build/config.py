@@ -447,7 +447,7 @@ class _Checker:
             self.problem(
                 f"{where}.model_file",
                 f"{model_file!r} is not among the files model_metadata lists, so the bundle "
-                "would lack its model: add it to \"files\" or fix model_file",
+                'would lack its model: add it to "files" or fix model_file',
             )
         for name in listed or ():
             if not (directory / name).is_file():
