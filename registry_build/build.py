@@ -118,7 +118,7 @@ def build(
     if options.alias is not None:
         check_name("alias", options.alias)
     remote = out.startswith("s3://")
-    state = BuildState(state_dir(out))
+    state = BuildState(state_dir(out, options.endpoint_url))
     local = LocalStore(state.directory / "site" if remote else Path(out))
     results = pack_all(jobs, local, state, options, on_bundle)
     report = BuildReport(out, results, warnings=config.warnings)
@@ -127,7 +127,10 @@ def build(
     target: Store = local
     if remote:
         target = open_store(out, endpoint_url=options.endpoint_url)
-        published = publish_registry(local.root, target, progress=options.progress)
+        # Only this build's bundles: the mirror may hold others that the bucket lost on purpose.
+        published = publish_registry(
+            local.root, target, progress=options.progress, only={r.descriptor.key for r in results}
+        )
         report.written = [*published.uploaded, *published.written]
         report.publish_summary = published.summary()
     if options.alias is not None:
@@ -256,10 +259,15 @@ def created_at() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def state_dir(out: str | Path) -> Path:
-    """Where the build state of an output (directory or s3:// URL) lives, outside the site."""
+def state_dir(out: str | Path, endpoint_url: str | None = None) -> Path:
+    """Where the build state of an output lives, outside the site: per directory, or per
+    ``s3://`` URL and endpoint (the same bucket name on two endpoints is two registries)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    name = str(out) if str(out).startswith("s3://") else str(Path(out).resolve())
+    if str(out).startswith("s3://"):
+        endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "aws"
+        name = f"{out} at {endpoint}"
+    else:
+        name = str(Path(out).resolve())
     key = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
     return base / "bundle-registry" / "build" / key
 

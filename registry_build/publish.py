@@ -34,7 +34,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,14 +256,22 @@ def _read_bundle(root: Path, path: Path) -> LocalBundle:
 
 
 def publish_registry(
-    src_dir: Path, dest: Store, *, progress: bool = False, render: Renderer | None = None
+    src_dir: Path,
+    dest: Store,
+    *,
+    progress: bool = False,
+    render: Renderer | None = None,
+    only: Collection[tuple[str, str, str]] | None = None,
 ) -> PublishReport:
-    """Copy the built registry at ``src_dir`` into ``dest``: blobs, descriptors, index, pages.
+    """Copy the built registry at ``src_dir`` into ``dest``: blobs, descriptors, index, pages;
+    with ``only``, just the bundles of those (id, version, target) keys.
 
     Raises ImmutableConflict (naming both digests) before sending anything when a bundle is
     already published with other content, and IndexConflict when the index keeps changing.
     """
     bundles = read_source(src_dir)
+    if only is not None:
+        bundles = [b for b in bundles if b.descriptor.key in only]
     store = CountingStore(dest)
     index, etag = read_index(store)
     merge_index(index, [b.descriptor for b in bundles])  # fail early on a conflict

@@ -18,8 +18,8 @@ from runtime.errors import ConfigError, ImmutableConflict
 from runtime.wire import decode_descriptor, decode_index
 
 
-def write_config(root: Path, bundles: dict[str, Any]) -> Path:
-    path = root / "bundles.json"
+def write_config(root: Path, bundles: dict[str, Any], name: str = "bundles.json") -> Path:
+    path = root / name
     path.write_text(json.dumps({"bundles": bundles}, indent=2))
     return path
 
@@ -291,3 +291,37 @@ def test_build_to_s3_publishes_and_rebuilds_incrementally(
     again = build(config, out, BuildOptions(endpoint_url=moto_endpoint))
     assert [r.status for r in again.results] == ["unchanged"] * 4
     assert again.written == []
+
+
+def test_an_s3_build_publishes_only_what_it_built(
+    tmp_path: Path, moto_endpoint: str, s3_bucket: str
+) -> None:
+    """The local mirror of an s3:// output keeps earlier builds; a build with another config
+    must not publish them, nor bring back a model deleted from the bucket."""
+    import boto3
+
+    first = make_sources(tmp_path)
+    out = f"s3://{s3_bucket}/mirror"
+    build(first, out, BuildOptions(endpoint_url=moto_endpoint))
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint)
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=s3_bucket, Prefix="mirror/descriptors/bert/"
+    ):
+        for item in page.get("Contents", []):
+            s3.delete_object(Bucket=s3_bucket, Key=item["Key"])
+    assert main(["reindex", out, "--endpoint-url", moto_endpoint]) == 0
+    other = write_config(
+        tmp_path,
+        {"solo": {"model_id": "solo", "version": "1.0", "targets": [
+            {"platform": "universal", "model_file": "tiny.gguf", "model_type": "gguf",
+             "source_path": "src/tiny.gguf"}]}},
+        name="other.json",
+    )  # fmt: skip
+    build(other, out, BuildOptions(endpoint_url=moto_endpoint))
+    index = decode_index(s3.get_object(Bucket=s3_bucket, Key="mirror/index.json")["Body"].read())
+    assert index.models.keys() == {"ghost", "solo", "tiny"}  # bert stays deleted
+
+
+def test_the_build_state_of_an_s3_output_is_per_endpoint() -> None:
+    assert state_dir("s3://b/p", "http://a:1") != state_dir("s3://b/p", "http://b:2")
+    assert state_dir("s3://b/p", "http://a:1") == state_dir("s3://b/p", "http://a:1")
