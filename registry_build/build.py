@@ -332,6 +332,11 @@ class BuildState:
 
 def clean(out: Path) -> bool:
     """Remove a built registry directory and its build state; False if there was nothing."""
+    if str(out).startswith("s3:/"):
+        raise RegistryError(
+            "clean removes a local registry directory; for a bucket, delete the prefix with your "
+            "S3 tools, or remove unreferenced blobs with `registry-build gc`"
+        )
     if not out.exists():
         shutil.rmtree(state_dir(out), ignore_errors=True)
         return False

@@ -32,6 +32,7 @@ import hashlib
 import math
 import os
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -65,12 +66,12 @@ from runtime.wire import (
     alias_index_key,
     blob_key,
     decode_descriptor,
-    decode_index,
     descriptor_key,
     encode_pretty,
 )
 
 MAX_ATTEMPTS = 12
+_BLOB_KEY = re.compile(r"^blobs/[0-9a-f]{64}\.xyb$")
 LIST_PAGE = 1000
 UPLOAD_WORKERS = 4
 CHUNK = 1 << 20
@@ -490,16 +491,17 @@ def promote_newest(
 
 def read_descriptors(store: Store) -> list[BundleDescriptor]:
     """Every descriptor under ``descriptors/`` (never a blob); a bad one is named, not skipped."""
-    found = []
-    for info in store.list("descriptors/"):
-        try:
-            found.append(decode_descriptor(store.get(info.key)[0]))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raise SourceRegistryError(
-                f"{info.key} in {store.location} is not a valid descriptor ({exc}); "
-                "fix or remove it, then reindex again"
-            ) from None
-    return found
+    return [_read_descriptor(store, info.key) for info in store.list("descriptors/")]
+
+
+def _read_descriptor(store: Store, key: str) -> BundleDescriptor:
+    try:
+        return decode_descriptor(store.get(key)[0])
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SourceRegistryError(
+            f"{key} in {store.location} is not a valid descriptor ({exc}); "
+            "fix or remove it, then run the command again"
+        ) from None
 
 
 def _read_etag_only(store: Store) -> tuple[Index, str | None]:
@@ -541,8 +543,11 @@ class Problem:
 
 def verify(dest: Store, *, workers: int = 4) -> tuple[int, list[Problem]]:
     """Stream-hash every blob ``index.json`` names; returns (blobs checked, problems found)."""
-    data, _ = dest.get("index.json")
-    index = decode_index(data)
+    index, etag = read_index(dest)
+    if etag is None:
+        raise SourceRegistryError(
+            f"{dest.location} has no index.json: publish or build a registry there first"
+        )
     with ThreadPoolExecutor(workers) as pool:
         found = list(pool.map(lambda d: _verify_one(dest, d), index.bundles))
     return len(index.bundles), [p for p in found if p is not None]
@@ -583,7 +588,7 @@ def referenced_blobs(store: Store) -> set[str]:
     for info in store.list("descriptors/"):
         parts = info.key.removeprefix("descriptors/").removesuffix(".json").split("/")
         if tuple(parts) not in indexed:
-            digests.add(decode_descriptor(store.get(info.key)[0]).hash)
+            digests.add(_read_descriptor(store, info.key).hash)
     return digests
 
 
@@ -595,7 +600,9 @@ def garbage(store: Store, grace_seconds: float, now: float | None = None) -> lis
     return [
         info
         for info in store.list("blobs/")
-        if _digest(info.key) not in keep and now - info.modified > grace_seconds
+        if _BLOB_KEY.match(info.key)  # only what a publish writes there, never other files
+        and _digest(info.key) not in keep
+        and now - info.modified > grace_seconds
     ]
 
 

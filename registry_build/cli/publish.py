@@ -11,8 +11,8 @@ from typing import Any
 from runtime.names import check_name
 from runtime.store import Store, open_store
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def register(subparsers: Any) -> None:
@@ -58,7 +58,7 @@ def _endpoint(parser: argparse.ArgumentParser) -> None:
 
 
 def duration(text: str) -> float:
-    """Seconds in ``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or a bare number of seconds."""
+    """Seconds in ``90s``, ``30m``, ``12h``, ``7d`` or ``2w``; a bare number is refused."""
     match = _DURATION.match(text.strip())
     if not match:
         raise argparse.ArgumentTypeError(

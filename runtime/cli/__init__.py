@@ -42,6 +42,11 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     except RegistryError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the user gave that is not what it should be
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"Error: {exc.strerror or exc}{where}: check the path and its permissions",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

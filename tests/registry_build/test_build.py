@@ -325,3 +325,17 @@ def test_an_s3_build_publishes_only_what_it_built(
 def test_the_build_state_of_an_s3_output_is_per_endpoint() -> None:
     assert state_dir("s3://b/p", "http://a:1") != state_dir("s3://b/p", "http://b:2")
     assert state_dir("s3://b/p", "http://a:1") == state_dir("s3://b/p", "http://a:1")
+
+
+def test_an_output_that_is_a_file_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_sources(tmp_path)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["build", "--config", str(config), "--out", str(afile / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Error: Not a directory (")
+    assert err.endswith(": check the path and its permissions\n")
+    assert main(["clean", "--out", "s3://bucket/prefix"]) == 1
+    assert capsys.readouterr().err.startswith("Error: clean removes a local registry directory")

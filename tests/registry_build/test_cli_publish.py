@@ -100,3 +100,35 @@ def test_a_bad_grace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> Non
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert "'soon' is not a duration: write a number with s, m, h, d or w" in err
+
+
+def test_gc_touches_only_blob_files_and_needs_a_unit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    readme = dest / "blobs" / "README"
+    readme.write_text("not a blob")
+    os.utime(readme, (1, 1))
+    assert main(["gc", str(dest), "--grace", "0s"]) == 0
+    assert readme.exists()
+    with pytest.raises(SystemExit):
+        main(["gc", str(dest), "--grace", "7"])
+    assert "'7' is not a duration" in capsys.readouterr().err
+
+
+def test_verify_and_gc_name_a_broken_document_instead_of_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    bad = dest / "descriptors" / "zzz" / "1" / "universal.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"x": 1}')
+    capsys.readouterr()
+    assert main(["gc", str(dest), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: descriptors/zzz/1/universal.json in {dest} is not a valid")
+    (dest / "index.json").write_text("{bad")
+    assert main(["verify", str(dest)]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: index.json in {dest} is not a valid index")
