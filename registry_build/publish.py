@@ -56,6 +56,7 @@ from runtime.errors import (
     KeyNotFound,
     PreconditionFailed,
     RegistryError,
+    ResolveError,
 )
 from runtime.names import version_key
 from runtime.store import ObjectInfo, PutMode, Store
@@ -468,22 +469,31 @@ def promote_newest(
 ) -> list[str]:
     """Point ``alias`` at the highest of ``descriptors``' versions of each model, then refresh
     the pages. Recorded with ``actor`` (else ``$GITHUB_ACTOR``, else the user name) and a reason
-    naming the command ``by`` and the commit (``$GITHUB_SHA``) when there is one."""
-    from runtime.aliases import default_actor, promote
+    naming the command ``by`` and the commit (``$GITHUB_SHA``) when there is one.
+
+    Placeholders are not promoted, and an alias already at the version gets no new record, so
+    a CI job that builds with ``--alias`` on every push does not grow the history."""
+    from runtime.aliases import default_actor, promote, resolve_alias
 
     sha = os.environ.get("GITHUB_SHA", "")
     reason = by + (f" at commit {sha}" if sha else "")
     newest: dict[str, str] = {}
     for d in descriptors:
+        if d.metadata.get("placeholder"):
+            continue
         if d.id not in newest or version_key(d.version) > version_key(newest[d.id]):
             newest[d.id] = d.version
     who = default_actor(actor)
-    promoted = []
+    lines = []
     for model, version in sorted(newest.items()):
+        with contextlib.suppress(ResolveError):
+            if resolve_alias(store, model, alias).version == version:
+                lines.append(f"{model}@{alias} -> {version} (already)")
+                continue
         record = promote(store, model, alias, version, who, reason)
-        promoted.append(f"{model}@{alias} -> {version} (seq {record.seq})")
+        lines.append(f"{model}@{alias} -> {version} (seq {record.seq})")
     commit(store, [])  # the pages show aliases
-    return promoted
+    return lines
 
 
 # -- reindex, verify, gc -------------------------------------------------------------------------

@@ -270,6 +270,13 @@ def test_alias_points_at_each_built_version(
     record = json.loads((tmp_path / "site/aliases/tiny/latest/1.json").read_text())
     assert (record["actor"], record["reason"]) == ("ci", "registry-build build")
     assert ">latest<" in (tmp_path / "site/index.html").read_text()  # small registry: one page
+    assert not (tmp_path / "site/aliases/ghost").exists()  # a placeholder is not promoted
+    assert (
+        main(["build", "--config", str(config), "--out", out, "--alias", "latest", "--actor", "ci"])
+        == 0
+    )
+    assert "promoted  bert@latest -> 2.1 (already)" in capsys.readouterr().err
+    assert not (tmp_path / "site/aliases/tiny/latest/2.json").exists()  # no record per build
     assert main(["build", "--config", str(config), "--out", out, "--alias", "../x"]) == 1
     assert "alias '../x' is not a valid name" in capsys.readouterr().err
 
