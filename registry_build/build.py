@@ -194,10 +194,8 @@ def pack_job(job: Job, store: LocalStore, state: BuildState, level: int) -> Bund
     tmp = Path(tempfile.mkstemp(prefix=".pack-", suffix=".xyb", dir=staging)[1])
     try:
         result = pack(*job.key, files, tmp, level=level, digests=state.digests)
-        if (store.root / blob_key(result.blake3)).exists():
-            tmp.unlink()
-        else:
-            store.adopt(blob_key(result.blake3), tmp, PutMode.CREATE)
+        # Replace rather than keep a file already there: same bytes, or a damaged copy repaired.
+        store.adopt(blob_key(result.blake3), tmp, PutMode.OVERWRITE)
     finally:
         tmp.unlink(missing_ok=True)
     descriptor = describe(job, result.blake3, result.sha256, result.size, result.files)
@@ -305,17 +303,19 @@ class BuildState:
         return hashlib.sha256(msgspec.json.encode(parts)).hexdigest()
 
     def reusable(self, job: Job, fingerprint: str, store: LocalStore) -> BundleDescriptor | None:
-        """The previous descriptor if the inputs, descriptor and blob are all unchanged."""
+        """The previous descriptor if the inputs, the descriptor and the blob (its size: reading
+        it would cost what the no-op rebuild saves) are all unchanged."""
         entry = self.entries.get(self._name(job))
         if entry is None or entry.fingerprint != fingerprint:
             return None
-        if not (store.root / blob_key(entry.hash)).is_file():
-            return None
         try:
             descriptor = decode_descriptor(store.get(descriptor_key(*job.key))[0])
-        except (RegistryError, msgspec.DecodeError):
+            size = (store.root / blob_key(entry.hash)).stat().st_size
+        except (RegistryError, OSError, msgspec.DecodeError):
             return None
-        return descriptor if descriptor.hash == entry.hash else None
+        return (
+            descriptor if (descriptor.hash, descriptor.size_bytes) == (entry.hash, size) else None
+        )
 
     def record(self, job: Job, fingerprint: str, digest: str) -> None:
         """Remember what ``job`` produced from these inputs."""

@@ -348,7 +348,8 @@ def check_blob(bundle: LocalBundle) -> None:
     if hasher.hexdigest() != bundle.descriptor.hash:
         raise IntegrityError(
             f"{bundle.blob} hashes to {hasher.hexdigest()}, not the {bundle.descriptor.hash} its "
-            "descriptor names: the build output is corrupt; rebuild it"
+            "descriptor names: the build output is corrupt; delete that file and run "
+            "`registry-build build` again, which rebuilds it"
         )
 
 

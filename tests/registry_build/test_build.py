@@ -15,7 +15,7 @@ import pytest
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
 from runtime.errors import ConfigError, ImmutableConflict
-from runtime.wire import decode_descriptor, decode_index
+from runtime.wire import blob_key, decode_descriptor, decode_index
 
 
 def write_config(root: Path, bundles: dict[str, Any], name: str = "bundles.json") -> Path:
@@ -346,3 +346,18 @@ def test_an_output_that_is_a_file_is_a_user_error(
     assert err.endswith(": check the path and its permissions\n")
     assert main(["clean", "--out", "s3://bucket/prefix"]) == 1
     assert capsys.readouterr().err.startswith("Error: clean removes a local registry directory")
+
+
+def test_a_lost_or_truncated_blob_is_rebuilt(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    site = tmp_path / "site"
+    first = {r.descriptor.id: r.descriptor for r in build(config, str(site)).results}
+    blob = site / blob_key(first["tiny"].hash)
+    blob.write_bytes(blob.read_bytes()[:10])
+    (site / blob_key(first["ghost"].hash)).unlink()
+    again = {
+        (r.descriptor.id, r.descriptor.target): r.status for r in build(config, str(site)).results
+    }
+    assert again[("tiny", "universal")] == again[("ghost", "android-arm64")] == "built"
+    assert blob.stat().st_size == first["tiny"].size_bytes
+    assert main(["verify", str(site)]) == 0

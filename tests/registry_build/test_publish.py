@@ -193,7 +193,8 @@ def test_a_corrupt_source_blob_is_refused(dest: Store, tmp_path: Path) -> None:
         publish(src, dest)
     assert str(caught.value) == (
         f"{src / blob_key(digest)} hashes to {blake3.blake3(b'evil bytes').hexdigest()}, not the "
-        f"{digest} its descriptor names: the build output is corrupt; rebuild it"
+        f"{digest} its descriptor names: the build output is corrupt; delete that file and run "
+        "`registry-build build` again, which rebuilds it"
     )
     assert list(dest.list()) == []
 
