@@ -39,7 +39,8 @@ def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConf
     return ImmutableConflict(
         f"{new.id}@{new.version} for {new.target} is already published with digest "
         f"{existing.hash}; this build produced {new.hash}. Published versions are immutable: "
-        "give the changed model a new version"
+        "give the changed model a new version (if no source changed, build with the --level "
+        "that published it)"
     )
 
 

@@ -54,6 +54,7 @@ def test_changed_digest_names_both() -> None:
     assert str(info.value) == (
         f"tiny@1.0 for universal is already published with digest {'a' * 64}; this build produced "
         f"{'e' * 64}. Published versions are immutable: give the changed model a new version"
+        " (if no source changed, build with the --level that published it)"
     )
 
 

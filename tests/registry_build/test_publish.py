@@ -166,6 +166,7 @@ def test_a_published_version_cannot_change_and_nothing_is_sent(dest: Store, tmp_
     assert str(caught.value) == (
         f"tiny@1.0 for universal is already published with digest {first}; this build produced "
         f"{second}. Published versions are immutable: give the changed model a new version"
+        " (if no source changed, build with the --level that published it)"
     )
     assert sorted(i.key for i in dest.list()) == before
 
