@@ -189,13 +189,19 @@ class _Checker:
     def problem(self, where: str, message: str) -> None:
         self.problems.append(f"{self.path.name}: {where}: {message}")
 
+    def warn(self, where: str, message: str) -> None:
+        """A warning, or a problem under ``--strict``."""
+        (self.problems if self.strict else self.warnings).append(
+            f"{self.path.name}: {where}: {message}"
+        )
+
     def unknown_keys(self, where: str, obj: Mapping[str, Any], known: set[str]) -> None:
         for key in sorted(set(obj) - known):
-            message = (
-                f"{self.path.name}: {where}: unknown key {key!r} "
-                f"(known: {', '.join(sorted(known))}); remove it or fix its spelling"
+            self.warn(
+                where,
+                f"unknown key {key!r} (known: {', '.join(sorted(known))}); "
+                "remove it or fix its spelling",
             )
-            (self.problems if self.strict else self.warnings).append(message)
 
     def document(self, doc: Any) -> list[BundleSpec]:
         if not isinstance(doc, dict):
@@ -212,7 +218,24 @@ class _Checker:
         if not bundles:
             self.problem("bundles", "is empty: define at least one bundle")
         specs = [self.bundle(f"bundles[{json.dumps(k)}]", k, v) for k, v in bundles.items()]
-        return [s for s in specs if s is not None]
+        found = [s for s in specs if s is not None]
+        self.disagreements(found)
+        return found
+
+    def disagreements(self, specs: list[BundleSpec]) -> None:
+        """Two bundle keys may split one model@version's targets, but the index keeps one
+        description and one metadata per model: say so when they differ."""
+        first: dict[tuple[str, str], BundleSpec] = {}
+        for spec in specs:
+            seen = first.setdefault((spec.model_id, spec.version), spec)
+            for part in ("description", "metadata"):
+                if getattr(seen, part) != getattr(spec, part):
+                    self.warn(
+                        f"bundles[{json.dumps(spec.key)}].{part}",
+                        f"differs from bundles[{json.dumps(seen.key)}], which defines "
+                        f"{spec.model_id}@{spec.version} too: the index shows one of them; "
+                        "make them the same",
+                    )
 
     def string(self, where: str, obj: Mapping[str, Any], key: str, *, required: bool = True) -> str:
         value = obj.get(key)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import RegistryError
 from runtime.names import check_name
 from runtime.store import Store, open_store
 
@@ -76,6 +77,10 @@ def _publish(args: argparse.Namespace) -> int:
 
     if args.alias is not None:
         check_name("alias", args.alias)
+    if "://" not in args.dest or args.dest.startswith("file://"):
+        src, dest = args.src.resolve(), Path(args.dest.removeprefix("file://")).resolve()
+        if dest == src or src in dest.parents:
+            raise RegistryError(f"{args.dest} is inside {args.src}: publish to another place")
     store = _store(args)
     report = publish_registry(args.src, store, progress=not args.quiet)
     print(report.summary(), file=sys.stderr)

@@ -132,3 +132,14 @@ def test_verify_and_gc_name_a_broken_document_instead_of_crashing(
     (dest / "index.json").write_text("{bad")
     assert main(["verify", str(dest)]) == 1
     assert capsys.readouterr().err.startswith(f"Error: index.json in {dest} is not a valid index")
+
+
+def test_publishing_into_the_source_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _source(tmp_path)
+    assert main(["publish", str(src), str(src / "sub")]) == 1
+    assert capsys.readouterr().err == (
+        f"Error: {src / 'sub'} is inside {src}: publish to another place\n"
+    )
+    assert not (src / "sub").exists()

@@ -174,6 +174,20 @@ def test_unknown_keys_warn_and_fail_under_strict(workdir: Path) -> None:
     assert info.value.problems == [message]
 
 
+def test_one_model_version_split_over_two_keys_must_agree(workdir: Path) -> None:
+    doc = edit(lambda d: None)
+    b = copy.deepcopy(bundle(doc))
+    b["targets"] = [dict(target(doc), platform="macos-arm64")]
+    doc["bundles"]["b"] = dict(b, description="Another text")
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(doc))
+    assert load_config(path).warnings == (
+        'bundles.json: bundles["b"].description: differs from bundles["a"], which defines '
+        f"{bundle(doc)['model_id']}@{bundle(doc)['version']} too: the index shows one of them; "
+        "make them the same",
+    )
+
+
 def test_xybrid_hf_repo_key_is_known(workdir: Path) -> None:
     path = workdir / "bundles.json"
     path.write_text(json.dumps(edit(lambda d: bundle(d).update(hf_repo="org/tiny"))))
