@@ -107,7 +107,8 @@ def _verify(args: argparse.Namespace) -> int:
     checked, problems = verify(_store(args))
     for problem in problems:
         print(problem, file=sys.stderr)
-    print(f"verified {checked} blobs in {args.dest}: {len(problems)} problems", file=sys.stderr)
+    found = f"{len(problems)} problem{'' if len(problems) == 1 else 's'}"
+    print(f"verified {checked} blobs in {args.dest}: {found}", file=sys.stderr)
     return 1 if problems else 0
 
 

@@ -53,7 +53,7 @@ def test_verify_names_a_corrupt_blob_and_exits_1(
     assert capsys.readouterr().err.splitlines() == [
         f"tiny@1.9 (universal): {blob_key(digest)} has BLAKE3 "
         f"{blake3.blake3(b'ONE').hexdigest()}, the index names {digest}",
-        f"verified 2 blobs in {dest}: 1 problems",
+        f"verified 2 blobs in {dest}: 1 problem",
     ]
 
 
