@@ -24,6 +24,7 @@ import hashlib
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,13 @@ import msgspec
 
 from runtime.atomic import write_atomic
 from runtime.download import is_partial_name
-from runtime.wire import AliasPointer, BundleDescriptor, decode_descriptor, encode_pretty
+from runtime.wire import (
+    AliasPointer,
+    BundleDescriptor,
+    FileEntry,
+    decode_descriptor,
+    encode_pretty,
+)
 
 DAY = 86400.0
 PARTIAL_MAX_AGE = DAY
@@ -76,14 +83,38 @@ class Cache:
         self.root = Path(root) if root is not None else default_root()
         self.blobs = self.root / "blobs"
 
-    def blob(self, digest: str) -> Path | None:
-        """The cached blob's path (marking it used), or None when it is not cached."""
+    def blob(self, digest: str, size: int | None = None) -> Path | None:
+        """The cached blob's path (marking it used), or None when it is not cached.
+
+        A blob whose size is not ``size`` was damaged after it was verified: it is removed
+        (with its tree), so the caller downloads it again. Only the size is checked: re-hashing
+        on every hit would cost what the cache saves.
+        """
         path = self.blobs / f"{digest}.xyb"
         try:
-            os.utime(path)
+            actual = path.stat().st_size
         except FileNotFoundError:
             return None
+        if size is not None and actual != size:
+            self.remove(digest)
+            return None
+        with contextlib.suppress(OSError):  # a read-only cache (a baked image) still serves
+            os.utime(path)
         return path
+
+    def tree_intact(self, digest: str, files: Sequence[FileEntry]) -> bool:
+        """Whether the extracted tree holds every file of ``files`` at its size; a damaged tree
+        is removed so that it is extracted again."""
+        tree = self.tree(digest)
+        if not tree.is_dir():
+            return False
+        try:
+            intact = all((tree / f.path).stat().st_size == f.size for f in files)
+        except OSError:
+            intact = False
+        if not intact:
+            shutil.rmtree(tree, ignore_errors=True)
+        return intact
 
     def tree(self, digest: str) -> Path:
         """Where the blob's extracted files live (may not exist yet)."""

@@ -306,7 +306,7 @@ class Registry:
 
     def fetch_bundle(self, entry: BundleDescriptor) -> Path:
         """The verified blob of a resolved index entry, from the cache or downloaded."""
-        cached = self.cache.blob(entry.hash)
+        cached = self.cache.blob(entry.hash, entry.size_bytes)
         if cached is not None:
             return cached
         if self.offline or self._fallback_reason:
@@ -343,9 +343,9 @@ class Registry:
         entry = self.resolve(ref, target)
         blob = self.fetch_bundle(entry)
         tree = self.cache.tree(entry.hash)
-        if tree.is_dir():
-            return tree
         descriptor = self.cache.descriptor(entry.hash) or entry
+        if self.cache.tree_intact(entry.hash, descriptor.files):
+            return tree
         from runtime.xyb import safe_extract
 
         tree.parent.mkdir(parents=True, exist_ok=True)

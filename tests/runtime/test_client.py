@@ -272,6 +272,27 @@ def test_cache_hit_makes_no_request(
     assert faults.paths() == []
 
 
+def test_a_damaged_cache_heals_itself(
+    site: tuple[Path, dict[Key, BundleDescriptor]],
+    cache: Cache,
+    faults: Faults,
+    counting_url: str,
+) -> None:
+    registry = Registry(counting_url, cache=cache, progress=False)
+    blob = registry.fetch("tiny@1.2", "linux-x86_64")
+    tree = registry.extract("tiny@1.2", "linux-x86_64")
+    name = next(p for p in tree.rglob("*") if p.is_file())
+    name.write_bytes(b"x")
+    assert registry.extract("tiny@1.2", "linux-x86_64") == tree  # extracted again
+    assert name.read_bytes() != b"x"
+    good = blob.read_bytes()
+    blob.write_bytes(good[:100])  # truncated after it was verified
+    faults.requests.clear()
+    assert registry.fetch("tiny@1.2", "linux-x86_64") == blob
+    assert blob.read_bytes() == good
+    assert any(p.endswith(".xyb") for p in faults.paths())  # downloaded again
+
+
 def test_alias_is_looked_up_online_each_time(
     site: tuple[Path, dict[Key, BundleDescriptor]],
     cache: Cache,
