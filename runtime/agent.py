@@ -141,16 +141,23 @@ class Agent:
         self.now = now
         self.failures = 0
         self.sent = 0
+        self.last_good: list[Any] = []  # the provider's last valid worker list
 
     def heartbeat(self) -> HiveHeartbeat:
-        """This hive's heartbeat now; provider trouble is logged and gives no workers."""
+        """This hive's heartbeat now. Provider trouble is logged and the last good worker list
+        is sent again: one bad run of a workers command must not take the hive's workers out
+        of scheduling."""
         now = self.now()
         try:
             raw = self.provider()
             workers = [_report(w, now) for w in raw]
+            self.last_good = list(raw)
         except (ProviderError, msgspec.ValidationError) as exc:
-            log.warning("hive %s: ignoring the worker list: %s", self.config.hive_id, exc)
-            workers = []
+            log.warning(
+                "hive %s: bad worker list, sending the last good one (%d workers): %s",
+                self.config.hive_id, len(self.last_good), exc,
+            )  # fmt: skip
+            workers = [_report(w, now) for w in self.last_good]
         return HiveHeartbeat(
             hive_id=self.config.hive_id, timestamp=now, workers=workers, host=self.config.host
         )

@@ -68,8 +68,21 @@ def test_a_provider_printing_garbage_is_logged_and_survived(
         assert agent(server, garbage).beat_once()
     assert Client(server).get("/v1/hives/h1").body["workers"] == []
     [record] = caplog.records
-    assert record.getMessage().startswith("hive h1: ignoring the worker list: workers command ")
+    assert record.getMessage().startswith(
+        "hive h1: bad worker list, sending the last good one (0 workers): workers command "
+    )
     assert "not JSON" in record.getMessage()
+
+
+def test_a_bad_worker_list_keeps_the_last_good_one(server: str, tmp_path: Path) -> None:
+    workers = tmp_path / "workers.json"
+    workers.write_text(json.dumps([worker("w1", model_id="m")]))
+    sender = agent(server, file_provider(workers))
+    assert sender.beat_once()
+    workers.write_text("<<garbage>>")
+    assert sender.beat_once()
+    assert [w["worker_id"] for w in Client(server).get("/v1/hives/h1").body["workers"]] == ["w1"]
+    assert Client(server).get("/v1/schedule?model=m").body["worker"]["worker"]["worker_id"] == "w1"
 
 
 @pytest.mark.parametrize(
