@@ -56,9 +56,12 @@ class HttpStatusError(RegistryError, OSError):
 
 
 def default_retries(total: int = 4, backoff: float = 0.25) -> Retry:
-    """Retries for idempotent reads: connection errors and 429/5xx, exponential backoff."""
+    """Retries for idempotent reads: connection errors and 429/5xx, exponential backoff; a
+    server that accepts but stays silent gets one more try, not four (a stalled download
+    resumes by itself from what it has)."""
     return Retry(
         total=total,
+        read=1,
         backoff_factor=backoff,
         status_forcelist=RETRY_STATUSES,
         allowed_methods=frozenset({"GET", "HEAD"}),
@@ -187,7 +190,7 @@ class HttpTransport:
         self.location = base_url.rstrip("/")
         self.pool = pool or urllib3.PoolManager(num_pools=4, maxsize=4)
         self.retries = retries or default_retries()
-        self.timeout = timeout or Timeout(connect=10.0, read=60.0)
+        self.timeout = timeout or Timeout(connect=5.0, read=15.0)
         self.resume_attempts = resume_attempts
 
     def url(self, key: str) -> str:
