@@ -602,9 +602,9 @@ def resolve(
 ) -> Resolution:
     """What ``ref`` names: ``model`` (highest version), ``model@version`` or ``model@alias``.
 
-    A selector that is a version of the model is that version (promotion refuses alias names that
-    equal a version, so no pointer is consulted); otherwise it is an alias. With ``target`` the
-    one bundle for it (or ``universal``) is returned, else every target of the version.
+    As DESIGN.md and the client have it: a selector is an alias when a pointer (or a record) of
+    that name exists, else a version. With ``target`` the one bundle for it (or ``universal``)
+    is returned, else every target of the version.
     """
     parsed = parse_ref(ref)
     index = load_index(store)
@@ -612,30 +612,32 @@ def resolve(
     alias: str | None = None
     if parsed.selector is None:
         version = highest_version(versions)
-    elif parsed.selector in versions:
-        version = parsed.selector
     else:
-        alias, version = (
-            parsed.selector,
-            _alias_version(store, parsed.model, parsed.selector, versions, repair),
-        )
+        try:
+            pointer: AliasPointer | None = resolve_alias(
+                store, parsed.model, parsed.selector, repair=repair
+            )
+        except ResolveError:
+            pointer = None
+        if pointer is not None:
+            alias, version = parsed.selector, _alias_version(pointer, versions, store.location)
+        elif parsed.selector in versions:
+            version = parsed.selector
+        else:
+            known = ", ".join(alias_names(store, parsed.model)) or "none"
+            raise ResolveError(
+                f"model {parsed.model!r} has no version or alias {parsed.selector!r} in "
+                f"{store.location} (versions: {', '.join(versions)}; aliases: {known})"
+            )
     bundles = _bundles(index, parsed.model, version, target)
     return Resolution(str(parsed), parsed.model, version, alias, bundles)
 
 
-def _alias_version(store: Store, model: str, alias: str, versions: list[str], repair: bool) -> str:
-    try:
-        pointer = resolve_alias(store, model, alias, repair=repair)
-    except ResolveError:
-        known = ", ".join(alias_names(store, model)) or "none"
-        raise ResolveError(
-            f"model {model!r} has no version or alias {alias!r} in {store.location} "
-            f"(versions: {', '.join(versions)}; aliases: {known})"
-        ) from None
+def _alias_version(pointer: AliasPointer, versions: list[str], location: str) -> str:
     if pointer.version not in versions:
         raise ResolveError(
-            f"{model}@{alias} points at version {pointer.version!r}, which the index of "
-            f"{store.location} no longer holds (versions: {', '.join(versions)}): promote "
+            f"{pointer.model}@{pointer.alias} points at version {pointer.version!r}, which the "
+            f"index of {location} no longer holds (versions: {', '.join(versions)}): promote "
             "the alias to one of those"
         )
     return pointer.version

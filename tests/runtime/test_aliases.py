@@ -277,6 +277,18 @@ def test_resolve_refuses_an_alias_whose_version_left_the_index(store: LocalStore
     )
 
 
+def test_an_alias_wins_over_a_version_of_the_same_name_as_in_the_client(
+    store: LocalStore,
+) -> None:
+    _promote(store, "stable", "1.0")
+    index = msgspec.json.decode(store.get("index.json")[0], type=Index)
+    late = msgspec.structs.replace(index.bundles[0], version="stable", hash="f" * 64)
+    store.put("index.json", encode(Index(bundles=(*index.bundles, late))))  # published later
+    found = al.resolve(store, "whisper@stable", "universal")
+    assert (found.version, found.alias) == ("1.0", "stable")
+    assert al.verify(store, "whisper@stable", "universal").version == "1.0"
+
+
 def test_a_registry_without_index_is_reported(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     with pytest.raises(ResolveError) as caught:
