@@ -21,6 +21,7 @@ import hashlib
 import logging
 import re
 import secrets
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -676,6 +677,18 @@ async def _housekeeping(rt: Runtime) -> None:
             log.exception("runtime housekeeping failed; retrying in 1 s")
 
 
+def _check_free(host: str, port: int) -> None:
+    """Fail with a message naming --port when the address is taken (uvicorn would exit 3)."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise RegistryError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what uses it or "
+            "choose another --port"
+        ) from None
+
+
 # -- running it -------------------------------------------------------------------------------
 
 
@@ -695,6 +708,7 @@ def serve(
     """
     import uvicorn
 
+    _check_free(host, port)
     if token_file is not None:
         tokens = Tokens.from_file(token_file)
     else:

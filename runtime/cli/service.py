@@ -13,7 +13,7 @@ def register(subparsers: Any) -> None:
     """Add the serve and agent commands."""
     p = subparsers.add_parser("serve", help="run the hive/worker and service registry server")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8081, help="port to listen on (default 8081)")
+    p.add_argument("--port", type=_port, default=8081, help="port to listen on (default 8081)")
     p.add_argument("--db", type=Path, default=Path("registry-runtime.db"),
                    help="SQLite file for services and the hive catalog")  # fmt: skip
     p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
     source.add_argument("--workers-file", type=Path, help="JSON list of this hive's workers")
     source.add_argument("--workers-cmd", help="command printing the JSON list of workers")
     p.set_defaults(handler=_agent)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> float:

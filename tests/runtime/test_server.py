@@ -511,3 +511,14 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_the_serve_command_names_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
+    assert err.endswith("; stop what uses it or choose another --port\n")
