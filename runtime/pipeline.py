@@ -49,6 +49,8 @@ def load_pipeline(path: Path) -> Pipeline:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file; pass the path of a pipeline.yaml"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot be read as a UTF-8 text file ({exc})"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
     if not isinstance(raw, dict):
@@ -60,7 +62,14 @@ def load_pipeline(path: Path) -> Pipeline:
     stages = _stages(path, raw.get("stages"), problems)
     if problems:
         raise ConfigError(problems)
-    return Pipeline(Path(path), registry, stages)
+    return Pipeline(Path(path), _relative_to(Path(path), registry), stages)
+
+
+def _relative_to(path: Path, registry: str | None) -> str | None:
+    """A relative directory in the file means relative to the file, not to where we run."""
+    if registry is None or "://" in registry or Path(registry).is_absolute():
+        return registry
+    return str(path.parent / registry)
 
 
 def _stages(path: Path, raw: Any, problems: list[str]) -> tuple[Stage, ...]:
@@ -116,6 +125,15 @@ def fetch_pipeline(
     pipeline: Pipeline, registry: Registry, *, target: str | None = None, extract: bool = False
 ) -> list[Path]:
     """Fetch (or extract) every stage's bundle, in order; a stage's own target wins over
-    ``target``."""
+    ``target``. Every stage is resolved first, so that all the refs that do not resolve are
+    reported together and nothing is downloaded for a pipeline that cannot run."""
+    problems = []
+    for number, stage in enumerate(pipeline.stages):
+        try:
+            registry.resolve(stage.ref, stage.target or target)
+        except RegistryError as exc:
+            problems.append(f"{pipeline.path}: stages[{number}]: {exc}")
+    if problems:
+        raise ConfigError(problems)
     get = registry.extract if extract else registry.fetch
     return [get(stage.ref, stage.target or target) for stage in pipeline.stages]

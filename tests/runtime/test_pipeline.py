@@ -110,3 +110,23 @@ def test_fetch_every_stage(tmp_path: Path) -> None:
         f"{published[('tiny', '1.2', 'linux-x86_64')].hash}.xyb",
         f"{published[('mac-only', '2.0', 'macos-arm64')].hash}.xyb",
     ]
+
+
+def test_every_bad_stage_is_reported_before_any_download(tmp_path: Path) -> None:
+    demo_registry(tmp_path / "site")
+    path = write(tmp_path, "registry: site\nstages:\n  - tiny@stable\n  - nope\n  - tiny@9.9\n")
+    pipeline = load_pipeline(path)
+    assert pipeline.registry == str(tmp_path / "site")  # relative to the file
+    cache = Cache(tmp_path / "cache")
+    registry = Registry(pipeline.registry, cache=cache, progress=False)
+    with pytest.raises(ConfigError) as caught:
+        fetch_pipeline(pipeline, registry, target="linux-x86_64")
+    assert [p.split(": ")[1] for p in caught.value.problems] == ["stages[1]", "stages[2]"]
+    assert cache.entries() == []  # nothing fetched for a pipeline that cannot run
+
+
+def test_a_binary_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="cannot be read as a UTF-8 text file"):
+        load_pipeline(path)
