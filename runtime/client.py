@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import msgspec
+import urllib3
 
 from runtime.cache import Cache
 from runtime.download import (
@@ -85,6 +86,14 @@ class IndexFormatError(RegistryError, ValueError):
 def stderr_notice(message: str) -> None:
     """Print a client notice on stderr."""
     print(f"registry-runtime: {message}", file=sys.stderr)
+
+
+def redact(location: str) -> str:
+    """``location`` without the user and password a URL may carry."""
+    if not location.startswith(("http://", "https://")):
+        return location
+    url = urllib3.util.parse_url(location)
+    return url._replace(auth=None).url if url.auth else location
 
 
 def normalize_location(location: str) -> str:
@@ -142,7 +151,10 @@ class Registry:
         progress: bool | None = None,
         notice: Notice = stderr_notice,
     ) -> None:
-        self.location = normalize_location(location)
+        # Credentials in a URL (https://user:token@host) go in a header, never into the cache's
+        # files or a message: ``location`` is the URL without them.
+        self._url = normalize_location(location)
+        self.location = redact(self._url)
         self.cache = cache or Cache()
         self.offline = offline
         self.progress = progress
@@ -156,7 +168,7 @@ class Registry:
         """How this registry is read; made on first use (boto3 only for ``s3://``)."""
         if self._transport is None:
             if self.location.startswith(("http://", "https://")):
-                self._transport = HttpTransport(self.location)
+                self._transport = HttpTransport(self._url)
             else:
                 from runtime.store import open_store
 

@@ -187,7 +187,10 @@ class HttpTransport:
         timeout: Timeout | None = None,
         resume_attempts: int = 5,
     ) -> None:
-        self.location = base_url.rstrip("/")
+        url = urllib3.util.parse_url(base_url.rstrip("/"))
+        # https://user:token@host/...: basic auth in a header; the location shown is without it.
+        self.auth = urllib3.util.make_headers(basic_auth=url.auth) if url.auth else {}
+        self.location = url._replace(auth=None).url
         self.pool = pool or urllib3.PoolManager(num_pools=4, maxsize=4)
         self.retries = retries or default_retries()
         self.timeout = timeout or Timeout(connect=5.0, read=15.0)
@@ -202,7 +205,7 @@ class HttpTransport:
             return self.pool.request(
                 "GET",
                 self.url(key),
-                headers={"Accept-Encoding": "identity", **headers},
+                headers={"Accept-Encoding": "identity", **self.auth, **headers},
                 preload_content=False,
                 retries=self.retries,
                 timeout=self.timeout,

@@ -505,3 +505,37 @@ def test_hostile_archives_are_refused(
     assert list((cache.root / "trees").iterdir()) == []
     assert not list(tmp_path.rglob("escape.txt"))
     assert [e.digest for e in cache.entries()] == [evil.hash]  # the blob itself verified
+
+
+def test_credentials_in_the_url_go_in_a_header_and_nowhere_else(
+    site: tuple[Path, dict[Key, BundleDescriptor]], cache: Cache
+) -> None:
+    import base64
+    import functools
+    import http.server
+
+    expected = "Basic " + base64.b64encode(b"ci:s3cret").decode()
+
+    class Guarded(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.headers.get("Authorization") != expected:
+                self.send_error(401)
+                return
+            super().do_GET()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Guarded, directory=str(site[0]))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.server_address[1]
+        registry = Registry(f"http://ci:s3cret@127.0.0.1:{port}", cache=cache, progress=False)
+        assert registry.fetch("tiny@1.2", "linux-x86_64").is_file()
+        assert registry.location == f"http://127.0.0.1:{port}"
+        with pytest.raises(ResolveError) as caught:
+            registry.resolve("nope")
+        server.shutdown()
+    assert "s3cret" not in str(caught.value)
+    for path in cache.root.rglob("*"):
+        assert not path.is_file() or b"s3cret" not in path.read_bytes()
