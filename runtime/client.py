@@ -324,7 +324,7 @@ class Registry:
         if self.offline or self._fallback_reason:
             raise OfflineMiss(
                 f"{entry.id}@{entry.version} ({entry.target}) is not in the cache "
-                f"{self.cache.root} and the registry is {self._fallback_reason or 'offline'}: "
+                f"{self.cache.root} ({self._fallback_reason or 'offline'}): "
                 "fetch it once while the registry is reachable"
             )
         descriptor = self.descriptor(entry)

@@ -30,11 +30,11 @@ def register(subparsers: Any) -> None:
     cache = subparsers.add_parser("cache", help="list or prune the local bundle cache")
     commands = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     ls = commands.add_parser("ls", help="list cached bundles, most recently used first")
-    ls.add_argument("--cache-dir", type=Path, help="cache directory")
+    ls.add_argument("--cache-dir", type=_directory, help="cache directory")
     ls.set_defaults(handler=cache_ls_command)
     prune = commands.add_parser("prune", help="remove bundles not used for N days")
-    prune.add_argument("--keep-days", type=float, default=30.0, help="default: 30")
-    prune.add_argument("--cache-dir", type=Path, help="cache directory")
+    prune.add_argument("--keep-days", type=_days, default=30.0, help="default: 30")
+    prune.add_argument("--cache-dir", type=_directory, help="cache directory")
     prune.set_defaults(handler=cache_prune_command)
 
 
@@ -42,7 +42,7 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="URL, directory or s3:// (default: $BUNDLE_REGISTRY)")
     parser.add_argument("--target", help="platform target (default: this machine, then universal)")
     parser.add_argument("--offline", action="store_true", help="use only the cache, no network")
-    parser.add_argument("--cache-dir", type=Path, help="cache directory")
+    parser.add_argument("--cache-dir", type=_directory, help="cache directory")
 
 
 def _registry(args: argparse.Namespace, from_file: str | None = None) -> Any:
@@ -111,3 +111,19 @@ def cache_prune_command(args: argparse.Namespace) -> int:
         f"{report.partials} abandoned partial download(s) from {cache.root}"
     )
     return 0
+
+
+def _days(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        days = -1.0
+    if not 0 <= days < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
+    return days
+
+
+def _directory(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: name a directory")
+    return Path(text)

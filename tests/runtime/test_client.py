@@ -322,7 +322,7 @@ def test_offline_resolves_from_the_cached_index(
     with pytest.raises(OfflineMiss) as caught:
         offline.fetch("tiny@1.0", "universal")
     assert str(caught.value) == (
-        f"tiny@1.0 (universal) is not in the cache {cache.root} and the registry is offline: "
+        f"tiny@1.0 (universal) is not in the cache {cache.root} (offline): "
         "fetch it once while the registry is reachable"
     )
 
