@@ -18,7 +18,7 @@ The store calls block, so they run in Starlette's thread pool.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,9 @@ from runtime.errors import InvalidNameError, RefError, RegistryError, ResolveErr
 from runtime.names import NAME_PATTERN
 from runtime.store import Store
 from runtime.wire import AliasRecord, AliasView
+
+if TYPE_CHECKING:
+    from runtime.server import Endpoint
 
 Authorize = Callable[[Request], None]  # raises (a PermissionError) when the request may not write
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -200,3 +203,26 @@ def alias_routes(store: Store, authorize: Authorize) -> list[Route]:
         ("/v1/verify", verify, "POST"),
     ]
     return [Route(path, _guarded(fn), methods=[method]) for path, fn, method in table]
+
+
+def alias_docs() -> list[Endpoint]:
+    """The five routes as ``/openapi.json`` describes them (the runtime service mounts them)."""
+    from runtime.server import Endpoint
+
+    async def documented(request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+    def doc(method: str, path: str, summary: str, **kw: Any) -> Endpoint:
+        return Endpoint(method, path, documented, summary, name=path.rsplit("/", 1)[1], **kw)
+
+    return [
+        doc("POST", "/v1/promote", "Point model@alias at a version, with an audit record",
+            body=PromoteRequest, answer=PromoteResponse, write=True),
+        doc("GET", "/v1/resolve", "The bundles a ref names", answer=al.Resolution,
+            query=("ref", "target")),
+        doc("GET", "/v1/aliases", "A model's aliases", answer=AliasList, query=("model",)),
+        doc("GET", "/v1/history", "Every promotion of an alias", answer=HistoryResponse,
+            query=("model", "alias")),
+        doc("POST", "/v1/verify", "Re-hash what a ref names and check its alias chain",
+            body=VerifyRequest, answer=al.Verification, write=True),
+    ]  # fmt: skip

@@ -372,6 +372,7 @@ class Endpoint:
     status: int = 200
     write: bool = False
     query: tuple[str, ...] = ()
+    name: str = ""  # the operationId; the handler's name by default
 
 
 class Handlers:
@@ -572,7 +573,7 @@ def _operation(e: Endpoint, ref: Mapping[type[Any], Any]) -> dict[str, Any]:
         answer["content"] = {JSON: {"schema": ref[e.answer]}}
     op: dict[str, Any] = {
         "summary": e.summary,
-        "operationId": e.handler.__name__,
+        "operationId": e.name or e.handler.__name__,
         "parameters": [
             {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
             for p in re.findall(r"{(\w+)}", e.path)
@@ -615,8 +616,11 @@ class _RuntimeCollector(Collector):
 # -- the app ----------------------------------------------------------------------------------
 
 
-def create_app(rt: Runtime, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The Starlette app serving ``rt``; ``extra_routes`` are mounted alongside (same auth)."""
+def create_app(
+    rt: Runtime, *, extra_routes: Sequence[BaseRoute] = (), extra_docs: Sequence[Endpoint] = ()
+) -> Starlette:
+    """The Starlette app serving ``rt``; ``extra_routes`` are mounted alongside (same auth) and
+    ``extra_docs`` describes them in ``/openapi.json``."""
     registry = CollectorRegistry()
     registry.register(_RuntimeCollector(rt))
     latency = Histogram(
@@ -626,7 +630,7 @@ def create_app(rt: Runtime, *, extra_routes: Sequence[BaseRoute] = ()) -> Starle
         buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025),
     )
     table = endpoints(Handlers(latency))
-    document = _ENCODER.encode(openapi_document(table))
+    document = _ENCODER.encode(openapi_document([*table, *extra_docs]))
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type=JSON)
@@ -721,13 +725,15 @@ def serve(
         tokens = Tokens({token: None})
     rt = build_runtime(tokens=tokens, db=db, ttl=ttl)
     extra: Sequence[BaseRoute] = ()
+    docs: Sequence[Endpoint] = ()
     if registry is not None:
-        from runtime.alias_routes import alias_routes
+        from runtime.alias_routes import alias_docs, alias_routes
         from runtime.store import open_store
 
         extra = alias_routes(open_store(registry), lambda request: authorize(request, admin=True))
+        docs = alias_docs()
     try:
-        app = create_app(rt, extra_routes=extra)
+        app = create_app(rt, extra_routes=extra, extra_docs=docs)
         uvicorn.run(app, host=host, port=port, ws="none", access_log=False)
     finally:
         rt.catalog.close()

@@ -400,6 +400,11 @@ def test_the_serve_command(tmp_path: Path) -> None:
         assert client.post("/v1/promote", promotion, token=ADMIN).status == 200
         history = client.get("/v1/history?model=tiny&alias=production").body
         assert [r["version"] for r in history["records"]] == ["1.0"]
+        paths = client.get("/openapi.json").body["paths"]
+        assert {"/v1/promote", "/v1/resolve", "/v1/aliases", "/v1/history", "/v1/verify"} <= set(
+            paths
+        )
+        assert paths["/v1/promote"]["post"]["security"] == [{"bearer": []}]
     finally:
         proc.terminate()
         proc.wait(timeout=10)
