@@ -65,6 +65,12 @@ def _store(args: argparse.Namespace) -> Any:
         raise NoRegistry(
             "no registry given: pass --registry DIR or s3://BUCKET/PREFIX, or set BUNDLE_REGISTRY"
         )
+    if args.registry.startswith(("http://", "https://")):
+        raise NoRegistry(
+            f"{args.command} lists and writes the registry's files, which plain HTTP cannot do: "
+            f"pass --registry with the directory or s3:// location {args.registry} is served "
+            "from (over HTTP, `resolve` and `fetch` work)"
+        )
     return open_store(args.registry)
 
 

@@ -143,3 +143,13 @@ def test_a_registry_is_required(registry: LocalStore, capsys: pytest.CaptureFixt
         "Error: no registry given: pass --registry DIR or s3://BUCKET/PREFIX, "
         "or set BUNDLE_REGISTRY\n",
     )
+
+
+def test_an_http_registry_says_what_to_pass_instead(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "history", "whisper", "prod", "--registry", "https://m.example")
+    assert (code, err) == (
+        1,
+        "Error: history lists and writes the registry's files, which plain HTTP cannot do: "
+        "pass --registry with the directory or s3:// location https://m.example is served from "
+        "(over HTTP, `resolve` and `fetch` work)\n",
+    )
