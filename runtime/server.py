@@ -43,6 +43,7 @@ from starlette.routing import BaseRoute, Route
 from runtime.catalog import Catalog
 from runtime.errors import ImmutableConflict, PreconditionFailed, RegistryError
 from runtime.hives import DEFAULT_TTL, HiveRegistry, UnknownHive, UnknownWorker, WorkerConflict
+from runtime.names import is_name, name_problem
 from runtime.scheduler import NoWorkerAvailable, Scheduler, ScheduleRequestError
 from runtime.service_types import (
     Accepted,
@@ -132,8 +133,14 @@ class Tokens:
                     f"token file {path}, line {number}: expected 'TOKEN' or 'TOKEN HIVE_ID', "
                     f"got {len(words)} words; put one token per line"
                 )
-            if words:
-                tokens[words[0]] = words[1] if len(words) == 2 else None
+            if not words:
+                continue
+            where = f"token file {path}, line {number}"
+            if words[0] in tokens:
+                raise TokenFileError(f"{where}: the token is already listed above; keep one line")
+            if len(words) == 2 and not is_name(words[1]):
+                raise TokenFileError(f"{where}: {name_problem('hive id', words[1])}")
+            tokens[words[0]] = words[1] if len(words) == 2 else None
         if not tokens:
             raise TokenFileError(f"token file {path}: no tokens in it; add one token per line")
         return cls(tokens)

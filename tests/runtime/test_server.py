@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from registry_build.publish import commit
-from runtime.errors import PreconditionFailed
+from runtime.errors import PreconditionFailed, RegistryError
 from runtime.server import Runtime, Tokens, authorize, build_runtime, create_app
 from runtime.store import LocalStore
 from runtime.wire import BundleDescriptor, Location, blob_key
@@ -527,3 +527,18 @@ def test_the_serve_command_names_a_port_in_use(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
     assert err.endswith("; stop what uses it or choose another --port\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("t1 a\nt1 b\n", "line 2: the token is already listed above; keep one line"),
+        ("t1 bad/hive\n", "line 1: hive id 'bad/hive' is not a valid name"),
+    ],
+)
+def test_token_file_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(text)
+    with pytest.raises(RegistryError) as caught:
+        Tokens.from_file(path)
+    assert str(caught.value).startswith(f"token file {path}, {message}")
