@@ -312,10 +312,12 @@ def check_alias(index: Index, model: str, alias: str, location: str) -> None:
 def _check_text(kind: str, value: str, limit: int, required: bool) -> str:
     if required and not value.strip():
         raise InvalidNameError(f"{kind} is empty: say who promotes (--actor or GITHUB_ACTOR)")
-    if len(value) > limit or any(ch < " " and ch != "\t" for ch in value):
+    if len(value) > limit:
+        raise InvalidNameError(f"{kind} {value[:40]!r}... is longer than {limit} characters")
+    if any(ch < " " or ch == "\x7f" for ch in value):
         raise InvalidNameError(
-            f"{kind} {value[:40]!r}... must be at most {limit} characters without control "
-            "characters"
+            f"{kind} {value[:40]!r} holds a control character (tab, newline, ...): "
+            "write it on one line"
         )
     return value
 

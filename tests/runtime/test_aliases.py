@@ -384,8 +384,15 @@ def test_promote_errors(
         (
             "alice",
             "line\x00break",
-            "reason 'line\\x00break'... must be at most 2000 characters without control characters",
+            "reason 'line\\x00break' holds a control character (tab, newline, ...): "
+            "write it on one line",
         ),
+        (
+            "al\tice",
+            "",
+            "actor 'al\\tice' holds a control character (tab, newline, ...): write it on one line",
+        ),
+        ("alice", "x" * 2001, f"reason {'x' * 40!r}... is longer than 2000 characters"),
     ],
 )
 def test_actor_and_reason_are_checked(
