@@ -446,6 +446,8 @@ class Handlers:
         model = request.query_params.get("model")
         if not model:
             raise BadRequest("query parameter model is required: /v1/schedule?model=NAME", "model")
+        if not is_name(model):
+            raise BadRequest(name_problem("model", model), "model")
         fallback = query_choice(request, "fallback", ("none", "any")) or "none"
         spread = query_choice(request, "spread", ("1", "2")) or "1"
         started = time.perf_counter()

@@ -199,6 +199,9 @@ def test_conflicting_worker_ids(client: Client) -> None:
 def test_bad_query_parameters(client: Client) -> None:
     cases = {
         "/v1/schedule": ("query parameter model is required: /v1/schedule?model=NAME", "model"),
+        "/v1/schedule?model=bad%20name": (
+            "model 'bad name' is not a valid name: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit, without '..'", "model"),
         "/v1/schedule?model=m&spread=3": (
             "query parameter spread='3' is not valid: use one of 1, 2", "spread"),
         "/v1/schedule?model=m&fallback=some": (
