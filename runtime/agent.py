@@ -184,7 +184,8 @@ class Agent:
             return False
         if resp.status >= 400:
             # Not an outage: retrying sooner would not help, so keep the normal cadence.
-            log.error("hive %s: heartbeat refused (%d): %s", cfg.hive_id, resp.status, resp.data)
+            answer = resp.data.decode("utf-8", "replace")[:500]
+            log.error("hive %s: heartbeat refused (%d): %s", cfg.hive_id, resp.status, answer)
         self.sent += resp.status < 400
         return True
 
