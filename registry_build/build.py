@@ -122,7 +122,10 @@ def build(
     local = LocalStore(state.directory / "site" if remote else Path(out))
     results = pack_all(jobs, local, state, options, on_bundle)
     report = BuildReport(out, results, warnings=config.warnings)
-    report.written = commit(local, [r.descriptor for r in results])
+    unchanged = all(r.status == "unchanged" for r in results)
+    if not (unchanged and state.committed == site_signature(local.root)):
+        report.written = commit(local, [r.descriptor for r in results])
+        state.committed = site_signature(local.root)
     state.save()
     target: Store = local
     if remote:
@@ -270,6 +273,20 @@ def state_dir(out: str | Path, endpoint_url: str | None = None) -> Path:
     return base / "bundle-registry" / "build" / key
 
 
+def site_signature(root: Path) -> str:
+    """A digest of the stat() of the documents a commit writes and of the alias views pages
+    show: equal after an unchanged build means the index and pages are already current."""
+    parts: list[object] = [BUILD_FORMAT]
+    paths = [root / k for k in ("index.json", "index", "v1/models", "index.html")]
+    for path in [*paths, *sorted(root.glob("aliases/*/index.json"))]:
+        try:
+            st = path.stat()
+            parts.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+        except FileNotFoundError:
+            parts.append((str(path), None))
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
 class _Entry(msgspec.Struct, frozen=True):
     fingerprint: str
     hash: str
@@ -281,7 +298,13 @@ class BuildState:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / "state.json"
+        self.committed_path = directory / "committed"
         self.digests = DigestCache(directory / "digests.json")
+        try:  # the site_signature() after the last commit into the output
+            self.committed: str | None = self.committed_path.read_text()
+        except OSError:
+            self.committed = None
+        self._committed_before = self.committed
         self.entries: dict[str, _Entry] = {}
         self.changed = False
         if self.path.is_file():
@@ -327,6 +350,9 @@ class BuildState:
         if self.changed:
             self.directory.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, msgspec.json.encode(dict(sorted(self.entries.items()))))
+        if self.committed is not None and self.committed != self._committed_before:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.committed_path, self.committed.encode())
         self.digests.save()
 
 

@@ -277,7 +277,8 @@ def publish_registry(
     store = CountingStore(dest)
     index, etag = read_index(store)
     merge_index(index, [b.descriptor for b in bundles])  # fail early on a conflict
-    new = [b for b in bundles if _find(index, b.descriptor) is None]
+    fresh = {id(d) for d in _not_indexed(index, [b.descriptor for b in bundles])}
+    new = [b for b in bundles if id(b.descriptor) in fresh]
     view = plan_view(store, index, asked=2 * len(new) + 2 * len(index.models) + 3)
     report = PublishReport()
     upload_blobs(store, view, new, report, progress)
@@ -292,11 +293,10 @@ def publish_registry(
     return report
 
 
-def _find(index: Index, descriptor: BundleDescriptor) -> BundleDescriptor | None:
-    for entry in index.bundles:
-        if entry.key == descriptor.key and entry.hash == descriptor.hash:
-            return entry
-    return None
+def _not_indexed(index: Index, descriptors: Iterable[BundleDescriptor]) -> list[BundleDescriptor]:
+    """The descriptors ``index`` does not hold yet (same key and digest), in one pass."""
+    held = {(d.key, d.hash) for d in index.bundles}
+    return [d for d in descriptors if (d.key, d.hash) not in held]
 
 
 def upload_blobs(
@@ -393,7 +393,7 @@ def commit(
     index, etag = read_index(store)
     merge_index(index, descriptors)  # fail early on a conflict
     view = View(store, listed=False)
-    new = [(d, encode_pretty(d)) for d in descriptors if _find(index, d) is None]
+    new = [(d, encode_pretty(d)) for d in _not_indexed(index, descriptors)]
     written = write_descriptors(store, view, new)
     return written + commit_index(
         store, view, lambda current: merge_index(current, descriptors), (index, etag), render
