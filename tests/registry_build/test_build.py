@@ -15,6 +15,7 @@ import pytest
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
 from runtime.errors import ConfigError, ImmutableConflict
+from runtime.store import LocalStore
 from runtime.wire import blob_key, decode_descriptor, decode_index
 
 
@@ -361,3 +362,15 @@ def test_a_lost_or_truncated_blob_is_rebuilt(tmp_path: Path) -> None:
     assert again[("tiny", "universal")] == again[("ghost", "android-arm64")] == "built"
     assert blob.stat().st_size == first["tiny"].size_bytes
     assert main(["verify", str(site)]) == 0
+
+
+def test_an_unchanged_build_still_renders_a_promotion_made_meanwhile(tmp_path: Path) -> None:
+    from runtime.aliases import promote
+
+    config = make_sources(tmp_path)
+    site = tmp_path / "site"
+    build(config, str(site))
+    assert build(config, str(site)).written == []  # a no-op: nothing rendered or written
+    promote(LocalStore(site), "tiny", "prod", "1.0", "ops", "ok")  # writes no page
+    assert "index.html" in build(config, str(site)).written
+    assert ">prod<" in (site / "index.html").read_text()
