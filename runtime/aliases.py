@@ -577,7 +577,9 @@ def resolve_alias(store: Store, model: str, alias: str, *, repair: bool = True) 
 def _canonical(target: str) -> str:
     canon = canonical_target(target)
     if canon is None:
-        raise ResolveError(f"target {target!r} is not a known target (known: {', '.join(TARGETS)})")
+        raise InvalidNameError(
+            f"target {target!r} is not a known target (known: {', '.join(TARGETS)})"
+        )
     return canon
 
 

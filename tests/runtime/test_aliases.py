@@ -231,7 +231,7 @@ def test_resolve(
         (
             "whisper@production",
             "ios-x64",
-            ResolveError,
+            InvalidNameError,
             "target 'ios-x64' is not a known target (known: macos-arm64, macos-x86_64, "
             "linux-x86_64, linux-arm64, ios-arm64, android-arm64, android-arm32, "
             "windows-x86_64, wasm-wgpu, universal)",
