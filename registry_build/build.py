@@ -15,8 +15,10 @@ Build state lives outside the served tree::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -38,7 +40,7 @@ from registry_build.config import (
     source_files,
 )
 from registry_build.publish import commit, promote_newest, publish_registry
-from runtime.atomic import write_atomic
+from runtime.atomic import is_temp_name, write_atomic
 from runtime.errors import RegistryError
 from runtime.names import check_name
 from runtime.store import LocalStore, PutMode, Store, open_store
@@ -371,6 +373,26 @@ def clean(out: Path) -> bool:
             f"{out} does not look like a registry (no index.json) and is not empty: "
             "refusing to delete it; remove it yourself if you mean to"
         )
-    shutil.rmtree(out)
+    for entry in out.iterdir():  # what a build writes; a file of the user's stays
+        if entry.name in _REGISTRY_ENTRIES or _PAGE.match(entry.name) or is_temp_name(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    with contextlib.suppress(OSError):
+        out.rmdir()  # only when nothing else was in it
     shutil.rmtree(state_dir(out), ignore_errors=True)
     return True
+
+
+_REGISTRY_ENTRIES = {
+    "blobs",
+    "descriptors",
+    "aliases",
+    "models",
+    "v1",
+    "index",
+    "index.json",
+    ".staging",
+}
+_PAGE = re.compile(r"^index(-\d+)?\.html$")

@@ -253,6 +253,10 @@ def test_clean_refuses_a_directory_that_is_not_a_registry(
     build(config, str(tmp_path / "site"))
     assert main(["clean", "--out", str(tmp_path / "site")]) == 0
     assert not (tmp_path / "site").exists()
+    build(config, str(tmp_path / "site"))
+    (tmp_path / "site" / "CNAME").write_text("models.example.com")  # the user's own file
+    assert main(["clean", "--out", str(tmp_path / "site")]) == 0
+    assert [p.name for p in (tmp_path / "site").iterdir()] == ["CNAME"]
 
 
 def test_alias_points_at_each_built_version(
