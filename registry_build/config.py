@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -311,6 +312,8 @@ class _Checker:
         if not isinstance(value, dict):
             self.problem(where, f"expected an object, got {_type_name(value)}")
             return {}
+        for path, number in _non_finite(value, where):
+            self.problem(path, f"{number} is not a number JSON can carry: write a finite number")
         for key, types in _METADATA_TYPES.items():
             item = value.get(key)
             if item is None:
@@ -394,6 +397,8 @@ class _Checker:
         if fallback not in FALLBACKS:
             self.problem(f"{where}.fallback", f'{fallback!r} is not one of "placeholder", "error"')
         source_path, source_dir, missing = self.source(where, obj, fallback)
+        if source_path is not None and not missing and source_path.stat().st_size == 0:
+            self.warn(f"{where}.source_path", f"{source_path} is empty (0 bytes): is it the model?")
         written = str(obj.get("source_path") or obj.get("source_dir") or "")
         if source_dir is not None and not missing and model_file:
             self.model_file_in_dir(where, source_dir, model_file, listed)
@@ -497,6 +502,17 @@ def _listed_problem(name: str) -> str | None:
     if name in RESERVED_NAMES:
         return f"{name!r} is a name the bundle reserves for itself: leave it out"
     return bundle_path_problem(name)
+
+
+def _non_finite(value: Any, where: str) -> list[tuple[str, float]]:
+    """The NaN and infinite numbers in a metadata value (JSON has none: they would become null)."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [(where, value)]
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _non_finite(v, f"{where}.{k}")]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _non_finite(v, f"{where}[{i}]")]
+    return []
 
 
 def _count(value: Any) -> int:

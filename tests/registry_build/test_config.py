@@ -100,6 +100,7 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("model_file missing", edit(lambda d: target(d).pop("model_file")), [f"{T0}.model_file: is missing: add it (a string)"]),
     ("model_file escapes", edit(lambda d: target(d).update(model_file="../x.bin")), [f"{T0}.model_file: '../x.bin' must be a relative path inside the bundle, without '..'"]),
     ("model_file absolute", edit(lambda d: target(d).update(model_file="/etc/passwd")), [f"{T0}.model_file: '/etc/passwd' must be a relative path inside the bundle, without '..'"]),
+    ("metadata not finite", edit(lambda d: bundle(d).update(metadata={"scores": [1.0, float("inf")]})), [f"{B}.metadata.scores[1]: inf is not a number JSON can carry: write a finite number"]),
     ("model_file drive", edit(lambda d: target(d).update(model_file="C:/x.gguf")), [f"{T0}.model_file: 'C:/x.gguf' must be a relative path inside the bundle, without '..'"]),
     ("model_file spaces", edit(lambda d: target(d).update(model_file=" m.gguf")), [f"{T0}.model_file: ' m.gguf' has surrounding spaces or control characters: remove them"]),
     ("model_file reserved", edit(lambda d: target(d).update(model_file="model_metadata.json")), [f"{T0}.model_file: 'model_metadata.json' is a name the bundle reserves for itself (manifest.json, model_metadata.json): rename the model file"]),
@@ -251,3 +252,13 @@ def test_missing_config_file_says_how_to_fix(tmp_path: Path) -> None:
     assert info.value.problems == [
         f"{tmp_path}/bundles.json: no such file: create it, or pass --config PATH to the bundles.json to use"
     ]
+
+
+def test_an_empty_model_file_warns(workdir: Path) -> None:
+    (workdir / "m.bin").write_bytes(b"")
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(VALID))
+    assert load_config(path).warnings == (
+        f"bundles.json: {T0[len('bundles.json: ') :]}.source_path: {workdir / 'm.bin'} is empty "
+        "(0 bytes): is it the model?",
+    )
