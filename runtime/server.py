@@ -234,8 +234,10 @@ async def read_body(request: Request, kind: type[T], limit: int = MAX_BODY_BYTES
 async def read_raw(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
     """The request body, refused with :class:`BodyTooLarge` once it passes ``limit`` bytes."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit} bytes")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise BodyTooLarge(f"the request body is {declared} bytes; the limit is {limit} bytes")
+        return await request.body()  # the HTTP layer holds the body to its declared length
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
