@@ -61,6 +61,7 @@ from runtime.names import (
     version_key,
 )
 from runtime.wire import (
+    INDEX_FORMAT,
     AliasIndex,
     AliasPointer,
     BundleDescriptor,
@@ -99,6 +100,11 @@ def redact(location: str) -> str:
 def normalize_location(location: str) -> str:
     """One spelling per registry: URLs without a trailing '/', directories absolute."""
     if location.startswith(("http://", "https://", "s3://")):
+        if not location.split("://", 1)[1].strip("/"):
+            raise NoRegistryError(
+                f"{location!r} names no host or bucket: write https://HOST/PATH or "
+                "s3://BUCKET/PREFIX"
+            )
         return location.rstrip("/")
     return str(Path(location.removeprefix("file://")).expanduser().resolve())
 
@@ -372,11 +378,17 @@ class Registry:
 
 def _decode_index(data: bytes, where: str) -> Index:
     try:
-        return decode_index(data)
+        index = decode_index(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise IndexFormatError(
             f"{where} is not a valid index: {exc}; rebuild the registry's index.json"
         ) from None
+    if index.format > INDEX_FORMAT:
+        raise IndexFormatError(
+            f"{where} has format {index.format}, newer than the {INDEX_FORMAT} this client reads: "
+            "upgrade bundle-registry"
+        )
+    return index
 
 
 def _decode(data: bytes, kind: type[T], where: str) -> T:

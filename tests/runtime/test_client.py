@@ -29,7 +29,13 @@ from fetch_support import (
 from runtime.cache import Cache
 from runtime.client import OfflineMiss, Registry
 from runtime.download import HttpTransport, default_retries
-from runtime.errors import BundleFormatError, IntegrityError, InvalidNameError, ResolveError
+from runtime.errors import (
+    BundleFormatError,
+    IntegrityError,
+    InvalidNameError,
+    RegistryError,
+    ResolveError,
+)
 from runtime.names import detect_target
 from runtime.wire import BundleDescriptor
 
@@ -539,3 +545,18 @@ def test_credentials_in_the_url_go_in_a_header_and_nowhere_else(
     assert "s3cret" not in str(caught.value)
     for path in cache.root.rglob("*"):
         assert not path.is_file() or b"s3cret" not in path.read_bytes()
+
+
+def test_a_location_without_host_or_bucket_is_refused(cache: Cache) -> None:
+    with pytest.raises(RegistryError, match="'s3://' names no host or bucket"):
+        Registry("s3://", cache=cache)
+
+
+def test_an_index_from_a_newer_format_says_to_upgrade(tmp_path: Path, cache: Cache) -> None:
+    (tmp_path / "index.json").write_text('{"format": 99, "models": {}, "bundles": []}')
+    with pytest.raises(RegistryError) as caught:
+        Registry(str(tmp_path), cache=cache, progress=False).resolve("tiny")
+    assert str(caught.value) == (
+        f"{tmp_path}/index.json has format 99, newer than the 1 this client reads: "
+        "upgrade bundle-registry"
+    )
