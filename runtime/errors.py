@@ -60,3 +60,7 @@ class MissingSourceError(RegistryError, FileNotFoundError):
 
 class StoreError(RegistryError, OSError):
     """Raised when a storage backend fails for a reason other than a missing key or a condition."""
+
+
+class UsageError(RegistryError, ValueError):
+    """Raised when a command's arguments do not go together (the CLIs exit 2, as argparse does)."""

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from runtime.errors import RegistryError
+from runtime.errors import RegistryError, UsageError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,6 +39,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except RegistryError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import RefError
+from runtime.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -69,7 +69,7 @@ def resolve_command(args: argparse.Namespace) -> int:
 def fetch_command(args: argparse.Namespace) -> int:
     """Fetch one ref or every stage of a pipeline; print the paths."""
     if (args.ref is None) == (args.pipeline is None):
-        raise RefError("fetch needs exactly one of REF or --pipeline FILE")
+        raise UsageError("fetch needs exactly one of REF or --pipeline FILE")
     if args.pipeline is not None:
         from runtime.pipeline import fetch_pipeline, load_pipeline
 

@@ -93,7 +93,6 @@ def test_offline_says_so_on_stderr(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["fetch"], "Error: fetch needs exactly one of REF or --pipeline FILE\n"),
         (
             ["resolve", "tiny", "--target", "ios-x64"],
             "Error: target 'ios-x64' is not a known target (known: macos-arm64, macos-x86_64, "
@@ -113,6 +112,14 @@ def test_user_errors(
     message: str,
 ) -> None:
     assert run(capsys, *argv) == (1, "", message.format(root=site[0]))
+
+
+def test_fetch_needs_a_ref_or_a_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "fetch") == (
+        2,
+        "",
+        "registry-runtime fetch: error: fetch needs exactly one of REF or --pipeline FILE\n",
+    )
 
 
 def test_no_registry(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
