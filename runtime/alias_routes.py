@@ -18,7 +18,7 @@ The store calls block, so they run in Starlette's thread pool.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
@@ -29,11 +29,9 @@ from starlette.routing import Route
 from runtime import aliases as al
 from runtime.errors import InvalidNameError, RefError, RegistryError, ResolveError
 from runtime.names import NAME_PATTERN
+from runtime.server import Endpoint
 from runtime.store import Store
 from runtime.wire import AliasRecord, AliasView
-
-if TYPE_CHECKING:
-    from runtime.server import Endpoint
 
 Authorize = Callable[[Request], None]  # raises (a PermissionError) when the request may not write
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
@@ -162,6 +160,11 @@ def _guarded(handler: Callable[[Request], Awaitable[object]]) -> Handler:
 
 def alias_routes(store: Store, authorize: Authorize) -> list[Route]:
     """The five alias routes over ``store``; ``authorize(request)`` guards promote and verify."""
+    return [Route(e.path, e.handler, methods=[e.method]) for e in alias_endpoints(store, authorize)]
+
+
+def alias_endpoints(store: Store, authorize: Authorize) -> list[Endpoint]:
+    """The five routes with what they take and give, for a router and for ``/openapi.json``."""
 
     async def promote(request: Request) -> object:
         authorize(request)
@@ -195,34 +198,20 @@ def alias_routes(store: Store, authorize: Authorize) -> list[Route]:
         body = await _body(request, VerifyRequest)
         return await run_in_threadpool(al.verify, store, body.ref, body.target)
 
-    table: list[tuple[str, Callable[[Request], Awaitable[Any]], str]] = [
-        ("/v1/promote", promote, "POST"),
-        ("/v1/resolve", resolve, "GET"),
-        ("/v1/aliases", aliases, "GET"),
-        ("/v1/history", history, "GET"),
-        ("/v1/verify", verify, "POST"),
-    ]
-    return [Route(path, _guarded(fn), methods=[method]) for path, fn, method in table]
-
-
-def alias_docs() -> list[Endpoint]:
-    """The five routes as ``/openapi.json`` describes them (the runtime service mounts them)."""
-    from runtime.server import Endpoint
-
-    async def documented(request: Request) -> Response:  # pragma: no cover - never routed
-        raise NotImplementedError
-
-    def doc(method: str, path: str, summary: str, **kw: Any) -> Endpoint:
-        return Endpoint(method, path, documented, summary, name=path.rsplit("/", 1)[1], **kw)
+    def entry(
+        method: str, path: str, fn: Callable[[Request], Awaitable[object]], summary: str, **kw: Any
+    ) -> Endpoint:
+        return Endpoint(method, path, _guarded(fn), summary, name=fn.__name__, **kw)
 
     return [
-        doc("POST", "/v1/promote", "Point model@alias at a version, with an audit record",
-            body=PromoteRequest, answer=PromoteResponse, write=True),
-        doc("GET", "/v1/resolve", "The bundles a ref names", answer=al.Resolution,
-            query=("ref", "target")),
-        doc("GET", "/v1/aliases", "A model's aliases", answer=AliasList, query=("model",)),
-        doc("GET", "/v1/history", "Every promotion of an alias", answer=HistoryResponse,
-            query=("model", "alias")),
-        doc("POST", "/v1/verify", "Re-hash what a ref names and check its alias chain",
-            body=VerifyRequest, answer=al.Verification, write=True),
+        entry("POST", "/v1/promote", promote, "Point model@alias at a version, with an audit "
+              "record", body=PromoteRequest, answer=PromoteResponse, write=True),
+        entry("GET", "/v1/resolve", resolve, "The bundles a ref names", answer=al.Resolution,
+              query=("ref", "target")),
+        entry("GET", "/v1/aliases", aliases, "A model's aliases", answer=AliasList,
+              query=("model",)),
+        entry("GET", "/v1/history", history, "Every promotion of an alias",
+              answer=HistoryResponse, query=("model", "alias")),
+        entry("POST", "/v1/verify", verify, "Re-hash what a ref names and check its alias chain",
+              body=VerifyRequest, answer=al.Verification, write=True),
     ]  # fmt: skip

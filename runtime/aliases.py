@@ -27,6 +27,7 @@ next :func:`resolve_alias`, finds it and rolls the pointer forward.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import random
@@ -565,12 +566,10 @@ def resolve_alias(store: Store, model: str, alias: str, *, repair: bool = True) 
             raise _no_alias(store, model, alias)
         return read.value
     newest = _pointer_for(*ahead[-1])
-    if repair:
-        try:
+    if repair:  # a read-only or contended store may refuse: the answer above is still right
+        with contextlib.suppress(RegistryError):
             newest = roll_forward(store, model, alias, attempts=8) or newest
             refresh_view(store, model, alias, attempts=8)
-        except RegistryError:
-            pass  # a read-only or contended store: the answer above is still right
     return newest
 
 

@@ -628,10 +628,13 @@ class _RuntimeCollector(Collector):
 
 
 def create_app(
-    rt: Runtime, *, extra_routes: Sequence[BaseRoute] = (), extra_docs: Sequence[Endpoint] = ()
+    rt: Runtime,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    extra_endpoints: Sequence[Endpoint] = (),
 ) -> Starlette:
-    """The Starlette app serving ``rt``; ``extra_routes`` are mounted alongside (same auth) and
-    ``extra_docs`` describes them in ``/openapi.json``."""
+    """The Starlette app serving ``rt``; ``extra_routes`` are mounted alongside (same auth), and
+    ``extra_endpoints`` too, described in ``/openapi.json`` as well."""
     registry = CollectorRegistry()
     registry.register(_RuntimeCollector(rt))
     latency = Histogram(
@@ -640,8 +643,8 @@ def create_app(
         registry=registry,
         buckets=(1e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.025),
     )
-    table = endpoints(Handlers(latency))
-    document = _ENCODER.encode(openapi_document([*table, *extra_docs]))
+    table = [*endpoints(Handlers(latency)), *extra_endpoints]
+    document = _ENCODER.encode(openapi_document(table))
 
     async def openapi(request: Request) -> Response:
         return Response(document, media_type=JSON)
@@ -735,16 +738,15 @@ def serve(
         )
         tokens = Tokens({token: None})
     rt = build_runtime(tokens=tokens, db=db, ttl=ttl)
-    extra: Sequence[BaseRoute] = ()
-    docs: Sequence[Endpoint] = ()
+    extra: Sequence[Endpoint] = ()
     if registry is not None:
-        from runtime.alias_routes import alias_docs, alias_routes
+        from runtime.alias_routes import alias_endpoints
         from runtime.store import open_store
 
-        extra = alias_routes(open_store(registry), lambda request: authorize(request, admin=True))
-        docs = alias_docs()
+        store = open_store(registry)
+        extra = alias_endpoints(store, lambda request: authorize(request, admin=True))
     try:
-        app = create_app(rt, extra_routes=extra, extra_docs=docs)
+        app = create_app(rt, extra_endpoints=extra)
         uvicorn.run(app, host=host, port=port, ws="none", access_log=False)
     finally:
         rt.catalog.close()
