@@ -29,7 +29,7 @@ from pathlib import Path
 
 import blake3
 
-from bench._util import median_of, row, scratch
+from bench._util import child, free_port, median_of, row, scratch
 from runtime.cache import Cache
 from runtime.client import Registry
 from runtime.wire import BundleDescriptor, Index, Location, blob_key, descriptor_key, encode
@@ -88,12 +88,6 @@ def make_site(site: Path, size: int) -> BundleDescriptor:
     return descriptor
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def nginx_binary() -> str | None:
     """nginx on PATH, or Debian's /usr/sbin/nginx (not on a normal user's PATH)."""
     found = shutil.which("nginx")
@@ -109,22 +103,9 @@ def nginx(binary: str, site: Path, root: Path) -> Iterator[str]:
     conf = root / "nginx.conf"
     conf.write_text(NGINX_CONF.format(root=root, port=port, site=site))
     log = root / "stderr.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log")],
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        wait_for_port(port, proc, log)
+    argv = [binary, "-c", str(conf), "-p", str(root), "-e", str(root / "error.log")]
+    with child(argv, log, lambda proc: wait_for_port(port, proc, log)):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:

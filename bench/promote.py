@@ -7,7 +7,7 @@ overwrite it with the new version and the promotion appended to the history it r
 updates are the promotions that reported success but are missing from the final file.
 
 Each promoter is a separate process (released together); moto runs in this process on loopback,
-with writes applied one at a time as S3 applies conditional writes atomically.
+with requests applied one at a time as S3 applies conditional writes atomically.
 
     python -m bench.promote [--each 10] [--promoters 1,4,16]
 """
@@ -19,68 +19,20 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import blake3
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import WSGIRequestHandler, make_server
 
-from bench._util import row
+from bench._util import AWS_ENV, MotoLog, moto_server, row
 from runtime.aliases import AliasConflict, promote_detailed
 from runtime.store import PutMode, Store, open_store
 from runtime.wire import BundleDescriptor, Index, Location, blob_key, encode
 
 MODEL, ALIAS = "whisper", "production"
 VERSIONS = ("1.0", "1.1", "1.2")
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-class _AtomicWrites:
-    """One request at a time: S3's atomic conditional writes on moto (whose threaded server
-    otherwise lets racing conditional writes both succeed, and a GET racing a PUT of the same key
-    fail with a 500). Also counts the requests, so the benchmark can report them per promotion.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app, self.lock = app, threading.Lock()
-        self.reads = self.writes = 0
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        with self.lock:
-            if environ["REQUEST_METHOD"] in ("GET", "HEAD"):
-                self.reads += 1
-            else:
-                self.writes += 1
-            return self.app(environ, start_response)
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-@contextmanager
-def moto_server() -> Iterator[tuple[str, _AtomicWrites]]:
-    """moto's S3 server on a loopback port; yields its URL and the request counter."""
-    os.environ.update(AWS_ENV)
-    app = _AtomicWrites(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", app
-    finally:
-        server.shutdown()
-        thread.join()
 
 
 def publish_index(store: Store) -> None:
@@ -133,9 +85,7 @@ def promoter(
     out.put(results)
 
 
-def run(
-    variant: str, server: tuple[str, _AtomicWrites], promoters: int, each: int
-) -> dict[str, float]:
+def run(variant: str, server: tuple[str, MotoLog], promoters: int, each: int) -> dict[str, float]:
     """One round on a fresh bucket: p50/p99 (ms), retries, failures, lost updates, requests."""
     endpoint, counter = server
     bucket = f"bench-{uuid.uuid4().hex[:10]}"
@@ -155,11 +105,13 @@ def run(
     ]
     for proc in procs:
         proc.start()
-    before = (counter.reads, counter.writes)
+    counter.take()
     results = [item for _ in procs for item in out.get(timeout=600)]
     for proc in procs:
         proc.join()
-    reads, writes = counter.reads - before[0], counter.writes - before[1]
+    methods = [method for method, _, _ in counter.take()]
+    reads = sum(m in ("GET", "HEAD") for m in methods)
+    writes = len(methods) - reads
     ok = [r for r in results if r[2] >= 0]
     latencies = sorted(r[1] * 1000 for r in results)
     return {

@@ -9,7 +9,7 @@ prefix of the same bucket: ``aws s3 sync SRC s3://bucket/prefix``, after ``touch
 of SRC (what a fresh checkout and build in CI leaves), and ``aws s3 sync --size-only`` (which skips
 a changed file whose size stayed the same).
 
-moto's S3 server runs on loopback with writes applied one at a time (S3's atomic conditional
+moto's S3 server runs on loopback with requests applied one at a time (S3's atomic conditional
 writes). Requests are counted three ways that must agree for ours: ``PublishReport.requests`` (the
 store's own count), a botocore ``before-send`` handler on the injected client, and a counting WSGI
 layer in front of moto, which is the only count for the aws CLI.
@@ -25,83 +25,25 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-from werkzeug.serving import WSGIRequestHandler, make_server
+from bench._util import AWS_ENV, MotoLog, moto_server, row, scratch
 
-from bench._util import row, scratch
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "bench",
-    "AWS_SECRET_ACCESS_KEY": "bench",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 BUCKET = "bench-publish"
 
 
-class _Server:
-    """WSGI layer in front of moto: records every request; one write at a time, reads concurrent.
-
-    S3 applies ``If-None-Match``/``If-Match`` atomically with the write; moto 5 checks and then
-    stores without a lock, so writes are serialised here to give it S3's guarantee.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.write_lock = threading.Lock()
-        self.seen_lock = threading.Lock()
-        self.seen: list[tuple[str, str]] = []
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        method = environ["REQUEST_METHOD"]
-        with self.seen_lock:
-            self.seen.append((method, _label(environ)))
-        if method in ("GET", "HEAD"):
-            return self.app(environ, start_response)
-        with self.write_lock:
-            return self.app(environ, start_response)
-
-    def take(self) -> list[tuple[str, str]]:
-        """The requests seen since the last call."""
-        with self.seen_lock:
-            seen, self.seen = self.seen, []
-        return seen
-
-
-def _label(environ: dict[str, Any]) -> str:
-    """The key a request is about, relative to its prefix, or LIST for a bucket listing."""
-    path = unquote(environ.get("PATH_INFO", ""))
-    if "list-type" in environ.get("QUERY_STRING", "") or path.rstrip("/") == f"/{BUCKET}":
-        return "LIST"
-    return path.removeprefix(f"/{BUCKET}/").partition("/")[2]
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_request(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-@contextmanager
-def moto_server() -> Iterator[tuple[str, _Server]]:
-    """moto's S3 server on a loopback port; yields its URL and the request recorder."""
-    os.environ.update(AWS_ENV)
-    app = _Server(DomainDispatcherApplication(create_backend_app))
-    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", app
-    finally:
-        server.shutdown()
-        thread.join()
+def labelled(seen: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """(method, key relative to its prefix) per request; LIST for a bucket listing."""
+    found = []
+    for method, path, query in seen:
+        if "list-type" in query or path.rstrip("/") == f"/{BUCKET}":
+            found.append((method, "LIST"))
+        else:
+            found.append((method, path.removeprefix(f"/{BUCKET}/").partition("/")[2]))
+    return found
 
 
 # -- the registry ----------------------------------------------------------------------------------
@@ -171,7 +113,7 @@ class Run:
         return len(self.seen) - self.blob_puts
 
 
-def ours(site: Path, endpoint: str, server: _Server, prefix: str, label: str) -> Run:
+def ours(site: Path, endpoint: str, server: MotoLog, prefix: str, label: str) -> Run:
     """publish_registry with a fresh client, as each CI run has."""
     from registry_build.publish import publish_registry
     from runtime.s3 import S3Store, make_client
@@ -188,10 +130,10 @@ def ours(site: Path, endpoint: str, server: _Server, prefix: str, label: str) ->
     start = time.perf_counter()
     report = publish_registry(site, store)
     seconds = time.perf_counter() - start
-    return Run(label, server.take(), seconds, report.requests, events[0])
+    return Run(label, labelled(server.take()), seconds, report.requests, events[0])
 
 
-def peer(site: Path, endpoint: str, server: _Server, args: list[str], label: str) -> Run:
+def peer(site: Path, endpoint: str, server: MotoLog, args: list[str], label: str) -> Run:
     """``aws s3 sync site s3://BUCKET/...`` with ``args``, counted at the server."""
     command = ["aws", "s3", "sync", str(site), *args, "--endpoint-url", endpoint,
                "--only-show-errors", "--no-progress"]  # fmt: skip
@@ -200,7 +142,7 @@ def peer(site: Path, endpoint: str, server: _Server, args: list[str], label: str
     server.take()
     start = time.perf_counter()
     subprocess.run(command, env=env, check=True)
-    return Run(label, server.take(), time.perf_counter() - start)
+    return Run(label, labelled(server.take()), time.perf_counter() - start)
 
 
 def verified(endpoint: str, prefix: str) -> str:
@@ -252,7 +194,7 @@ PEERS = {
 }
 
 
-def publish_all(site: Path, endpoint: str, server: _Server, aws: bool) -> list[Run]:
+def publish_all(site: Path, endpoint: str, server: MotoLog, aws: bool) -> list[Run]:
     """Ours, then each peer (when the aws CLI is there), from ``site`` after touching it."""
     touch(site)
     runs = [ours(site, endpoint, server, "ours", "ours")]

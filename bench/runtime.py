@@ -31,7 +31,6 @@ import importlib.util
 import random
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from typing import Any
 
 import msgspec
 
-from bench._util import row, scratch
+from bench._util import child, free_port, row, scratch
 from runtime.hives import HiveRegistry, rank
 from runtime.scheduler import Scheduler
 from runtime.service_types import HiveHeartbeat
@@ -145,30 +144,13 @@ def server_command(kind: str, port: int, root: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def server(kind: str, root: Path) -> Iterator[str]:
     """One of the two apps in its own uvicorn process; yields its base URL, stops it after."""
     port = free_port()
     log = root / f"{kind}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(server_command(kind, port, root), stdout=out, stderr=out)
-    try:
-        wait_until_up(proc, port, log)
+    with child(server_command(kind, port, root), log, lambda proc: wait_until_up(proc, port, log)):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_until_up(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
