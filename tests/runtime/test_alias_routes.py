@@ -9,17 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import blake3
 import pytest
 import urllib3
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
+from test_cli_aliases import whisper_registry
 
 from runtime.alias_routes import alias_routes
 from runtime.errors import RegistryError
 from runtime.store import LocalStore
-from runtime.wire import BundleDescriptor, Index, Location, blob_key, encode
 
 TOKEN = "s3cret"
 
@@ -36,18 +35,7 @@ def check_token(request: Request) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> LocalStore:
     """whisper 1.0 and 1.1 (universal) in a directory."""
-    local = LocalStore(tmp_path / "site")
-    bundles = []
-    for version in ("1.0", "1.1"):
-        data = f"whisper {version}".encode() * 100
-        digest = blake3.blake3(data).hexdigest()
-        local.put(blob_key(digest), data)
-        location = Location(url=blob_key(digest))
-        bundles.append(
-            BundleDescriptor("whisper", version, "universal", digest, len(data), location)
-        )
-    local.put("index.json", encode(Index(bundles=tuple(bundles))))
-    return local
+    return whisper_registry(tmp_path / "site")
 
 
 @pytest.fixture

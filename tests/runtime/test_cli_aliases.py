@@ -13,12 +13,9 @@ from runtime.store import LocalStore
 from runtime.wire import BundleDescriptor, Index, Location, blob_key, encode
 
 
-@pytest.fixture
-def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
-    """whisper 1.0 and 1.1 (universal) in a directory; no BUNDLE_REGISTRY or GITHUB_ACTOR."""
-    monkeypatch.delenv("BUNDLE_REGISTRY", raising=False)
-    monkeypatch.delenv("GITHUB_ACTOR", raising=False)
-    store = LocalStore(tmp_path / "site")
+def whisper_registry(root: Path) -> LocalStore:
+    """whisper 1.0 and 1.1 (universal) in a directory."""
+    store = LocalStore(root)
     bundles = []
     for version in ("1.0", "1.1"):
         data = f"whisper {version}".encode() * 100
@@ -30,6 +27,14 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
         )
     store.put("index.json", encode(Index(bundles=tuple(bundles))))
     return store
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
+    """:func:`whisper_registry`, with no BUNDLE_REGISTRY or GITHUB_ACTOR set."""
+    monkeypatch.delenv("BUNDLE_REGISTRY", raising=False)
+    monkeypatch.delenv("GITHUB_ACTOR", raising=False)
+    return whisper_registry(tmp_path / "site")
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
