@@ -11,18 +11,29 @@ Build state lives outside the served tree::
     $XDG_CACHE_HOME/bundle-registry/build/<sha1 of the output dir>/
       state.json     {"(id, version, target)": {"fingerprint", "hash"}}
       digests.json   per-file digests keyed by stat (registry_build.bundle.DigestCache)
+      staging/       bundles being packed: <random>.xyb (and pack's own .<name>.tmp-* beside it)
+      staging.lock   every build of the output holds it shared while it packs
+
+A bundle is packed in ``staging/`` and moved into ``blobs/`` when complete: renamed to a hidden
+temporary beside its key and then over the key (copied to that temporary instead when the cache is
+on another filesystem), so the site never holds a partial bundle or a staging directory, whether a
+build succeeds, fails or is killed. A build that finds no other build of the output running (it
+gets the lock exclusively) first removes what killed builds left: everything in ``staging/``, the
+``.staging/`` of older versions in the site, and temporaries in ``blobs/`` untouched for an hour.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,22 +42,16 @@ from pathlib import Path
 import msgspec
 
 from registry_build.bundle import DigestCache, SourceFile, pack
-from registry_build.config import (
-    METADATA_NAME,
-    BundleSpec,
-    Config,
-    TargetSpec,
-    load_config,
-    source_files,
-)
+from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config
 from registry_build.publish import commit, promote_newest, publish_registry
-from runtime.atomic import is_temp_name, write_atomic
+from runtime.atomic import is_temp_name, sweep_temp_files, temp_path_for, write_atomic
 from runtime.errors import RegistryError
 from runtime.names import check_name
 from runtime.store import LocalStore, PutMode, Store, open_store
 from runtime.wire import BundleDescriptor, Location, blob_key, decode_descriptor, descriptor_key
 
 BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
+STALE_TEMP_SECONDS = 3600  # a temporary in blobs/ untouched this long belongs to a dead writer
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,8 @@ def build(
     remote = out.startswith("s3://")
     state = BuildState(state_dir(out, options.endpoint_url))
     local = LocalStore(state.directory / "site" if remote else Path(out))
-    results = pack_all(jobs, local, state, options, on_bundle)
+    with staging_area(state.directory, local.root) as staging:
+        results = pack_all(jobs, local, state, staging, options, on_bundle)
     report = BuildReport(out, results, warnings=config.warnings)
     unchanged = all(r.status == "unchanged" for r in results)
     if not (unchanged and state.committed == site_signature(local.root)):
@@ -167,13 +173,14 @@ def pack_all(
     jobs: list[Job],
     store: LocalStore,
     state: BuildState,
+    staging: Path,
     options: BuildOptions,
     on_bundle: Reporter | None,
 ) -> list[BundleResult]:
-    """Pack every job whose inputs changed (``jobs`` at a time); reuse the rest."""
+    """Pack every job whose inputs changed (``jobs`` at a time) in ``staging``; reuse the rest."""
 
     def one(job: Job) -> BundleResult:
-        result = pack_job(job, store, state, options.level)
+        result = pack_job(job, store, state, staging, options.level)
         if on_bundle is not None:
             on_bundle(job, result)
         return result
@@ -184,8 +191,11 @@ def pack_all(
         return list(pool.map(one, jobs))
 
 
-def pack_job(job: Job, store: LocalStore, state: BuildState, level: int) -> BundleResult:
-    """Pack one target into ``blobs/`` (or reuse the previous result) and describe it."""
+def pack_job(
+    job: Job, store: LocalStore, state: BuildState, staging: Path, level: int
+) -> BundleResult:
+    """Pack one target in ``staging``, move it into ``blobs/`` (or reuse the previous result)
+    and describe it."""
     started = time.perf_counter()
     files = job_files(job)
     fingerprint = state.fingerprint(job, files, level)
@@ -194,18 +204,63 @@ def pack_job(job: Job, store: LocalStore, state: BuildState, level: int) -> Bund
         return BundleResult(
             previous, "unchanged", time.perf_counter() - started, job.target.missing
         )
-    staging = store.root / ".staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkstemp(prefix=".pack-", suffix=".xyb", dir=staging)[1])
+    packed = staging / f"{secrets.token_hex(8)}.xyb"
     try:
-        result = pack(*job.key, files, tmp, level=level, digests=state.digests)
-        # Replace rather than keep a file already there: same bytes, or a damaged copy repaired.
-        store.adopt(blob_key(result.blake3), tmp, PutMode.OVERWRITE)
+        result = pack(*job.key, files, packed, level=level, digests=state.digests)
+        move_in(store, blob_key(result.blake3), packed)
     finally:
-        tmp.unlink(missing_ok=True)
+        packed.unlink(missing_ok=True)
     descriptor = describe(job, result.blake3, result.sha256, result.size, result.files)
     state.record(job, fingerprint, descriptor.hash)
     return BundleResult(descriptor, "built", time.perf_counter() - started, job.target.missing)
+
+
+def move_in(store: LocalStore, key: str, packed: Path) -> None:
+    """Put the complete file ``packed`` (outside the site) under ``key``: renamed to a hidden
+    temporary beside the key, or copied to one when the two are on different filesystems, then
+    renamed over the key (a file already there is replaced: same bytes, or a damaged copy)."""
+    beside = temp_path_for(store.root / key)
+    beside.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(packed, beside)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        store.put_file(key, packed, PutMode.OVERWRITE)
+        return
+    store.adopt(key, beside, PutMode.OVERWRITE)
+
+
+@contextlib.contextmanager
+def staging_area(state: Path, site: Path) -> Iterator[Path]:
+    """The directory a build packs in, outside the served tree, held under a shared lock; when
+    no other build of the output holds it, what killed builds left is removed first (module doc)."""
+    directory = state / "staging"
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(state / "staging.lock", "ab") as lock:
+        if _lock_alone(lock.fileno()):
+            _sweep(directory, site)
+        fcntl.flock(lock.fileno(), fcntl.LOCK_SH)
+        yield directory
+
+
+def _lock_alone(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _sweep(staging: Path, site: Path) -> None:
+    """Remove leftovers of killed builds (call only while no other build is running)."""
+    for entry in staging.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    shutil.rmtree(site / ".staging", ignore_errors=True)  # where earlier versions packed
+    sweep_temp_files(site / "blobs", older_than=STALE_TEMP_SECONDS, now=time.time())
 
 
 def job_files(job: Job) -> list[SourceFile]:
@@ -215,8 +270,8 @@ def job_files(job: Job) -> list[SourceFile]:
         files = [SourceFile(target.model_file, data=placeholder_bytes(job))]
     else:
         files = [
-            SourceFile(name, path=path)
-            for name, path in source_files(target, bundle.metadata_files)
+            SourceFile(name, path=path, beneath=target.beneath)
+            for name, path in target.files
             if name != METADATA_NAME or bundle.model_metadata is None
         ]
     if bundle.model_metadata is not None:

@@ -16,6 +16,10 @@ and zstd's multithreaded format is the same for any worker count >= 1 (it cuts j
 by worker), so ``threads`` changes speed, never bytes. Sources are read at most twice and never
 held in memory.
 
+No symbolic link is ever packed or followed: a source is opened from its :attr:`SourceFile.beneath`
+directory one path component at a time with ``O_NOFOLLOW`` (:func:`open_no_links`), so a link
+swapped in after the config was checked is refused as well (:class:`SourceLinkError`).
+
 A :class:`DigestCache` (a JSON file written atomically) keeps per-file BLAKE3 digests keyed by
 stat (absolute path, size, mtime_ns, inode) and each bundle's Xybrid hash keyed by its manifest
 fields and the stat keys of its files; with both cached, pass 1 is skipped entirely::
@@ -26,9 +30,11 @@ fields and the stat keys of its files; with both cached, pass 1 is skipped entir
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -40,6 +46,7 @@ import msgspec
 import zstandard
 
 from runtime.atomic import WRITEBACK_EVERY, Writeback, replace, temp_file, write_atomic
+from runtime.documents import quoted
 from runtime.errors import MissingSourceError, RegistryError
 from runtime.wire import FileEntry, Manifest
 from runtime.xyb import (
@@ -68,14 +75,31 @@ class SourceChanged(RegistryError, RuntimeError):
     """Raised when a source file changes (size or mtime) while it is being packed."""
 
 
+class SourceLinkError(PackError):
+    """Raised when a source file is, or is reached through, a symbolic link below the directory
+    it must lie in (:attr:`SourceFile.beneath`); ``link`` is the link, ``target`` its text."""
+
+    def __init__(self, link: Path, target: str) -> None:
+        super().__init__(
+            f"{link} is a symbolic link to {quoted(target)}: links are not packed; "
+            "replace it with the file itself"
+        )
+        self.link = link
+        self.target = target
+
+
 @dataclass(frozen=True)
 class SourceFile:
     """One file to put in a bundle: ``arcname`` inside it, and exactly one of ``path`` (a file on
-    disk, streamed) or ``data`` (small generated content: placeholders, model_metadata.json)."""
+    disk, streamed) or ``data`` (small generated content: placeholders, model_metadata.json).
+
+    No symbolic link is followed below ``beneath`` on the way to ``path`` (by default the file's
+    own directory, so only the file itself must not be a link)."""
 
     arcname: str
     path: Path | None = None
     data: bytes | None = None
+    beneath: Path | None = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.data is None):
@@ -106,6 +130,7 @@ class _Source:
     data: bytes | None
     size: int
     key: str  # stat key for a path, digest of the bytes for data
+    beneath: Path | None = None
 
     def open_chunks(self, buffer: bytearray) -> Iterator[memoryview]:
         """The content in chunks (views into ``buffer`` for files: use each before the next)."""
@@ -113,21 +138,58 @@ class _Source:
             yield memoryview(self.data)
             return
         assert self.path is not None  # data is None, so __post_init__ guarantees a path
-        with open(self.path, "rb", buffering=0) as handle:
+        fd = open_no_links(self.path, self.beneath or self.path.parent)
+        with open(fd, "rb", buffering=0) as handle:
             view, total = memoryview(buffer), 0
             while count := handle.readinto(buffer):
                 total += count
                 yield view[:count]
             if total != self.size or stat_key(self.path, os.fstat(handle.fileno())) != self.key:
                 raise SourceChanged(
-                    f"{self.path} changed while it was being packed as {self.arcname!r} "
+                    f"{self.path} changed while it was being packed as {quoted(self.arcname)} "
                     f"(expected {self.size} bytes, read {total}): rebuild once it is stable"
                 )
 
 
+def open_no_links(path: Path, beneath: Path) -> int:
+    """A read-only descriptor of the regular file ``path``, reached from the directory ``beneath``
+    without following a symbolic link below it: each component is opened with ``O_NOFOLLOW``
+    relative to the one before, so nothing can swap a link in between a check and the read.
+
+    Raises SourceLinkError for a link, PackError for what is not a regular file (opened without
+    blocking, so a named pipe cannot hang the build), OSError as ``open`` does.
+    """
+    parts = path.relative_to(beneath).parts
+    fd = os.open(beneath, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for number, part in enumerate(parts, start=1):
+            last = number == len(parts)
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+            try:
+                child = os.open(part, flags, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    _refuse_link(fd, part, beneath.joinpath(*parts[:number]))
+                raise
+            os.close(fd)
+            fd = child
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PackError(f"{path} is not a regular file: a bundle holds files only")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_link(directory_fd: int, name: str, shown: Path) -> None:
+    """Raise SourceLinkError if ``name`` in the directory is a symbolic link."""
+    if stat.S_ISLNK(os.stat(name, dir_fd=directory_fd, follow_symlinks=False).st_mode):
+        raise SourceLinkError(shown, os.readlink(name, dir_fd=directory_fd))
+
+
 def stat_key(path: Path, st: os.stat_result | None = None) -> str:
     """The cache key of a file from stat alone: absolute path, size, mtime_ns, inode."""
-    st = os.stat(path) if st is None else st
+    st = os.lstat(path) if st is None else st
     return msgspec.json.encode(
         [str(Path(path).absolute()), st.st_size, st.st_mtime_ns, st.st_ino]
     ).decode()
@@ -207,14 +269,18 @@ def _prepare_one(item: SourceFile) -> _Source:
         return _Source(item.arcname, None, item.data, len(item.data), f"data:{digest}")
     assert item.path is not None  # SourceFile guarantees exactly one of path/data
     try:
-        st = os.stat(item.path)
+        st = os.lstat(item.path)  # stat alone, no open: an unchanged rebuild reads no source
     except FileNotFoundError:
         raise MissingSourceError(
-            f"{item.path}: source for {item.arcname!r} does not exist; create it or fix the path"
+            f"{item.path}: source for {quoted(item.arcname)} does not exist; create it or fix "
+            "the path"
         ) from None
-    if not os.path.isfile(item.path):
-        raise PackError(f"{item.path}: source for {item.arcname!r} is not a regular file")
-    return _Source(item.arcname, Path(item.path), None, st.st_size, stat_key(item.path, st))
+    if stat.S_ISLNK(st.st_mode):
+        raise SourceLinkError(Path(item.path), os.readlink(item.path))
+    if not stat.S_ISREG(st.st_mode):
+        raise PackError(f"{item.path}: source for {quoted(item.arcname)} is not a regular file")
+    key = stat_key(item.path, st)
+    return _Source(item.arcname, Path(item.path), None, st.st_size, key, item.beneath)
 
 
 def _prepare(files: Sequence[SourceFile]) -> list[_Source]:
@@ -228,7 +294,7 @@ def _prepare(files: Sequence[SourceFile]) -> list[_Source]:
             problem = "is given more than once"
         if problem is not None:
             raise PackError(
-                f"arcname {item.arcname!r} {problem}: use a unique relative path "
+                f"arcname {quoted(item.arcname)} {problem}: use a unique relative path "
                 "like 'model.onnx' or 'weights/part-1.bin'"
             )
         seen.add(item.arcname)
@@ -240,8 +306,8 @@ def _prepare(files: Sequence[SourceFile]) -> list[_Source]:
         while parent:
             if parent in seen:
                 raise PackError(
-                    f"arcname {name!r} needs {parent!r} as a directory, but "
-                    f"{parent!r} is also a file: rename one of them"
+                    f"arcname {quoted(name)} needs {quoted(parent)} as a directory, but "
+                    f"{quoted(parent)} is also a file: rename one of them"
                 )
             parent = parent.rpartition("/")[0]
     return sources

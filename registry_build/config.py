@@ -9,7 +9,16 @@ Xybrid's schema, plus our optional ``metadata`` and ``model_metadata`` per bundl
 
 Every problem in the document is collected with its key path and the fix before anything is built;
 :class:`~runtime.errors.ConfigError` carries them all. Unknown keys are warnings (errors under
-``strict``). Paths are relative to the config file.
+``strict``). Paths are relative to the config file. The document is read by
+:mod:`runtime.documents` (bounded nesting, no YAML anchors or tags).
+
+The files a target packs are listed here too (:attr:`TargetSpec.files`), so that a bad file name
+fails the validation, not the build. Symbolic links are never followed: the file or directory that
+``source_path``, ``source_dir`` or ``model_metadata`` names must not be a link, nor anything under a
+``source_dir``, whether it points outside the directory or inside it (the directories leading to
+what the config names may be links). Every file under ``source_dir`` must have a UTF-8 name that
+a bundle can hold (:func:`runtime.xyb.check_entry_name`: no control character, no backslash), and
+none may be ``manifest.json``; named pipes, sockets and devices are refused too.
 """
 
 from __future__ import annotations
@@ -19,13 +28,17 @@ import json
 import math
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from registry_build.bundle import PackError, SourceLinkError, open_no_links
+from runtime.documents import parse_json, parse_yaml, quoted, shorten
 from runtime.errors import ConfigError
 from runtime.names import TARGETS, canonical_target, is_name, name_problem
+from runtime.xyb import check_entry_name
 
 Fallback = Literal["placeholder", "error"]
 FALLBACKS: tuple[str, ...] = ("placeholder", "error")
@@ -50,7 +63,8 @@ _METADATA_TYPES: dict[str, tuple[type, ...]] = {
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """One platform build of a bundle. Exactly one of ``source_path``/``source_dir`` is set."""
+    """One platform build of a bundle. Exactly one of ``source_path``/``source_dir`` is set;
+    ``files`` are (path in the bundle, file on disk) sorted by bundle path, none of them a link."""
 
     platform: str  # canonical target name
     model_file: str
@@ -60,6 +74,15 @@ class TargetSpec:
     fallback: Fallback
     missing: bool = False  # source absent and fallback is "placeholder"
     source: str = ""  # the source path as written in the config
+    files: tuple[tuple[str, Path], ...] = ()
+
+    @property
+    def beneath(self) -> Path:
+        """The directory below which no link may be followed to reach ``files``: the one that
+        holds the source, so that the source itself must not be a link either."""
+        source = self.source_dir or self.source_path
+        assert source is not None  # validation gives every target exactly one
+        return source.parent
 
 
 @dataclass(frozen=True)
@@ -106,67 +129,8 @@ def _read_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot be read as UTF-8 text ({exc})"]) from None
     if path.suffix.lower() in (".yaml", ".yml"):
-        document = _parse_yaml(path, text)
-    else:
-        document = _parse_json(path, text)
-    try:
-        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = exc.object[exc.start : exc.end].encode("utf-8", "backslashreplace").decode()
-        raise ConfigError(
-            [f"{path.name}: a string holds {bad}, half of a UTF-16 pair: fix that escape"]
-        ) from None
-    return document
-
-
-def _parse_json(path: Path, text: str) -> Any:
-    duplicates: list[str] = []
-
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        duplicates.extend(k for i, k in enumerate(keys) if k in keys[:i])
-        return dict(pairs)
-
-    try:
-        document = json.loads(text, object_pairs_hook=unique)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            [f"{path.name}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]
-        ) from None
-    if duplicates:
-        raise ConfigError(
-            [
-                f"{path.name}: key {key!r} appears twice in one object, and JSON keeps only the "
-                "last: remove or rename one"
-                for key in dict.fromkeys(duplicates)
-            ]
-        )
-    return document
-
-
-def _parse_yaml(path: Path, text: str) -> Any:
-    import yaml
-
-    class UniqueKeys(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: list[Any] = []
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice in one mapping: keep one",
-                        key_node.start_mark,
-                    )  # fmt: skip
-                seen.append(key)
-            return super().construct_mapping(node, deep)
-
-    try:
-        return yaml.load(text, Loader=UniqueKeys)  # a SafeLoader that refuses duplicate keys
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{path.name}: {where}invalid YAML: {problem}"]) from None
+        return parse_yaml(text, path.name)
+    return parse_json(text, path.name)
 
 
 def _type_name(value: object) -> str:
@@ -200,7 +164,7 @@ class _Checker:
         for key in sorted(set(obj) - known):
             self.warn(
                 where,
-                f"unknown key {key!r} (known: {', '.join(sorted(known))}); "
+                f"unknown key {quoted(key)} (known: {', '.join(sorted(known))}); "
                 "remove it or fix its spelling",
             )
 
@@ -218,7 +182,7 @@ class _Checker:
             return []
         if not bundles:
             self.problem("bundles", "is empty: define at least one bundle")
-        specs = [self.bundle(f"bundles[{json.dumps(k)}]", k, v) for k, v in bundles.items()]
+        specs = [self.bundle(_bundle_path(k), k, v) for k, v in bundles.items()]
         found = [s for s in specs if s is not None]
         self.disagreements(found)
         return found
@@ -232,8 +196,8 @@ class _Checker:
             for part in ("description", "metadata"):
                 if getattr(seen, part) != getattr(spec, part):
                     self.warn(
-                        f"bundles[{json.dumps(spec.key)}].{part}",
-                        f"differs from bundles[{json.dumps(seen.key)}], which defines "
+                        f"{_bundle_path(spec.key)}.{part}",
+                        f"differs from {_bundle_path(seen.key)}, which defines "
                         f"{spec.model_id}@{spec.version} too: the index shows one of them; "
                         "make them the same",
                     )
@@ -245,7 +209,9 @@ class _Checker:
                 self.problem(f"{where}.{key}", "is missing: add it (a string)")
             return ""
         if not isinstance(value, str):
-            self.problem(f"{where}.{key}", f"expected a string, got {_type_name(value)} {value!r}")
+            self.problem(
+                f"{where}.{key}", f"expected a string, got {_type_name(value)} {quoted(value)}"
+            )
             return ""
         return value
 
@@ -255,8 +221,8 @@ class _Checker:
             hint = " (as a number, 1.10 reads as 1.1)" if isinstance(value, float) else ""
             self.problem(
                 f"{where}.{key}",
-                f"expected a string, got the number {value!r}: quote it exactly as you mean "
-                f'it, e.g. "{value}"{hint}',
+                f"expected a string, got the number {quoted(value)}: quote it exactly as you "
+                f'mean it, e.g. "{shorten(str(value))}"{hint}',
             )
             return ""
         if isinstance(value, datetime.date):
@@ -300,7 +266,7 @@ class _Checker:
         if triple in self.seen:
             self.problem(
                 where,
-                f"{model_id}@{version} for platform {platform!r} is already defined at "
+                f"{model_id}@{version} for platform {quoted(platform)} is already defined at "
                 f"{self.seen[triple]}: keep one definition per model_id, version and platform",
             )
         else:
@@ -323,7 +289,8 @@ class _Checker:
                     types[0]
                 ]
                 self.problem(
-                    f"{where}.{key}", f"expected {expected}, got {_type_name(item)} {item!r}"
+                    f"{where}.{key}",
+                    f"expected {expected}, got {_type_name(item)} {quoted(item)}",
                 )
             elif isinstance(item, int) and item < 0:
                 self.problem(f"{where}.{key}", f"expected a whole number >= 0, got {item}")
@@ -340,27 +307,45 @@ class _Checker:
             )
             return None, None
         path = self.base / value
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            self.problem(
-                where,
-                f"{value!r} does not exist (looked for {path}): fix the path or remove the key",
-            )
-            return None, None
-        except (OSError, ValueError) as exc:
-            self.problem(where, f"{value!r} is not valid JSON ({exc}): fix the file")
+        before = len(self.problems)
+        doc = self.metadata_document(where, value, path)
+        if len(self.problems) > before:
             return None, None
         files = doc.get("files") if isinstance(doc, dict) else None
         if files is None:
             return path, None
         if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-            self.problem(where, f'{value!r}: "files" must be an array of relative paths')
+            self.problem(where, f'{quoted(value)}: "files" must be an array of relative paths')
             return path, None
         problems = [p for name in files if (p := _listed_problem(name)) is not None]
         for problem in problems:
-            self.problem(where, f'{value!r}: "files": {problem}')
+            self.problem(where, f'{quoted(value)}: "files": {problem}')
         return path, None if problems else tuple(files)
+
+    def metadata_document(self, where: str, value: str, path: Path) -> Any:
+        """The parsed model_metadata file (a problem is recorded when it cannot be had)."""
+        try:
+            with open(open_no_links(path, path.parent), "rb") as handle:
+                text = handle.read().decode("utf-8")
+        except FileNotFoundError:
+            self.problem(
+                where,
+                f"{quoted(value)} does not exist (looked for {path}): fix the path or remove "
+                "the key",
+            )
+            return None
+        except SourceLinkError as exc:
+            fix = "point model_metadata at the file itself"
+            self.problem(where, _link_problem(quoted(value), exc.target, fix))
+            return None
+        except (OSError, UnicodeDecodeError, PackError) as exc:
+            self.problem(where, f"{quoted(value)} cannot be read ({exc}): fix the file")
+            return None
+        try:
+            return parse_json(text, f"{self.path.name}: {where}: {quoted(value)}")
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return None
 
     def targets(
         self, where: str, value: Any, listed: tuple[str, ...] | None, ident: tuple[str, str]
@@ -395,18 +380,26 @@ class _Checker:
         model_type = self.string(where, obj, "model_type")
         fallback = obj.get("fallback", "error")
         if fallback not in FALLBACKS:
-            self.problem(f"{where}.fallback", f'{fallback!r} is not one of "placeholder", "error"')
+            self.problem(
+                f"{where}.fallback", f'{quoted(fallback)} is not one of "placeholder", "error"'
+            )
         source_path, source_dir, missing = self.source(where, obj, fallback)
-        if source_path is not None and not missing and source_path.stat().st_size == 0:
-            self.warn(f"{where}.source_path", f"{source_path} is empty (0 bytes): is it the model?")
-        written = str(obj.get("source_path") or obj.get("source_dir") or "")
+        files: tuple[tuple[str, Path], ...] = ()
+        if source_path is not None and not missing:
+            if os.lstat(source_path).st_size == 0:
+                self.warn(
+                    f"{where}.source_path", f"{source_path} is empty (0 bytes): is it the model?"
+                )
+            files = ((model_file, source_path),)
         if source_dir is not None and not missing and model_file:
-            self.model_file_in_dir(where, source_dir, model_file, listed)
+            files = self.directory_files(where, source_dir, model_file, listed)
         if len(self.problems) > before:
             return None
+        written = str(obj.get("source_path") or obj.get("source_dir") or "")
         return TargetSpec(
-            platform, model_file, model_type, source_path, source_dir, fallback, missing, written
-        )
+            platform, model_file, model_type, source_path, source_dir, fallback, missing, written,
+            files,
+        )  # fmt: skip
 
     def platform(self, where: str, obj: Mapping[str, Any]) -> str:
         raw = self.string(where, obj, "platform")
@@ -416,7 +409,7 @@ class _Checker:
         if canonical is None:
             self.problem(
                 f"{where}.platform",
-                f"{raw!r} is not a known platform (known: {', '.join(TARGETS)})",
+                f"{quoted(raw)} is not a known platform (known: {', '.join(TARGETS)})",
             )
             return ""
         return canonical
@@ -426,7 +419,7 @@ class _Checker:
         problem = bundle_path_problem(value) if value else None
         if problem is None and value in RESERVED_NAMES:
             problem = (
-                f"{value!r} is a name the bundle reserves for itself "
+                f"{quoted(value)} is a name the bundle reserves for itself "
                 f"({', '.join(RESERVED_NAMES)}): rename the model file"
             )
         if problem is not None:
@@ -448,43 +441,151 @@ class _Checker:
             return None, None, False
         path = self.base / raw
         want_dir = key == "source_dir"
-        exists = path.is_dir() if want_dir else path.is_file()
-        if not exists and path.exists():
+        mode = _mode(path)
+        if mode is not None and stat.S_ISLNK(mode):
+            fix = f"point {key} at the {'directory' if want_dir else 'file'} itself"
+            self.problem(f"{where}.{key}", _link_problem(quoted(raw), os.readlink(path), fix))
+            return None, None, False
+        exists = mode is not None and (stat.S_ISDIR(mode) if want_dir else stat.S_ISREG(mode))
+        if not exists and mode is not None:
             kind = "a directory" if want_dir else "a file"
             self.problem(
                 f"{where}.{key}",
-                f"{raw!r} is not {kind}; use {'source_path' if want_dir else 'source_dir'} instead",
+                f"{quoted(raw)} is not {kind}; use "
+                f"{'source_path' if want_dir else 'source_dir'} instead",
             )
         elif not exists and fallback == "error":
             self.problem(
                 f"{where}.{key}",
-                f'{raw!r} does not exist (looked for {path}) and fallback is "error": '
+                f'{quoted(raw)} does not exist (looked for {path}) and fallback is "error": '
                 'add the file, fix the path, or set "fallback": "placeholder"',
             )
         return (None, path, not exists) if want_dir else (path, None, not exists)
 
-    def model_file_in_dir(
+    def directory_files(
         self, where: str, directory: Path, model_file: str, listed: tuple[str, ...] | None
-    ) -> None:
-        if not (directory / model_file).is_file():
+    ) -> tuple[tuple[str, Path], ...]:
+        """The files a source_dir contributes (all, or those model_metadata lists), recording a
+        problem for each link, bad name or missing file."""
+        if listed is None:
+            found, refused = _walk(directory)
+            for problem in refused.values():
+                self.problem(f"{where}.source_dir", problem)
+        else:
+            found, refused = self.listed_files(where, directory, listed)
+        if listed is not None and model_file not in listed:
             self.problem(
                 f"{where}.model_file",
-                f"{model_file!r} is not in source_dir {directory}: fix model_file",
+                f"{quoted(model_file)} is not among the files model_metadata lists, so the "
+                'bundle would lack its model: add it to "files" or fix model_file',
             )
-        elif listed is not None and model_file not in listed:
+        elif model_file not in found and model_file not in refused:
             self.problem(
                 f"{where}.model_file",
-                f"{model_file!r} is not among the files model_metadata lists, so the bundle "
-                'would lack its model: add it to "files" or fix model_file',
+                f"{quoted(model_file)} is not in source_dir {directory}: fix model_file",
             )
-        for name in listed or ():
-            if not (directory / name).is_file():
-                self.problem(
-                    where, f"model_metadata lists {name!r} but {directory / name} does not exist"
-                )
+        return tuple(sorted(found.items()))
+
+    def listed_files(
+        self, where: str, root: Path, listed: tuple[str, ...]
+    ) -> tuple[dict[str, Path], dict[str, str]]:
+        """The files model_metadata lists, and the problem of each that cannot be packed
+        (recorded at its key path)."""
+        found: dict[str, Path] = {}
+        refused: dict[str, str] = {}
+        for name in listed:
+            problem = _listed_file_problem(root, name)
+            if problem is None:
+                found[name] = root / name
+            else:
+                self.problem(f"{where}{problem[0]}", problem[1])
+                refused[name] = problem[1]
+        return found, refused
+
+
+def _bundle_path(key: str) -> str:
+    """The key path of a bundle, with its key cut for a message."""
+    return f"bundles[{shorten(json.dumps(key))}]"
+
+
+def _mode(path: Path) -> int | None:
+    """The lstat mode of ``path`` (a link is not followed), None if nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _link_problem(shown: str, target: str, fix: str) -> str:
+    return f"{shown} is a symbolic link to {quoted(target)}: links are not followed; {fix}"
+
+
+def _listed_file_problem(root: Path, name: str) -> tuple[str, str] | None:
+    """(key path suffix, problem) when the listed file ``root / name`` is missing, reached
+    through a link below ``root``, or not a regular file; else None."""
+    parts = name.split("/")
+    mode: int | None = None
+    for count in range(1, len(parts) + 1):
+        path = root.joinpath(*parts[:count])
+        mode = _mode(path)
+        if mode is None:
+            return "", f"model_metadata lists {quoted(name)} but {root / name} does not exist"
+        if stat.S_ISLNK(mode):
+            fix = "replace the link with a copy of what it points to, or remove it"
+            shown = quoted("/".join(parts[:count]))
+            return ".source_dir", _link_problem(shown, os.readlink(path), fix)
+    if mode is None or not stat.S_ISREG(mode):
+        return ".model_metadata", f"{quoted(name)} is not a regular file: fix the list"
+    return None
+
+
+def _walk(root: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """Every regular file under ``root`` by its path in the bundle (hidden names skipped, no link
+    followed), and the problem of each entry that cannot be packed, both sorted by name."""
+    found: dict[str, Path] = {}
+    refused: dict[str, str] = {}
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            entries = [e for e in os.scandir(directory) if not e.name.startswith(".")]
+        except OSError as exc:
+            name = directory.relative_to(root).as_posix()
+            refused[name] = f"{quoted(name)} cannot be listed ({exc.strerror})"
+            continue
+        for entry in entries:
+            name = Path(entry.path).relative_to(root).as_posix()
+            problem = _entry_problem(entry, name, root)
+            if problem is not None:
+                refused[name] = problem
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+            else:
+                found[name] = Path(entry.path)
+    return dict(sorted(found.items())), dict(sorted(refused.items()))
+
+
+def _entry_problem(entry: os.DirEntry[str], name: str, root: Path) -> str | None:
+    """Why the entry ``name`` under ``root`` cannot be packed (or walked), or None."""
+    problem = source_name_problem(name)
+    if problem is None and entry.is_symlink():
+        inside = Path(os.path.realpath(entry.path)).is_relative_to(os.path.realpath(root))
+        problem = (
+            f"{quoted(name)} is a symbolic link to {quoted(os.readlink(entry.path))}, "
+            f"{'inside' if inside else 'outside'} the directory: links are not packed"
+            f"{', even there' if inside else ''}; replace the link with a copy of what it "
+            "points to, or remove it"
+        )
+    elif problem is None and not entry.is_dir(follow_symlinks=False):
+        if not entry.is_file(follow_symlinks=False):
+            problem = f"{quoted(name)} is not a regular file or directory: remove it"
+        elif name == _MANIFEST:
+            problem = f"{quoted(name)} is the name the bundle keeps for its manifest: rename it"
+    return problem
 
 
 RESERVED_NAMES = ("manifest.json", "model_metadata.json")
+_MANIFEST = RESERVED_NAMES[0]
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -492,15 +593,26 @@ def bundle_path_problem(value: str) -> str | None:
     """Why ``value`` cannot name a file inside a bundle, or None."""
     parts = value.replace("\\", "/").split("/")
     if value.startswith("/") or _DRIVE.match(value) or any(p in ("", ".", "..") for p in parts):
-        return f"{value!r} must be a relative path inside the bundle, without '..'"
+        return f"{quoted(value)} must be a relative path inside the bundle, without '..'"
     if value != value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
-        return f"{value!r} has surrounding spaces or control characters: remove them"
-    return None
+        return f"{quoted(value)} has surrounding spaces or control characters: remove them"
+    return source_name_problem(value)
+
+
+def source_name_problem(name: str) -> str | None:
+    """Why the file ``name`` cannot be a path inside a bundle as it is (a name that is not
+    UTF-8, or one :func:`runtime.xyb.check_entry_name` refuses), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a file name, kept by surrogateescape
+        return f"{quoted(os.fsencode(name))} is not a valid UTF-8 name: rename it"
+    problem = check_entry_name(name)
+    return None if problem is None else f"{quoted(name)} {problem}: rename it"
 
 
 def _listed_problem(name: str) -> str | None:
     if name in RESERVED_NAMES:
-        return f"{name!r} is a name the bundle reserves for itself: leave it out"
+        return f"{quoted(name)} is a name the bundle reserves for itself: leave it out"
     return bundle_path_problem(name)
 
 
@@ -517,25 +629,3 @@ def _non_finite(value: Any, where: str) -> list[tuple[str, float]]:
 
 def _count(value: Any) -> int:
     return len(value) if isinstance(value, list) else -1
-
-
-def source_files(target: TargetSpec, listed: tuple[str, ...] | None) -> list[tuple[str, Path]]:
-    """(path in the bundle, file on disk) for a target whose source exists, sorted by bundle path.
-
-    A ``source_dir`` contributes its regular files (hidden names skipped), or only those that
-    ``model_metadata.json``'s ``files`` array lists.
-    """
-    if target.source_path is not None:
-        return [(target.model_file, target.source_path)]
-    assert target.source_dir is not None  # guaranteed by validation
-    root = target.source_dir
-    if listed is not None:
-        return sorted((name, root / name) for name in listed)
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            full = Path(dirpath, name)
-            if not name.startswith(".") and full.is_file():
-                found.append((full.relative_to(root).as_posix(), full))
-    return sorted(found)

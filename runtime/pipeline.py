@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from runtime.client import Registry
+from runtime.documents import parse_yaml
 from runtime.errors import ConfigError, RegistryError
 from runtime.names import TARGETS, canonical_target, parse_ref
 
@@ -44,15 +43,15 @@ class Pipeline:
 
 
 def load_pipeline(path: Path) -> Pipeline:
-    """Read and validate ``path``; raises :class:`ConfigError` listing every problem."""
+    """Read and validate ``path`` (with :func:`runtime.documents.parse_yaml`: no anchors,
+    bounded nesting); raises :class:`ConfigError` listing every problem."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError([f"{path}: no such file; pass the path of a pipeline.yaml"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{path}: cannot be read as a UTF-8 text file ({exc})"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+    raw = parse_yaml(text, str(path))
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping with 'stages:' at the top level"])
     problems: list[str] = []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ import pytest
 
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
+from runtime.atomic import is_temp_name
 from runtime.errors import ConfigError, ImmutableConflict
 from runtime.store import LocalStore
 from runtime.wire import blob_key, decode_descriptor, decode_index
@@ -378,3 +383,114 @@ def test_an_unchanged_build_still_renders_a_promotion_made_meanwhile(tmp_path: P
     promote(LocalStore(site), "tiny", "prod", "1.0", "ops", "ok")  # writes no page
     assert "index.html" in build(config, str(site)).written
     assert ">prod<" in (site / "index.html").read_text()
+
+
+def site_leftovers(site: Path) -> list[str]:
+    """Hidden names anywhere in the site: staging directories and temporaries."""
+    return sorted(p.relative_to(site).as_posix() for p in site.rglob(".*"))
+
+
+def test_a_link_out_of_a_source_dir_fails_the_build_and_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_sources(tmp_path)
+    (tmp_path / "src" / "bert" / "passwd").symlink_to("/etc/passwd")
+    assert main(["build", "--config", str(config), "--out", str(tmp_path / "site")]) == 1
+    assert capsys.readouterr().err == (
+        "Error: 2 problems in the configuration:\n"
+        "  - bundles.json: bundles[\"bert\"].targets[0].source_dir: 'passwd' is a symbolic link "
+        "to '/etc/passwd', outside the directory: links are not packed; replace the link with a "
+        "copy of what it points to, or remove it\n"
+        "  - bundles.json: bundles[\"bert\"].targets[1].source_dir: 'passwd' is a symbolic link "
+        "to '/etc/passwd', outside the directory: links are not packed; replace the link with a "
+        "copy of what it points to, or remove it\n"
+    )
+    assert not (tmp_path / "site").exists()
+
+
+def test_no_staging_in_the_site_after_a_build_or_a_failed_one(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    site = tmp_path / "site"
+    build(config, str(site))
+    assert site_leftovers(site) == []
+    (tmp_path / "src" / "tiny.gguf").write_bytes(b"GGUF retrained")  # same version: refused
+    with pytest.raises(ImmutableConflict):
+        build(config, str(site))
+    assert site_leftovers(site) == []
+    assert list((state_dir(site) / "staging").iterdir()) == []
+
+
+def test_leftovers_of_killed_builds_are_swept_when_no_build_runs(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    site = tmp_path / "site"
+    build(config, str(site))
+    staging = state_dir(site) / "staging"
+    (staging / "0123abcd.xyb").write_bytes(b"half a bundle")
+    (site / ".staging").mkdir()  # where earlier versions packed, inside the site
+    (site / ".staging" / ".pack-x1.xyb").write_bytes(b"half a bundle")
+    stale, fresh = site / "blobs" / ".a.xyb.tmp-1-aa", site / "blobs" / ".b.xyb.tmp-2-bb"
+    stale.write_bytes(b"copy of a dead build")
+    fresh.write_bytes(b"a copy going on now")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    with open(state_dir(site) / "staging.lock", "rb") as other:  # another build is running
+        fcntl.flock(other.fileno(), fcntl.LOCK_SH)
+        build(config, str(site))
+        assert (staging / "0123abcd.xyb").exists() and (site / ".staging").exists()
+    build(config, str(site))
+    assert list(staging.iterdir()) == []
+    assert site_leftovers(site) == ["blobs/.b.xyb.tmp-2-bb"]
+
+
+KILLED_BUILD = "import sys; from registry_build.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.slow
+def test_a_build_killed_mid_pack_leaves_nothing_in_the_site(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    site = tmp_path / "site"
+    build(config, str(site))
+    doc = json.loads(config.read_text())
+    doc["bundles"]["tiny"]["version"] = "2.0"
+    config.write_text(json.dumps(doc))
+    (tmp_path / "src" / "tiny.gguf").write_bytes(os.urandom(16 << 20))  # ~5 s at level 19
+    staging = state_dir(site) / "staging"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD, "build", "--config", str(config),
+         "--out", str(site), "--level", "19", "--quiet"],
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not any(staging.iterdir()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # well into the pack
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    (leftover,) = staging.iterdir()  # killed mid-pack: its temporary is outside the site
+    assert is_temp_name(leftover.name)
+    assert site_leftovers(site) == []
+    report = build(config, str(site))
+    assert [r.status for r in report.results].count("built") == 1
+    assert list(staging.iterdir()) == []
+    assert site_leftovers(site) == []
+    assert main(["verify", str(site)]) == 0
+
+
+def test_a_cache_on_another_filesystem_copies_the_bundle_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temporary directory")
+    cache = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+        config = make_sources(tmp_path)
+        report = build(config, str(tmp_path / "site"))
+        assert [r.status for r in report.results] == ["built"] * 4
+        assert list((state_dir(tmp_path / "site") / "staging").iterdir()) == []
+        assert site_leftovers(tmp_path / "site") == []
+        assert main(["verify", str(tmp_path / "site")]) == 0
+    finally:
+        shutil.rmtree(cache)

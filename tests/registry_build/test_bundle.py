@@ -26,8 +26,11 @@ from registry_build.bundle import (
     PackResult,
     SourceChanged,
     SourceFile,
+    SourceLinkError,
+    open_no_links,
     pack,
 )
+from runtime.documents import quoted
 from runtime.errors import MissingSourceError
 from runtime.wire import FileEntry
 from runtime.xyb import safe_extract, verify_archive
@@ -283,3 +286,41 @@ def test_a_source_that_changes_while_read_leaves_nothing(tmp_path: Path) -> None
     assert str(caught.value).endswith("): rebuild once it is stable")
     assert [p.name for p in dest.parent.iterdir()] == ["bundle.xyb"]
     assert dest.read_bytes() == b"previous"
+
+
+def test_a_source_that_is_a_link_is_not_packed(tmp_path: Path) -> None:
+    link = tmp_path / "passwd.bin"
+    link.symlink_to("/etc/passwd")
+    with pytest.raises(SourceLinkError) as caught:
+        pack_into(tmp_path, [SourceFile("passwd.bin", path=link)])
+    assert str(caught.value) == (
+        f"{link} is a symbolic link to '/etc/passwd': links are not packed; "
+        "replace it with the file itself"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_link_swapped_in_above_a_checked_file_is_not_followed(tmp_path: Path) -> None:
+    """The config checked ``src/sub/m.bin``; then ``sub`` became a link to another directory
+    that holds an ``m.bin`` too. The open, one component at a time, refuses it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "m.bin").write_bytes(b"secret")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "sub").symlink_to(elsewhere)
+    source = SourceFile("m.bin", path=tmp_path / "src" / "sub" / "m.bin", beneath=tmp_path / "src")
+    with pytest.raises(SourceLinkError) as caught:
+        pack_into(tmp_path, [source])
+    assert str(caught.value) == (
+        f"{tmp_path / 'src' / 'sub'} is a symbolic link to {quoted(str(elsewhere))}: links are "
+        "not packed; replace it with the file itself"
+    )
+    assert not (tmp_path / "out" / "bundle.xyb").exists()
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(PackError) as caught:
+        open_no_links(fifo, tmp_path)
+    assert str(caught.value) == f"{fifo} is not a regular file: a bundle holds files only"

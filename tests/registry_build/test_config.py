@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("context_length negative", edit(lambda d: bundle(d).update(metadata={"context_length": -1})), [f"{B}.metadata.context_length: expected a whole number >= 0, got -1"]),
     ("tags not strings", edit(lambda d: bundle(d).update(metadata={"tags": ["asr", 1]})), [f"{B}.metadata.tags: expected an array of strings"]),
     ("license bool", edit(lambda d: bundle(d).update(metadata={"license": True})), [f"{B}.metadata.license: expected a string, got a boolean True"]),
-    ("model_metadata bad json", edit(lambda d: bundle(d).update(model_metadata="bad-meta.json")), [f"{B}.model_metadata: 'bad-meta.json' is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 2 (char 1)): fix the file"]),
+    ("model_metadata bad json", edit(lambda d: bundle(d).update(model_metadata="bad-meta.json")), [f"{B}.model_metadata: 'bad-meta.json': line 1 column 2: invalid JSON: Expecting property name enclosed in double quotes"]),
     ("model_metadata not string", edit(lambda d: bundle(d).update(model_metadata=3)), [f"{B}.model_metadata: expected a path to a model_metadata.json, got a number"]),
     ("model_file not in dir", edit(lambda d: target(d, 1).update(model_file="nope.onnx")), [f"{B}.targets[1].model_file: 'nope.onnx' is not in source_dir {{tmp}}/d: fix model_file"]),
     ("model_file not listed", edit(lambda d: bundle(d).update(model_metadata="meta-vocab.json")), [f"{B}.targets[1].model_file: 'model.onnx' is not among the files model_metadata lists, so the bundle would lack its model: add it to \"files\" or fix model_file"]),
@@ -262,3 +263,146 @@ def test_an_empty_model_file_warns(workdir: Path) -> None:
         f"bundles.json: {T0[len('bundles.json: ') :]}.source_path: {workdir / 'm.bin'} is empty "
         "(0 bytes): is it the model?",
     )
+
+
+def laughs(levels: int) -> str:
+    """A YAML alias bomb: each anchor an array of nine aliases of the one before."""
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels + 1)]
+    return "\n".join(lines) + "\nbundles: {}\n"
+
+
+HOSTILE_DOCUMENTS: list[tuple[str, str, str, str]] = [
+    ("yaml alias bomb", "bundles.yaml", laughs(4), "bundles.yaml: line 1 column 5: YAML anchors and aliases (&l0, *l0) are not accepted, as they can expand without bound: write the value out in full"),
+    ("yaml python tag", "bundles.yaml", "bundles: !!python/object/apply:os.system [id]\n", "bundles.yaml: line 1 column 10: the YAML tag tag:yaml.org,2002:python/object/apply:os.system is not accepted: write a plain value"),
+    ("json 200,000 brackets", "bundles.json", "[" * 200_000, "bundles.json: line 1 column 65: nested more than 64 arrays or objects deep: flatten the document"),
+    ("yaml 200,000 brackets", "bundles.yaml", "[" * 200_000, "bundles.yaml: line 1 column 65: nested more than 64 arrays or objects deep: flatten the document"),
+    ("deep metadata", "bundles.json", '{"bundles": {"a": {"metadata": {"x": ' + "[" * 70 + "]" * 70 + "}}}}", "bundles.json: line 1 column 98: nested more than 64 arrays or objects deep: flatten the document"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [c[1:] for c in HOSTILE_DOCUMENTS],
+    ids=[c[0] for c in HOSTILE_DOCUMENTS],
+)
+def test_hostile_documents_are_refused_before_they_expand(
+    tmp_path: Path, name: str, text: str, expected: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [expected]
+
+
+def test_huge_values_are_cut_in_messages(workdir: Path) -> None:
+    long = "m" * 100_000
+    doc = edit(lambda d: bundle(d).update(model_id=long, description=["x" * 100_000]))
+    doc["bundles"][long] = doc["bundles"].pop("a")
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    where = f'bundles.json: bundles["{"m" * 59}... (100002 characters)]'
+    assert info.value.problems == [
+        f"{where}.model_id: model_id '{'m' * 59}... (100000 characters) {NAME_RULE}",
+        f"{where}.description: expected a string, got an array ['{'x' * 58}... (100004 characters)",
+    ]
+    assert len(str(info.value)) < 700  # not 200,000
+
+
+def make_tree(root: Path, entries: dict[str, str]) -> None:
+    """Create ``entries`` under ``root``: "file", "dir", "fifo" or "-> TARGET" (a symlink)."""
+    for name, kind in entries.items():
+        path = root / os.fsdecode(name.encode("utf-8", "surrogateescape"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind.startswith("-> "):
+            path.symlink_to(kind[3:])
+        elif kind == "dir":
+            path.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.write_bytes(b"x")
+
+
+D = f"{B}.targets[1].source_dir"
+FIX = "replace the link with a copy of what it points to, or remove it"
+
+
+def test_every_entry_of_a_source_dir_that_cannot_be_packed_is_named(workdir: Path) -> None:
+    """Links (out of the directory or in it), names a bundle cannot hold and special files: all
+    reported at once, with the config key, before anything is packed."""
+    make_tree(workdir / "d", {
+        "passwd": "-> /etc/passwd", "inside.bin": "-> model.onnx", "etc": "-> /etc",
+        "bad\udcff.bin": "file", "sub/new\nline.bin": "file", "a\\b.bin": "file",
+        "manifest.json": "file", "fifo": "fifo", ".hidden-link": "-> /etc/shadow",
+        "sub/ok.bin": "file",
+    })  # fmt: skip
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(VALID))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        f"{D}: 'a\\\\b.bin' contains a backslash or NUL: rename it",
+        f"{D}: b'bad\\xff.bin' is not a valid UTF-8 name: rename it",
+        f"{D}: 'etc' is a symbolic link to '/etc', outside the directory: links are not packed; {FIX}",
+        f"{D}: 'fifo' is not a regular file or directory: remove it",
+        f"{D}: 'inside.bin' is a symbolic link to 'model.onnx', inside the directory: links are not packed, even there; {FIX}",
+        f"{D}: 'manifest.json' is the name the bundle keeps for its manifest: rename it",
+        f"{D}: 'passwd' is a symbolic link to '/etc/passwd', outside the directory: links are not packed; {FIX}",
+        f"{D}: 'sub/new\\nline.bin' contains a control character: rename it",
+    ]
+
+
+LINKED_SOURCES: list[tuple[str, dict[str, str], Any, str]] = [
+    ("source_path is a link", {"evil.bin": "-> /etc/passwd"}, lambda d: target(d).update(source_path="evil.bin"),
+     f"{T0}.source_path: 'evil.bin' is a symbolic link to '/etc/passwd': links are not followed; point source_path at the file itself"),
+    ("source_dir is a link", {"linked": "-> /etc"}, lambda d: target(d, 1).update(source_dir="linked"),
+     f"{D}: 'linked' is a symbolic link to '/etc': links are not followed; point source_dir at the directory itself"),
+    ("model_metadata is a link", {"meta-link.json": "-> meta-vocab.json"}, lambda d: bundle(d).update(model_metadata="meta-link.json"),
+     f"{B}.model_metadata: 'meta-link.json' is a symbolic link to 'meta-vocab.json': links are not followed; point model_metadata at the file itself"),
+    ("listed file under a linked dir", {"d/tok": "-> /etc", "listed.json": '{"files": ["model.onnx", "tok/passwd"]}'}, lambda d: bundle(d).update(model_metadata="listed.json"),
+     f"{D}: 'tok' is a symbolic link to '/etc': links are not followed; {FIX}"),
+    ("listed file is a link", {"d/pw": "-> /etc/passwd", "listed.json": '{"files": ["model.onnx", "pw"]}'}, lambda d: bundle(d).update(model_metadata="listed.json"),
+     f"{D}: 'pw' is a symbolic link to '/etc/passwd': links are not followed; {FIX}"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("entries", "change", "expected"),
+    [c[1:] for c in LINKED_SOURCES],
+    ids=[c[0] for c in LINKED_SOURCES],
+)
+def test_a_source_that_is_a_link_is_refused(
+    workdir: Path, entries: dict[str, str], change: Any, expected: str
+) -> None:
+    for name, kind in entries.items():
+        if kind.startswith("{"):
+            (workdir / name).write_text(kind)
+        else:
+            make_tree(workdir, {name: kind})
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(change)))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [expected]
+
+
+def test_the_directories_leading_to_a_source_may_be_links(workdir: Path) -> None:
+    (workdir / "models").symlink_to(workdir)
+    (workdir / "d" / ".git").mkdir()
+    (workdir / "d" / ".git" / "HEAD").write_text("ref")
+    (workdir / "d" / "tok").mkdir()
+    (workdir / "d" / "tok" / "merges.txt").write_text("a b")
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(lambda d: target(d, 1).update(source_dir="models/d"))))
+    spec = load_config(path).bundles[0].targets[1]
+    root = workdir / "models" / "d"
+    assert spec.files == (
+        ("model.onnx", root / "model.onnx"),
+        ("tok/merges.txt", root / "tok" / "merges.txt"),
+        ("vocab.txt", root / "vocab.txt"),
+    )
+    assert spec.beneath == workdir / "models"

@@ -82,7 +82,7 @@ stages:
     [
         ("stages: []", "stages: expected a non-empty list of refs or {model, target}"),
         ("- a", "expected a mapping with 'stages:' at the top level"),
-        ("stages: [", "not valid YAML: "),
+        ("stages: [", "line 1 column 10: invalid YAML: expected the node content"),
     ],
 )
 def test_bad_shapes(tmp_path: Path, text: str, problem: str) -> None:
@@ -130,3 +130,25 @@ def test_a_binary_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigError, match="cannot be read as a UTF-8 text file"):
         load_pipeline(path)
+
+
+def test_anchors_are_refused_before_they_expand(tmp_path: Path) -> None:
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 10)]
+    path = write(tmp_path, "\n".join(lines) + "\nstages: [*l9]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert caught.value.problems == [
+        f"{path}: line 1 column 5: YAML anchors and aliases (&l0, *l0) are not accepted, as they "
+        "can expand without bound: write the value out in full"
+    ]
+
+
+def test_deep_nesting_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "stages: " + "[" * 200_000)
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline(path)
+    assert caught.value.problems == [
+        f"{path}: line 1 column 72: nested more than 64 arrays or objects deep: "
+        "flatten the document"
+    ]
