@@ -7,8 +7,11 @@ garbage is logged, and the heartbeat goes out with no workers: the hive stays kn
 scheduled on workers the agent cannot vouch for.
 
 Heartbeats go out every ``interval`` seconds with +-10 % jitter, so hives restarted together do
-not stay in step. While the server cannot be reached the agent backs off: 1 s, 2 s, 4 s, ... up to
-``max_backoff``, and returns to the interval once a heartbeat lands.
+not stay in step. While the server cannot be reached, or answers 5xx, 408 or 429, the agent backs
+off: 1 s, 2 s, 4 s, ... up to ``max_backoff``, and returns to the interval once a heartbeat lands.
+Any other refusal (401 unknown token, 403 token of another hive, 400/422 bad hive id or body, ...)
+will not go away by retrying: the agent stops with :class:`HeartbeatRefused`, naming the server's
+reason, and ``registry-runtime agent`` exits 1.
 """
 
 from __future__ import annotations
@@ -28,12 +31,21 @@ from typing import Any
 import msgspec
 import urllib3
 
+from runtime.client import redact
 from runtime.errors import RegistryError
+from runtime.names import is_name, name_problem
 from runtime.service_types import HiveHeartbeat, WorkerReport
 
 log = logging.getLogger(__name__)
 
 Provider = Callable[[], list[dict[str, Any]]]
+
+# Answers that say "later", not "no": worth retrying with back-off (as are 5xx and no answer).
+RETRY_STATUSES = frozenset({408, 429})
+_FIX = {
+    401: "give --token-file a token listed in the server's token file",
+    403: "use a token bound to this hive (or to no hive), or the --hive-id the token is bound to",
+}
 
 
 class ProviderError(RegistryError, ValueError):
@@ -41,7 +53,13 @@ class ProviderError(RegistryError, ValueError):
 
 
 class AgentConfigError(RegistryError, ValueError):
-    """Raised when the agent's settings are unusable (bad server URL, unreadable token file)."""
+    """Raised when the agent's settings are unusable (bad server URL or hive id, unreadable token
+    file)."""
+
+
+class HeartbeatRefused(RegistryError):
+    """Raised when the server refuses a heartbeat for a reason retrying cannot fix: any 3xx or
+    4xx answer but 408 and 429 (a wrong token, a bad hive id or body, a wrong URL)."""
 
 
 def file_provider(path: Path) -> Provider:
@@ -134,6 +152,8 @@ class Agent:
             raise AgentConfigError(
                 f"server {config.server!r} is not an http(s) URL; pass --server http://HOST:PORT"
             )
+        if not is_name(config.hive_id):
+            raise AgentConfigError(f"{name_problem('hive id', config.hive_id)}; fix --hive-id")
         self.config = config
         self.provider = provider
         self.http = http or urllib3.PoolManager(retries=False)
@@ -163,7 +183,8 @@ class Agent:
         )
 
     def beat_once(self) -> bool:
-        """Send one heartbeat; True when the server accepted it."""
+        """Send one heartbeat: True when the server accepted it, False when it is worth trying
+        again (no answer, 5xx, 408, 429); raises :class:`HeartbeatRefused` otherwise."""
         cfg = self.config
         headers = {"Content-Type": "application/json"}
         if cfg.token:
@@ -177,17 +198,22 @@ class Agent:
                 timeout=cfg.timeout,
             )
         except urllib3.exceptions.HTTPError as exc:
-            log.warning("hive %s: server %s unreachable: %s", cfg.hive_id, cfg.server, exc)
+            log.warning("hive %s: server %s unreachable: %s", cfg.hive_id, redact(cfg.server), exc)
             return False
-        if resp.status >= 500:
+        if resp.status >= 500 or resp.status in RETRY_STATUSES:
             log.warning("hive %s: server answered %d", cfg.hive_id, resp.status)
             return False
-        if resp.status >= 400:
-            # Not an outage: retrying sooner would not help, so keep the normal cadence.
-            answer = resp.data.decode("utf-8", "replace")[:500]
-            log.error("hive %s: heartbeat refused (%d): %s", cfg.hive_id, resp.status, answer)
-        self.sent += resp.status < 400
+        if resp.status >= 300:
+            raise self._refused(resp)
+        self.sent += 1
         return True
+
+    def _refused(self, resp: urllib3.BaseHTTPResponse) -> HeartbeatRefused:
+        fix = _FIX.get(resp.status, "fix the agent's settings and start it again")
+        return HeartbeatRefused(
+            f"server {redact(self.config.server)} refused the heartbeat of hive "
+            f"{self.config.hive_id!r} ({resp.status}): {_reason(resp)}; {fix}"
+        )
 
     def next_delay(self, delivered: bool) -> float:
         """Seconds to wait: the interval +-10 % after a delivery, else a growing back-off."""
@@ -203,6 +229,22 @@ class Agent:
         stop = stop or threading.Event()
         while not stop.is_set():
             stop.wait(self.next_delay(self.beat_once()))
+
+
+def _reason(resp: urllib3.BaseHTTPResponse) -> str:
+    """The server's reason on one line: a redirect's target, its JSON ``error``, or the text."""
+    try:
+        error = msgspec.json.decode(resp.data).get("error")
+    except (msgspec.DecodeError, AttributeError):
+        error = None
+    if resp.headers.get("location"):
+        text = f"a redirect to {redact(resp.headers['location'])} (point --server at that server)"
+    elif isinstance(error, str):
+        text = error
+    else:
+        text = resp.data.decode("utf-8", "replace") or "no reason given"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _report(raw: dict[str, Any], now: datetime) -> WorkerReport:

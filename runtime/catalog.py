@@ -2,18 +2,32 @@
 
 Heartbeat state is soft and rebuilt from the next heartbeats; only these two tables persist::
 
-    services(name PRIMARY KEY, body)            body: the ServiceView as JSON
+    services(name PRIMARY KEY, body)            body: the ServiceView as JSON, with its owner
     hives(hive_id PRIMARY KEY, host, port, devices, created_at, updated_at, status,
           last_heartbeat)                       status: Unknown | Online | Offline
 
 A hive row changes when the hive appears, its host/port/devices change, or it goes Online or
 Offline. ``last_heartbeat`` is buffered and written in one transaction by :meth:`Catalog.flush`
 (the server calls it every few seconds and at shutdown), so heartbeats never wait on the disk.
+
+One process at a time owns a database file: two servers on one file would each keep their own
+view and overwrite each other's (a deleted service would return after a restart). The catalog
+holds an exclusive ``flock`` on a lock file beside the database from open to close::
+
+    runtime.db          the SQLite database (with runtime.db-wal and runtime.db-shm beside it)
+    runtime.db.lock     "PID HOST" of the process that holds the lock (or held it last)
+
+A second open fails with :class:`CatalogInUse` naming that process. The kernel drops the lock
+when its process dies, so a lock file left by a killed server blocks nothing. ``":memory:"``
+needs no lock.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -37,6 +51,10 @@ CREATE TABLE IF NOT EXISTS hives (
 
 class CatalogError(RegistryError, OSError):
     """Raised when the SQLite catalog file cannot be opened or is not a catalog."""
+
+
+class CatalogInUse(CatalogError):
+    """Raised when another process (another ``serve``) holds the catalog's lock file."""
 
 
 class HiveRecord(msgspec.Struct, kw_only=True):
@@ -65,14 +83,21 @@ class Catalog:
         self._lock = threading.Lock()
         self._known: dict[str, tuple[str | None, int | None, list[str], str]] = {}
         self._pending: dict[str, datetime] = {}
-        self._db = _connect(self.path)
+        self._lock_file = _take_lock(self.path)
+        try:
+            self._db = _connect(self.path)
+        except CatalogError:
+            _release_lock(self._lock_file)
+            raise
         self._load_known()
 
     def close(self) -> None:
-        """Flush buffered heartbeats and close the database."""
+        """Flush buffered heartbeats, close the database and release its lock."""
         self.flush()
         with self._lock:
             self._db.close()
+            _release_lock(self._lock_file)
+            self._lock_file = None
 
     # -- services -----------------------------------------------------------------------------
 
@@ -165,6 +190,50 @@ class Catalog:
             rows = self._db.execute("SELECT hive_id, host, port, devices, status FROM hives")
             for hive_id, host, port, devices, status in rows.fetchall():
                 self._known[hive_id] = (host, port, json.loads(devices), status)
+
+
+def _take_lock(path: str) -> int | None:
+    """Lock ``<path>.lock`` for this process and write "PID HOST" into it; None for memory."""
+    if path == ":memory:":
+        return None
+    lock = f"{path}.lock"
+    try:
+        # Not written to a temporary name and renamed: the lock lives on this file's inode.
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise CatalogError(
+            f"catalog {path}: cannot create its lock file {lock} ({exc.strerror}); "
+            "pass --db a writable path"
+        ) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise CatalogInUse(
+            f"catalog {path} is in use by {holder} (lock file {lock}); stop that server or "
+            "pass another --db"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return fd
+
+
+def _holder(fd: int) -> str:
+    """Who holds a lock, from its lock file: "process PID on host HOST"."""
+    words = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+    if not words or not words[0].isdigit():
+        return "another process"  # it has not written its pid yet
+    host = f" on host {words[1][:60]}" if len(words) > 1 else ""
+    return f"process {words[0][:20]}{host}"
+
+
+def _release_lock(fd: int | None) -> None:
+    # The file stays: unlinking it could let a third process lock a new file while a second
+    # still holds the old one. Its text is read only while someone holds the lock, so what a
+    # dead holder left there misleads nobody.
+    if fd is not None:
+        os.close(fd)
 
 
 def _connect(path: str) -> sqlite3.Connection:

@@ -11,6 +11,16 @@ a body of the wrong shape a 422, each naming the bad field (``{"error": ..., "fi
 "$.workers[0].state"}``). Writes need ``Authorization: Bearer <token>``; a token bound to a hive
 id may only speak for that hive. Other routes (alias promotion) plug in through
 ``create_app(..., extra_routes=[...])`` and call :func:`authorize` for the same token check.
+
+Services belong to the token that registered them. A service registered with a token bound to
+a hive belongs to that hive (``owner``, stored with the service in the catalog, so it survives a
+restart); one registered with a token bound to no hive (an admin token) belongs to no hive. Only
+a token bound to the owning hive, or an admin token, may overwrite it (``POST /services`` again),
+``PUT`` it, send its heartbeat or ``DELETE`` it; an admin's change keeps the owner. No token or
+an unknown one is a 401, a token of another hive a 403 naming the owner. The name is free again
+once the service is removed (``DELETE``, or five minutes without a heartbeat). Every service
+write learns its writer from :func:`service_writer` and the registry applies the one rule,
+:func:`runtime.services.check_writer`.
 """
 
 from __future__ import annotations
@@ -67,6 +77,7 @@ from runtime.services import (
     HealthChecker,
     Probe,
     ServiceNameMismatch,
+    ServiceOwned,
     ServiceRegistry,
     UnknownService,
 )
@@ -145,18 +156,23 @@ class Tokens:
             raise TokenFileError(f"token file {path}: no tokens in it; add one token per line")
         return cls(tokens)
 
-    def check(
-        self, authorization: str | None, hive_id: str | None = None, *, admin: bool = False
-    ) -> None:
-        """Accept a valid ``Bearer`` header that may speak for ``hive_id`` (or, with ``admin``,
-        for everything), else raise :class:`Unauthorized` or :class:`Forbidden`."""
+    def caller(self, authorization: str | None) -> str | None:
+        """The hive that a valid ``Bearer`` header's token is bound to, None for a token bound
+        to no hive (an admin); raises :class:`Unauthorized` without a known token."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("this request needs a header 'Authorization: Bearer <token>'")
         digest = _digest(token.strip())
         if digest not in self._bound:
             raise Unauthorized("the bearer token is not one this server accepts")
-        bound = self._bound[digest]
+        return self._bound[digest]
+
+    def check(
+        self, authorization: str | None, hive_id: str | None = None, *, admin: bool = False
+    ) -> None:
+        """Accept a valid ``Bearer`` header that may speak for ``hive_id`` (or, with ``admin``,
+        for everything), else raise :class:`Unauthorized` or :class:`Forbidden`."""
+        bound = self.caller(authorization)
         if bound is not None and admin:
             raise Forbidden(
                 f"this token is bound to hive {bound!r}; this change needs a token bound to no hive"
@@ -165,11 +181,6 @@ class Tokens:
             raise Forbidden(
                 f"this token is bound to hive {bound!r} and cannot speak for hive {hive_id!r}"
             )
-
-    def bound_hive(self, authorization: str | None) -> str | None:
-        """The hive a (valid) token is bound to, or None."""
-        token = (authorization or "").partition(" ")[2].strip()
-        return self._bound.get(_digest(token))
 
 
 def _digest(token: str) -> bytes:
@@ -224,6 +235,13 @@ def authorize(request: Request, hive_id: str | None = None, *, admin: bool = Fal
     """The write check every mutating route calls: a known token, allowed for ``hive_id``;
     with ``admin``, a token bound to no hive (for registry-wide changes such as promotion)."""
     runtime_of(request).tokens.check(request.headers.get("authorization"), hive_id, admin=admin)
+
+
+def service_writer(request: Request) -> str | None:
+    """Who is changing a service: the hive its token is bound to, None for an admin token;
+    :class:`Unauthorized` without a known token. Every service write asks here, and the
+    registry checks the answer against the service's owner."""
+    return runtime_of(request).tokens.caller(request.headers.get("authorization"))
 
 
 async def read_body(request: Request, kind: type[T], limit: int = MAX_BODY_BYTES) -> T:
@@ -302,6 +320,7 @@ _STATUS: dict[type[Exception], int] = {
     UnknownHive: 404,
     UnknownWorker: 404,
     UnknownService: 404,
+    ServiceOwned: 403,
     NoWorkerAvailable: 404,
     WorkerConflict: 409,
     BodyTooLarge: 413,
@@ -401,10 +420,9 @@ class Handlers:
         return respond(answer)
 
     async def worker_heartbeat(self, request: Request) -> Response:
-        authorize(request)
-        beat = await read_body(request, WorkerHeartbeat)
         rt = runtime_of(request)
-        bound = rt.tokens.bound_hive(request.headers.get("authorization"))
+        bound = rt.tokens.caller(request.headers.get("authorization"))
+        beat = await read_body(request, WorkerHeartbeat)
         hive_id = rt.hives.worker(beat.worker_id).hive_id if bound is not None else None
         authorize(request, hive_id)
         return respond(rt.hives.worker_heartbeat(beat))
@@ -462,9 +480,9 @@ class Handlers:
         return respond(answer)
 
     async def register_service(self, request: Request) -> Response:
-        authorize(request)
+        by = service_writer(request)
         reg = await read_body(request, ServiceRegistration)
-        return respond(runtime_of(request).services.register(reg), 201)
+        return respond(runtime_of(request).services.register(reg, by=by), 201)
 
     async def list_services(self, request: Request) -> Response:
         found = runtime_of(request).services.find(
@@ -476,20 +494,22 @@ class Handlers:
         return respond(runtime_of(request).services.get(request.path_params["name"]))
 
     async def put_service(self, request: Request) -> Response:
-        authorize(request)
+        by = service_writer(request)
         reg = await read_body(request, ServiceRegistration)
-        return respond(runtime_of(request).services.update(request.path_params["name"], reg))
+        name = request.path_params["name"]
+        return respond(runtime_of(request).services.update(name, reg, by=by))
 
     async def delete_service(self, request: Request) -> Response:
-        authorize(request)
-        runtime_of(request).services.remove(request.path_params["name"])
+        by = service_writer(request)
+        runtime_of(request).services.remove(request.path_params["name"], by=by)
         return Response(status_code=204)
 
     async def service_heartbeat(self, request: Request) -> Response:
-        authorize(request)
+        by = service_writer(request)
         raw = await read_raw(request)
         beat = _decoder(ServiceHeartbeat).decode(raw) if raw.strip() else ServiceHeartbeat()
-        return respond(runtime_of(request).services.heartbeat(request.path_params["name"], beat))
+        name = request.path_params["name"]
+        return respond(runtime_of(request).services.heartbeat(name, beat, by=by))
 
     async def service_health(self, request: Request) -> Response:
         return respond(runtime_of(request).services.health(request.path_params["name"]))
@@ -722,7 +742,8 @@ def serve(
     """Run the service under uvicorn until interrupted (``registry-runtime serve``).
 
     With ``registry`` (a directory or ``s3://`` location a build writes) the alias routes of
-    :mod:`runtime.alias_routes` are served too, promotions behind an admin token.
+    :mod:`runtime.alias_routes` are served too, promotions behind an admin token. The catalog
+    ``db`` is locked before the port is bound: a second server on one file refuses to start.
     """
     import uvicorn
 

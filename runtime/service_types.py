@@ -153,7 +153,11 @@ class ServiceHeartbeat(msgspec.Struct, kw_only=True, forbid_unknown_fields=True)
 
 
 class ServiceView(msgspec.Struct, kw_only=True):
-    """A registered service with its liveness and the result of the last active check."""
+    """A registered service with its liveness and the result of the last active check.
+
+    ``owner`` is the hive whose token registered it, or None when a token bound to no hive (an
+    admin token) did: only a token of that hive, or an admin token, may change it.
+    """
 
     name: str
     host: str
@@ -166,6 +170,7 @@ class ServiceView(msgspec.Struct, kw_only=True):
     last_heartbeat: datetime
     health_status: str
     is_healthy: bool
+    owner: str | None = None
 
 
 class ServiceList(msgspec.Struct, kw_only=True):

@@ -5,9 +5,17 @@ A service is healthy when its status is ``running``, it sent a heartbeat within
 ``remove_after`` seconds (default 300) is removed. Every change is written to the
 :class:`~runtime.catalog.Catalog`, so registrations survive a restart.
 
+A service belongs to whoever registered it: ``owner`` is the hive of the registering token, or
+None for a token bound to no hive (an admin). Every write names its writer (``by``: a hive id, or
+None for an admin), and :func:`check_writer` is the one ownership rule: an admin may change any
+service, a hive only its own. Ownership is kept by overwrites and ends when the service is
+removed (DELETE, or ``remove_after`` seconds without a heartbeat).
+
 The :class:`HealthChecker` probes every service each ``interval`` (30 s) with a ``timeout`` (5 s):
-all probes run at once on the event loop, so one hung service delays no other. A probe asks the
-service's ``url`` (or ``http://host:port/``) and counts any HTTP answer below 500 as up.
+all probes run at once on the event loop, so one hung service delays no other. A probe GETs the
+service's ``url`` (or ``http://host:port/``): a 2xx answer is up, a redirect (3xx with a
+``Location``) is followed up to :data:`MAX_REDIRECTS` times, anything else (4xx, 5xx, no answer,
+too many redirects) is down.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ log = logging.getLogger(__name__)
 
 Probe = Callable[[str, float], Awaitable[bool]]
 
+MAX_REDIRECTS = 5
+MAX_HEADER_LINES = 100
+
 
 class UnknownService(RegistryError, LookupError):
     """Raised when a request names a service that is not registered (or was removed)."""
@@ -44,6 +55,27 @@ class UnknownService(RegistryError, LookupError):
 
 class ServiceNameMismatch(RegistryError, ValueError):
     """Raised when ``PUT /services/{name}`` carries a body whose ``name`` is another service."""
+
+
+class ServiceOwned(RegistryError, PermissionError):
+    """Raised when a token bound to one hive changes a service that another hive, or an admin
+    token, registered (403)."""
+
+
+def check_writer(service: ServiceView, by: str | None) -> None:
+    """The ownership rule: ``by`` (a hive id, or None for an admin token) may change ``service``
+    when it is an admin or the hive that owns it; else raise :class:`ServiceOwned`."""
+    if by is None or by == service.owner:
+        return
+    if service.owner is None:
+        raise ServiceOwned(
+            f"service {service.name!r} was registered with an admin token and this token is "
+            f"bound to hive {by!r}; use an admin token (bound to no hive)"
+        )
+    raise ServiceOwned(
+        f"service {service.name!r} belongs to hive {service.owner!r} and this token is bound to "
+        f"hive {by!r}; use a token of hive {service.owner!r} or an admin token (bound to no hive)"
+    )
 
 
 def _utcnow() -> datetime:
@@ -68,37 +100,30 @@ class ServiceRegistry:
         self.started = time.monotonic()
         self._services = {s.name: s for s in (catalog.services() if catalog else [])}
 
-    def register(self, reg: ServiceRegistration) -> ServiceView:
-        """Add a service, or overwrite the one of the same name."""
-        now = self.now()
-        service = ServiceView(
-            name=reg.name,
-            host=reg.host,
-            port=reg.port,
-            hostname=reg.hostname,
-            url=reg.url,
-            status=reg.status,
-            metadata=dict(reg.metadata),
-            timestamp=now,
-            last_heartbeat=now,
-            health_status="unknown",
-            is_healthy=False,
-        )
-        return self._store(service)
+    def register(self, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
+        """Add a service owned by ``by``, or overwrite the one of the same name (``by`` must be
+        allowed to change it; its owner stays). ``by`` is the writer's hive, None for an admin."""
+        self.prune()  # a silent service's name is free again, not held by its old owner
+        current = self._services.get(reg.name)
+        if current is not None:
+            check_writer(current, by)
+        return self._put(reg, by if current is None else current.owner)
 
-    def update(self, name: str, reg: ServiceRegistration) -> ServiceView:
-        """Replace a registered service's description; raises :class:`UnknownService`."""
-        self.get(name)
+    def update(self, name: str, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
+        """Replace a registered service's description; raises :class:`UnknownService`,
+        :class:`ServiceOwned` or :class:`ServiceNameMismatch`."""
+        current = self._writable(name, by)
         if reg.name != name:
             raise ServiceNameMismatch(
                 f"$.name: the body names service {reg.name!r} but the path names {name!r}; "
                 "use the same name in both (POST /services registers a new one)"
             )
-        return self.register(reg)
+        return self._put(reg, current.owner)
 
-    def heartbeat(self, name: str, beat: ServiceHeartbeat) -> ServiceView:
-        """Record a heartbeat (and optionally a new status); raises :class:`UnknownService`."""
-        current = self._get(name)
+    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: str | None = None) -> ServiceView:
+        """Record a heartbeat (and optionally a new status); raises :class:`UnknownService` or
+        :class:`ServiceOwned`."""
+        current = self._writable(name, by)
         status = current.status if beat.status is None else beat.status
         return self._store(
             msgspec.structs.replace(current, last_heartbeat=self.now(), status=status)
@@ -112,12 +137,10 @@ class ServiceRegistry:
             if current.health_status != health:
                 self._store(msgspec.structs.replace(current, health_status=health))
 
-    def remove(self, name: str) -> None:
-        """Deregister a service; raises :class:`UnknownService`."""
-        self._get(name)
-        del self._services[name]
-        if self.catalog:
-            self.catalog.delete_service(name)
+    def remove(self, name: str, *, by: str | None = None) -> None:
+        """Deregister a service; raises :class:`UnknownService` or :class:`ServiceOwned`."""
+        self._writable(name, by)
+        self._drop(name)
 
     def get(self, name: str) -> ServiceView:
         """A service with fresh health fields; raises :class:`UnknownService`."""
@@ -168,7 +191,7 @@ class ServiceRegistry:
             if (now - s.last_heartbeat).total_seconds() > self.remove_after
         ]
         for name in gone:
-            self.remove(name)
+            self._drop(name)
         return gone
 
     def probe_targets(self) -> dict[str, str]:
@@ -186,6 +209,34 @@ class ServiceRegistry:
                 f"{self.remove_after:g} s without a heartbeat); register it with POST /services"
             )
         return service
+
+    def _writable(self, name: str, by: str | None) -> ServiceView:
+        service = self._get(name)
+        check_writer(service, by)
+        return service
+
+    def _drop(self, name: str) -> None:
+        del self._services[name]
+        if self.catalog:
+            self.catalog.delete_service(name)
+
+    def _put(self, reg: ServiceRegistration, owner: str | None) -> ServiceView:
+        now = self.now()
+        service = ServiceView(
+            name=reg.name,
+            host=reg.host,
+            port=reg.port,
+            hostname=reg.hostname,
+            url=reg.url,
+            status=reg.status,
+            metadata=dict(reg.metadata),
+            timestamp=now,
+            last_heartbeat=now,
+            health_status="unknown",
+            is_healthy=False,
+            owner=owner,
+        )
+        return self._store(service)
 
     def _store(self, service: ServiceView) -> ServiceView:
         self._services[service.name] = service
@@ -244,18 +295,26 @@ class HealthChecker:
 
 
 async def http_probe(url: str, timeout: float) -> bool:
-    """True when ``url`` answers an HTTP GET with a status below 500 within ``timeout``."""
+    """True when a GET of ``url`` answers 2xx within ``timeout``, following at most
+    :data:`MAX_REDIRECTS` redirects; a 4xx, a 5xx, no answer or a redirect loop is False."""
     try:
         async with asyncio.timeout(timeout):
-            line = await _status_line(url)
+            for _ in range(MAX_REDIRECTS + 1):
+                status, location = await _ask(url)
+                if not (300 <= status < 400 and location):
+                    return 200 <= status < 300
+                url = urllib.parse.urljoin(url, location)
     except (OSError, TimeoutError, ValueError, UnicodeError):
         return False
-    fields = line.split()
-    return len(fields) >= 2 and fields[1].isdigit() and int(fields[1]) < 500
+    log.info("health check of %s: more than %d redirects", url, MAX_REDIRECTS)
+    return False
 
 
-async def _status_line(url: str) -> bytes:
+async def _ask(url: str) -> tuple[int, str | None]:
+    """One GET of ``url``: the status (0 when the answer is not HTTP) and any ``Location``."""
     parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url[:60]!r}")
     https = parts.scheme == "https"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     request = (
@@ -268,8 +327,23 @@ async def _status_line(url: str) -> bytes:
     try:
         writer.write(request.encode())
         await writer.drain()
-        return await reader.readline()
+        return await _read_head(reader)
     finally:
         writer.close()
         with contextlib.suppress(OSError):
             await writer.wait_closed()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str | None]:
+    fields = (await reader.readline()).split()
+    ok = len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1].isdigit()
+    status = int(fields[1]) if ok else 0
+    location = None
+    for _ in range(MAX_HEADER_LINES):
+        line = await reader.readline()
+        if not line.strip():
+            break
+        key, _, value = line.decode("latin-1").partition(":")
+        if key.strip().lower() == "location":
+            location = value.strip()
+    return status, location

@@ -1,4 +1,5 @@
-"""Helpers for the runtime-service tests: a fake clock, uvicorn on a loopback port, a client."""
+"""Helpers for the runtime-service tests: a fake clock, uvicorn on a loopback port, a client,
+and small real HTTP servers to check and to refuse."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -183,3 +185,56 @@ def hung_service() -> Iterator[str]:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
     finally:
         sock.close()
+
+
+class _StatusHandler(BaseHTTPRequestHandler):
+    """Any method on ``/CODE[/...]`` answers CODE with ``{"error": "status CODE"}``; ``?to=URL``
+    adds ``Location: URL``; ``/loop`` redirects to itself."""
+
+    def do_GET(self) -> None:
+        parts = urllib.parse.urlsplit(self.path)
+        first = parts.path.strip("/").split("/")[0]
+        if first == "loop":
+            self._answer(302, "/loop")
+            return
+        to = urllib.parse.parse_qs(parts.query).get("to")
+        self._answer(int(first), to[0] if to else None)
+
+    do_POST = do_GET
+
+    def _answer(self, status: int, location: str | None) -> None:
+        body = json.dumps({"error": f"status {status}"}).encode()
+        self.send_response(status)
+        if location is not None:
+            self.send_header("Location", location)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def status_server() -> Iterator[str]:
+    """A real HTTP server on a free loopback port answering the status its path names (see
+    :class:`_StatusHandler`); yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def closed_port_url() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"

@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service_fixtures import T0, Client, FakeWallClock, serve, worker
+from service_fixtures import (
+    T0,
+    Client,
+    FakeWallClock,
+    closed_port_url,
+    serve,
+    status_server,
+    worker,
+)
 
 from runtime.agent import (
     Agent,
     AgentConfig,
     AgentConfigError,
+    HeartbeatRefused,
     Provider,
     ProviderError,
     command_provider,
@@ -45,7 +54,7 @@ def server(runtime: Runtime) -> Iterator[str]:
 
 
 def agent(url: str, provider: Provider = no_workers, **kw: Any) -> Agent:
-    config = AgentConfig(server=url, hive_id="h1", token=TOKEN, host="box", **kw)
+    config = AgentConfig(**{"server": url, "hive_id": "h1", "token": TOKEN, "host": "box", **kw})
     return Agent(config, provider, rng=random.Random(3), now=FakeWallClock())
 
 
@@ -109,16 +118,100 @@ def test_a_worker_the_server_would_reject_is_dropped_locally(server: str, tmp_pa
     assert Client(server).get("/v1/hives/h1").body["workers"] == []
 
 
-def test_refused_heartbeats_keep_the_interval(server: str) -> None:
-    a = agent(server)
+def refusal(url: str, hive: str, status: int, reason: str, fix: str) -> str:
+    return f"server {url} refused the heartbeat of hive {hive!r} ({status}): {reason}; {fix}"
+
+
+FIX_403 = "use a token bound to this hive (or to no hive), or the --hive-id the token is bound to"
+FIX_401 = "give --token-file a token listed in the server's token file"
+FIX_OTHER = "fix the agent's settings and start it again"
+
+
+def test_a_token_of_another_hive_stops_the_agent(server: str) -> None:
+    a = agent(server, interval=0.01, max_backoff=0.01)
     a.config.hive_id = "h2"  # the token is bound to h1
-    assert a.beat_once()  # delivered (the server answered), though refused
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            a.run(stop)
+        except HeartbeatRefused as exc:
+            raised.append(exc)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=5)  # it returns at once instead of retrying forever
+    stop.set()
+    thread.join(timeout=5)
+    assert [str(e) for e in raised] == [
+        refusal(server, "h2", 403,
+                "this token is bound to hive 'h1' and cannot speak for hive 'h2'", FIX_403)
+    ]  # fmt: skip
     assert a.sent == 0
-    assert 13.5 <= a.next_delay(True) <= 16.5
+
+
+def test_an_unknown_token_and_a_bad_body_stop_the_agent(server: str) -> None:
+    with pytest.raises(HeartbeatRefused) as err:
+        agent(server, token="guess").beat_once()
+    assert str(err.value) == refusal(
+        server, "h1", 401, "the bearer token is not one this server accepts", FIX_401
+    )
+    with pytest.raises(HeartbeatRefused) as err:
+        agent(server, host="x" * 300).beat_once()
+    assert str(err.value) == refusal(
+        server, "h1", 422, "invalid body: Expected `str` of length <= 256 - at `$.host`",
+        FIX_OTHER,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
+def test_other_refusals_stop_the_agent(status: int) -> None:
+    with status_server() as base, pytest.raises(HeartbeatRefused) as err:
+        agent(f"{base}/{status}").beat_once()
+    assert str(err.value) == refusal(f"{base}/{status}", "h1", status, f"status {status}",
+                                     FIX_OTHER)  # fmt: skip
+
+
+def test_a_redirect_stops_the_agent_naming_where() -> None:
+    with status_server() as base, pytest.raises(HeartbeatRefused) as err:
+        agent(f"{base}/301?to=https://elsewhere/").beat_once()
+    assert str(err.value) == refusal(
+        f"{base}/301?to=https://elsewhere/", "h1", 301,
+        "a redirect to https://elsewhere/v1/heartbeat (point --server at that server)", FIX_OTHER,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503])
+def test_busy_servers_are_retried_with_back_off(status: int) -> None:
+    with status_server() as base:
+        a = agent(f"{base}/{status}", max_backoff=8.0)
+        delays = []
+        for _ in range(5):
+            delivered = a.beat_once()
+            assert not delivered
+            delays.append(a.next_delay(delivered))
+    caps = [1, 2, 4, 8, 8]
+    assert all(cap / 2 <= d <= cap for d, cap in zip(delays, caps, strict=True)), delays
+
+
+def test_run_keeps_retrying_a_busy_server_until_stopped() -> None:
+    with status_server() as base:
+        a = agent(f"{base}/503", max_backoff=0.05)
+        stop = threading.Event()
+        thread = threading.Thread(target=a.run, args=(stop,))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while a.failures < 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        stop.set()
+        thread.join(timeout=5)
+    assert a.failures >= 5
+    assert not thread.is_alive()
 
 
 def test_backs_off_while_the_server_is_down() -> None:
-    a = agent("http://127.0.0.1:9", timeout=1.0, max_backoff=8.0)
+    a = agent(closed_port_url(), timeout=1.0, max_backoff=8.0)
     delays = []
     for _ in range(6):
         delivered = a.beat_once()
@@ -157,6 +250,12 @@ def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(AgentConfigError) as err:
         read_token(tokens)
     assert str(err.value) == f"token file {tokens}: no token in it; put the token on the first line"
+    with pytest.raises(AgentConfigError) as err:
+        Agent(AgentConfig(server="http://127.0.0.1:1", hive_id="gpu/01"))
+    assert str(err.value) == (
+        "hive id 'gpu/01' is not a valid name: use 1-128 letters, digits, '.', '_' or '-', "
+        "starting and ending with a letter or digit, without '..'; fix --hive-id"
+    )
 
 
 def test_the_agent_command_against_the_server(
@@ -184,6 +283,23 @@ def test_the_agent_command_against_the_server(
         "h1",
         T0.isoformat().replace("+00:00", "Z"),
     )
+
+
+def test_the_agent_command_exits_on_a_refusal(server: str, tmp_path: Path) -> None:
+    tokens = tmp_path / "token"
+    tokens.write_text(f"{TOKEN}\n")
+    done = subprocess.run(
+        [*CLI, "agent", "--server", server, "--hive-id", "h2", "--token-file", str(tokens),
+         "--interval", "0.1"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
+        "Error: " + refusal(
+            server, "h2", 403,
+            "this token is bound to hive 'h1' and cannot speak for hive 'h2'", FIX_403,
+        ) + "\n",
+    )  # fmt: skip
 
 
 def test_the_agent_command_rejects_a_bad_url() -> None:

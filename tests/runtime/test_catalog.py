@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import msgspec
 import pytest
 from service_fixtures import T0, FakeWallClock, heartbeat
 
-from runtime.catalog import Catalog, CatalogError
+from runtime.catalog import Catalog, CatalogError, CatalogInUse
 from runtime.service_types import HiveHeartbeat, ServiceView
 
 
@@ -92,3 +94,34 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
         f"catalog {bad}: cannot open it as an SQLite database (file is not a database); "
         "pass --db a writable path, or move the file away to start afresh"
     )
+
+
+def test_one_catalog_per_database_file(tmp_path: Path) -> None:
+    db = tmp_path / "rt.db"
+    first = Catalog(db)
+    assert (tmp_path / "rt.db.lock").read_text() == f"{os.getpid()} {socket.gethostname()}\n"
+    with pytest.raises(CatalogInUse) as err:
+        Catalog(db)
+    assert str(err.value) == (
+        f"catalog {db} is in use by process {os.getpid()} on host {socket.gethostname()} "
+        f"(lock file {db}.lock); stop that server or pass another --db"
+    )
+    first.close()
+    Catalog(db).close()  # free again
+    Catalog(":memory:").close()
+    Catalog(":memory:").close()
+
+
+def test_a_lock_file_nobody_holds_blocks_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "rt.db"
+    (tmp_path / "rt.db.lock").write_text("4242 a-host-that-died\n")
+    Catalog(db).close()
+
+
+def test_a_refused_database_releases_its_lock(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(CatalogError):
+        Catalog(bad)
+    bad.unlink()
+    Catalog(bad).close()

@@ -30,6 +30,7 @@ from runtime.wire import BundleDescriptor, Location, blob_key
 ADMIN = "admin-token"
 CLI = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())"]
 HIVE_A = "token-of-a"
+HIVE_B = "token-of-b"
 
 
 @pytest.fixture
@@ -38,10 +39,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def runtime(clock: FakeClock, tmp_path: Path) -> Runtime:
-    return build_runtime(
-        tokens=Tokens({ADMIN: None, HIVE_A: "a"}), db=tmp_path / "rt.db", clock=clock
+def runtime(clock: FakeClock, tmp_path: Path) -> Iterator[Runtime]:
+    rt = build_runtime(
+        tokens=Tokens({ADMIN: None, HIVE_A: "a", HIVE_B: "b"}), db=tmp_path / "rt.db", clock=clock
     )
+    yield rt
+    rt.catalog.close()
 
 
 @pytest.fixture
@@ -281,6 +284,69 @@ def test_service_registry_endpoints(client: Client) -> None:
     }
 
 
+SVC = {"name": "svc1", "host": "10.0.0.1", "port": 8080}
+
+
+def test_a_service_belongs_to_the_hive_that_registered_it(client: Client) -> None:
+    created = client.post("/services", SVC, token=HIVE_A)
+    assert (created.status, created.body["owner"]) == (201, "a")
+    refused = (
+        "service 'svc1' belongs to hive 'a' and this token is bound to hive 'b'; use a token "
+        "of hive 'a' or an admin token (bound to no hive)"
+    )
+    for method, path, body in [
+        ("POST", "/services", {**SVC, "port": 6666}),
+        ("PUT", "/services/svc1", {**SVC, "port": 6666}),
+        ("POST", "/services/svc1/heartbeat", {"status": "stopped"}),
+        ("DELETE", "/services/svc1", None),
+    ]:
+        answer = client.request(method, path, body, token=HIVE_B)
+        assert (answer.status, answer.body) == (403, {"error": refused}), (method, path)
+        for token, error in [
+            ("", "this request needs a header 'Authorization: Bearer <token>'"),
+            ("guess", "the bearer token is not one this server accepts"),
+        ]:
+            answer = client.request(method, path, body, token=token)
+            assert (answer.status, answer.body) == (401, {"error": error}), (method, path)
+    assert (client.get("/services/svc1").body["port"], client.get("/stats").body["statuses"]) == (
+        8080,
+        {"running": 1},
+    )
+    assert client.request("PUT", "/services/svc1", {**SVC, "port": 1}, token=HIVE_A).status == 200
+    assert client.post("/services/svc1/heartbeat", token=HIVE_A).status == 200
+    assert client.post("/services", {**SVC, "port": 2}, token=HIVE_A).status == 201
+    fixed = client.request("PUT", "/services/svc1", {**SVC, "port": 3})  # an admin token
+    assert (fixed.status, fixed.body["port"], fixed.body["owner"]) == (200, 3, "a")
+    assert client.request("DELETE", "/services/svc1", token=HIVE_A).status == 204
+    taken = client.post("/services", SVC, token=HIVE_B)  # the name is free again
+    assert (taken.status, taken.body["owner"]) == (201, "b")
+    assert client.request("DELETE", "/services/svc1").status == 204  # an admin token
+
+
+def test_a_service_an_admin_registered_refuses_hive_tokens(client: Client) -> None:
+    assert client.post("/services", SVC).body["owner"] is None
+    answer = client.post("/services/svc1/heartbeat", token=HIVE_A)
+    assert (answer.status, answer.body["error"]) == (
+        403,
+        "service 'svc1' was registered with an admin token and this token is bound to hive "
+        "'a'; use an admin token (bound to no hive)",
+    )
+    assert client.post("/services/svc1/heartbeat").status == 200
+
+
+def test_ownership_survives_a_restart(tmp_path: Path) -> None:
+    tokens = Tokens({ADMIN: None, HIVE_A: "a", HIVE_B: "b"})
+    rt = build_runtime(tokens=tokens, db=tmp_path / "rt.db")
+    with serve(create_app(rt)) as url:
+        assert Client(url, HIVE_A).post("/services", SVC).status == 201
+    rt.catalog.close()
+    again = build_runtime(tokens=tokens, db=tmp_path / "rt.db")
+    with serve(create_app(again)) as url:
+        assert Client(url, HIVE_B).request("DELETE", "/services/svc1").status == 403
+        assert Client(url, HIVE_A).request("DELETE", "/services/svc1").status == 204
+    again.catalog.close()
+
+
 def test_active_checks_follow_a_service_down_and_back(tmp_path: Path) -> None:
     rt = build_runtime(tokens=Tokens({ADMIN: None}), db=tmp_path / "rt.db", check_interval=0.1,
                        check_timeout=1.0)  # fmt: skip
@@ -413,6 +479,48 @@ def test_the_serve_command(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_a_second_server_on_one_database_refuses_to_start(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{ADMIN}\n")
+    db = tmp_path / "rt.db"
+
+    def start(port: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*CLI, "serve", "--port", str(port), "--db", str(db), "--token-file", str(tokens)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    first_port = free_port()
+    first = start(first_port)
+    try:
+        client = Client(f"http://127.0.0.1:{first_port}", ADMIN)
+        assert wait_for(lambda: reachable(client), timeout=20)
+        assert client.post("/services", SVC).status == 201
+        second_port = free_port()
+        second = start(second_port)
+        _, err = second.communicate(timeout=30)
+        assert (second.returncode, err) == (
+            1,
+            f"Error: catalog {db} is in use by process {first.pid} on host "
+            f"{socket.gethostname()} (lock file {db}.lock); stop that server or pass another "
+            "--db\n",
+        )
+        assert not reachable(Client(f"http://127.0.0.1:{second_port}"))
+    finally:
+        first.kill()  # SIGKILL: no clean shutdown, the lock file stays behind
+        first.communicate(timeout=10)
+    assert (tmp_path / "rt.db.lock").read_text() == f"{first.pid} {socket.gethostname()}\n"
+    third_port = free_port()
+    third = start(third_port)
+    try:
+        client = Client(f"http://127.0.0.1:{third_port}", ADMIN)
+        assert wait_for(lambda: reachable(client), timeout=20)
+        assert client.get("/services/svc1").body["port"] == 8080
+    finally:
+        third.terminate()
+        third.communicate(timeout=10)
 
 
 def test_the_serve_command_rejects_a_bad_token_file(tmp_path: Path) -> None:

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from service_fixtures import T0, FakeWallClock, LocalService, hung_service
+from service_fixtures import (
+    T0,
+    FakeWallClock,
+    LocalService,
+    closed_port_url,
+    hung_service,
+    status_server,
+)
 
 from runtime.catalog import Catalog
 from runtime.service_types import ServiceHeartbeat, ServiceRegistration, Stats
 from runtime.services import (
     HealthChecker,
     ServiceNameMismatch,
+    ServiceOwned,
     ServiceRegistry,
     UnknownService,
     http_probe,
@@ -142,12 +151,102 @@ def test_a_hung_service_delays_no_other() -> None:
     assert elapsed < 1.0  # three 0.5 s timeouts, run at once
 
 
-def test_probe_counts_answers_below_500_and_fails_on_nothing() -> None:
-    service = LocalService()
-    service.start()
-    try:
-        assert asyncio.run(http_probe(service.url, 2.0))
-    finally:
-        service.stop()
-    assert not asyncio.run(http_probe(service.url, 2.0))
+@pytest.mark.parametrize(
+    ("path", "up"),
+    [
+        ("/200", True),
+        ("/204", True),
+        ("/404", False),
+        ("/500", False),
+        ("/503", False),
+        ("/302?to=/200", True),
+        ("/301?to={base}/204", True),  # an absolute Location
+        ("/307?to=/302%3Fto%3D/200", True),  # two hops
+        ("/302?to=/404", False),
+        ("/302", False),  # a redirect that says nowhere
+        ("/loop", False),  # followed MAX_REDIRECTS times, then down
+    ],
+)
+def test_probe_counts_only_2xx_after_redirects(path: str, up: bool) -> None:
+    with status_server() as base:
+        assert asyncio.run(http_probe(base + path.format(base=base), 2.0)) is up
+
+
+def test_probe_fails_on_nothing() -> None:
+    assert not asyncio.run(http_probe(closed_port_url(), 2.0))  # connection refused
     assert not asyncio.run(http_probe("http://[::1", 2.0))
+    assert not asyncio.run(http_probe("ftp://127.0.0.1/", 2.0))
+
+
+def test_a_service_answering_404_is_unhealthy() -> None:
+    services = ServiceRegistry()
+    with status_server() as base:
+        services.register(reg("missing", url=f"{base}/404"))
+        services.register(reg("moved", url=f"{base}/302?to=/200"))
+        services.register(reg("gone", url=closed_port_url()))
+        results = asyncio.run(HealthChecker(services, timeout=2.0).check_all())
+    assert results == {"missing": False, "moved": True, "gone": False}
+    assert (services.get("missing").health_status, services.get("missing").is_healthy) == (
+        "unhealthy",
+        False,
+    )
+    assert services.get("moved").is_healthy
+
+
+# -- ownership ------------------------------------------------------------------------------
+
+
+def test_a_hive_changes_only_its_own_services() -> None:
+    services = ServiceRegistry(now=FakeWallClock())
+    assert services.register(reg("api"), by="a").owner == "a"
+    refused = (
+        "service 'api' belongs to hive 'a' and this token is bound to hive 'b'; use a token "
+        "of hive 'a' or an admin token (bound to no hive)"
+    )
+    attempts: list[Callable[[], object]] = [
+        lambda: services.register(reg("api", hostname="evil"), by="b"),
+        lambda: services.update("api", reg("api", hostname="evil"), by="b"),
+        lambda: services.heartbeat("api", ServiceHeartbeat(status="stopped"), by="b"),
+        lambda: services.remove("api", by="b"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ServiceOwned) as err:
+            attempt()
+        assert str(err.value) == refused
+    assert (services.get("api").hostname, services.get("api").status) == (None, "running")
+    assert services.update("api", reg("api", hostname="a-1"), by="a").owner == "a"
+    assert services.register(reg("api", hostname="fixed"), by=None).owner == "a"  # admin keeps it
+    assert services.heartbeat("api", ServiceHeartbeat(), by="a").hostname == "fixed"
+    services.remove("api", by="a")
+    assert services.register(reg("api"), by="b").owner == "b"  # the name is free again
+
+
+def test_an_admin_service_refuses_every_hive() -> None:
+    services = ServiceRegistry(now=FakeWallClock())
+    assert services.register(reg("db")).owner is None
+    with pytest.raises(ServiceOwned) as err:
+        services.remove("db", by="a")
+    assert str(err.value) == (
+        "service 'db' was registered with an admin token and this token is bound to hive 'a'; "
+        "use an admin token (bound to no hive)"
+    )
+    services.remove("db", by=None)
+
+
+def test_a_silent_service_frees_its_name() -> None:
+    wall = FakeWallClock()
+    services = ServiceRegistry(now=wall)
+    services.register(reg("api"), by="a")
+    wall.advance(301)
+    assert services.register(reg("api"), by="b").owner == "b"
+
+
+def test_the_owner_survives_a_restart(tmp_path: Path) -> None:
+    wall = FakeWallClock()
+    cat = Catalog(tmp_path / "c.db", now=wall)
+    ServiceRegistry(cat, now=wall).register(reg("api"), by="a")
+    cat.close()
+    again = ServiceRegistry(Catalog(tmp_path / "c.db", now=wall), now=wall)
+    assert again.get("api").owner == "a"
+    with pytest.raises(ServiceOwned):
+        again.remove("api", by="b")
