@@ -1,10 +1,13 @@
 """Benchmark 1 of the build: cold pack of a generated 2 GiB multi-file model.
 
-Target: ``pack`` (no digest cache) at >= 0.9x the throughput of the native pipeline
-``tar -c | zstd -3 -T0 | b3sum`` over the same files, run in the same invocation. ``pack`` does
-more than the pipeline (the manifest's SHA-256 over all content and a BLAKE3 per file, then BLAKE3
-and SHA-256 of the bundle), so the ratio shows what that costs. Rounds alternate peer and pack;
-the best of each is reported, with CPU seconds (user + system) as a load-independent figure.
+``pack`` (no digest cache) writes and fsyncs the bundle, so its peer must write too: the target is
+>= 1.0x the throughput of ``tar -c | zstd -3 -T0 | tee FILE | b3sum`` over the same files, run in
+the same invocation. The pipeline that writes nothing (``... | zstd -3 -T0 | b3sum``) is measured
+beside it, to show what writing costs; pack's old target against it was >= 0.9x. ``pack`` still
+does more than either pipeline (the manifest's SHA-256 over all content and a BLAKE3 per file,
+then BLAKE3 and SHA-256 of the bundle, and an fsync; ``tee`` does not fsync). Rounds alternate
+the peers and pack; the best of each is reported, with CPU seconds (user + system) as a
+load-independent figure.
 
 The data looks like float16 weights: random mantissa bytes, exponent bytes from a narrow
 distribution, so zstd finds some but not much to squeeze (like real checkpoints).
@@ -63,14 +66,15 @@ def cpu_seconds(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_peer(root: Path, files: list[SourceFile]) -> tuple[float, float, str]:
-    """(wall s, CPU s, b3sum output) of tar | zstd -3 -T0 | b3sum over ``files``."""
+def run_peer(root: Path, files: list[SourceFile], out: Path | None) -> tuple[float, float, str]:
+    """(wall s, CPU s, b3sum output) of tar | zstd -3 -T0 [| tee ``out``] | b3sum over ``files``."""
     names = " ".join(f"'{f.arcname}'" for f in files)
-    command = f"set -o pipefail; tar -c -C '{root}' {names} | zstd -3 -T0 -q -c | b3sum"
+    tee = f" | tee '{out}'" if out is not None else ""
+    command = f"set -o pipefail; tar -c -C '{root}' {names} | zstd -3 -T0 -q -c{tee} | b3sum"
     before, start = cpu_seconds(resource.RUSAGE_CHILDREN), time.perf_counter()
-    out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True)
     wall = time.perf_counter() - start
-    return wall, cpu_seconds(resource.RUSAGE_CHILDREN) - before, out.stdout.split()[0]
+    return wall, cpu_seconds(resource.RUSAGE_CHILDREN) - before, done.stdout.split()[0]
 
 
 def run_pack(files: list[SourceFile], dest: Path) -> tuple[float, float, int]:
@@ -81,15 +85,20 @@ def run_pack(files: list[SourceFile], dest: Path) -> tuple[float, float, int]:
     return wall, cpu_seconds(resource.RUSAGE_SELF) - before, result.size
 
 
+Timing = tuple[float, float]  # (wall s, CPU s)
+TOOLS = {"tar": "tar", "zstd": "zstd", "tee": "coreutils", "b3sum": "b3sum"}  # tool: package
+PEERS = ("tar | zstd -3 -T0 | tee FILE | b3sum", "tar | zstd -3 -T0 | b3sum (writes nothing)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument("--files", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    for tool in ("tar", "zstd", "b3sum"):
+    for tool, package in TOOLS.items():
         if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} is not installed (Debian: apt-get install {tool})")
+            raise SystemExit(f"{tool} is not installed (Debian: apt-get install {package})")
     total = args.size_mib * 1024 * 1024
     with scratch("build-cold") as root:
         start = time.perf_counter()
@@ -98,32 +107,41 @@ def main() -> None:
             f"build_cold: {args.size_mib} MiB in {args.files + 1} files, "
             f"generated in {time.perf_counter() - start:.1f} s, {os.cpu_count()} CPUs"
         )
-        peer: list[tuple[float, float]] = []
-        ours: list[tuple[float, float]] = []
-        size = 0
-        for round_ in range(args.rounds):
-            wall, cpu, _ = run_peer(root / "src", files)
-            peer.append((wall, cpu))
-            dest = root / f"out-{round_}.xyb"
-            wall, cpu, size = run_pack(files, dest)
-            ours.append((wall, cpu))
-            dest.unlink()
-        report(total, size, min(peer), min(ours))
+        writing, bare, ours, size = measure(root, files, args.rounds)
+        report(total, size, writing, bare, ours)
 
 
-def report(total: int, size: int, peer: tuple[float, float], ours: tuple[float, float]) -> None:
+def measure(root: Path, files: list[SourceFile], rounds: int) -> tuple[Timing, Timing, Timing, int]:
+    """Best (wall, CPU) of the writing peer, the bare peer and pack, and the bundle's size."""
+    writing: list[Timing] = []
+    bare: list[Timing] = []
+    ours: list[Timing] = []
+    size = 0
+    for round_ in range(rounds):
+        peer_out = root / f"peer-{round_}.tar.zst"
+        wall, cpu, _ = run_peer(root / "src", files, peer_out)
+        writing.append((wall, cpu))
+        peer_out.unlink()
+        wall, cpu, _ = run_peer(root / "src", files, None)
+        bare.append((wall, cpu))
+        dest = root / f"out-{round_}.xyb"
+        wall, cpu, size = run_pack(files, dest)
+        ours.append((wall, cpu))
+        dest.unlink()
+    return min(writing), min(bare), min(ours), size
+
+
+def report(total: int, size: int, writing: Timing, bare: Timing, ours: Timing) -> None:
     mb = total / 1e6
-    row(
-        "tar | zstd -3 -T0 | b3sum",
-        f"{mb / peer[0]:7.1f} MB/s  ({peer[0]:.2f} s, CPU {peer[1]:.1f} s)",
-    )
-    row(
-        "pack (cold, no digest cache)",
-        f"{mb / ours[0]:7.1f} MB/s  ({ours[0]:.2f} s, CPU {ours[1]:.1f} s)",
-    )
+    for label, (wall, cpu) in zip(
+        (*PEERS, "pack (cold, no digest cache)"), (writing, bare, ours), strict=True
+    ):
+        row(label, f"{mb / wall:7.1f} MB/s  ({wall:.2f} s, CPU {cpu:.1f} s)")
     row("bundle size / input", f"{size / total:.3f}")
-    row("throughput ratio pack / pipeline (target >= 0.9)", f"{peer[0] / ours[0]:.2f}x")
-    row("CPU ratio pipeline / pack", f"{peer[1] / ours[1]:.2f}x")  # fmt: skip
+    row("throughput pack / writing peer (target >= 1.0)", f"{writing[0] / ours[0]:.2f}x")
+    row("throughput pack / bare peer (writes nothing)", f"{bare[0] / ours[0]:.2f}x")
+    row("CPU writing peer / pack", f"{writing[1] / ours[1]:.2f}x")
+    row("CPU bare peer / pack", f"{bare[1] / ours[1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,16 @@ what the page around them costs. Pages carry no render time, so the same index a
 the same bytes. Jinja2 is imported here only: the runtime never needs it. Autoescape is on for
 every template: model names, descriptions and metadata are user data.
 
+Each target shows its size, BLAKE3 and SHA-256, a download link and its fetch command (by
+version; each alias has one too), with a badge when the bundle is a placeholder. The aliases
+known at render time are part of the page, so it is complete without a server (``file://``).
+
 Inline JavaScript (no external requests) fills in the registry URL of the fetch commands from
-the page's own address, narrows the model list with the filter box (``?q=`` pre-fills it), and,
-over http(s), re-reads ``aliases/<id>/index.json`` (no-store) for each model in view, so the alias
-section is current after a promotion without a re-render. Without JavaScript the page shows
-everything as rendered.
+the page's own address, shows the copy buttons, narrows the model list with the filter box
+(``?q=`` pre-fills it), and, over http(s), re-reads ``aliases/<id>/index.json`` (no-store) for
+each model in view, so the alias section is current after a promotion without a re-render (from a
+file it says that the aliases are as rendered). Without JavaScript the page shows everything as
+rendered, and a click selects a whole command.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from runtime.errors import InvalidNameError
 from runtime.names import is_name, name_problem, version_key
@@ -148,30 +153,53 @@ def _version_group(version: str, bundles: list[BundleDescriptor]) -> VersionGrou
     return VersionGroup(version, when(created), ordered)
 
 
-# The version tables are the bulk of a large registry (a row per bundle), so their rows are
+# The version tables are the bulk of a large registry (two rows per bundle), so their rows are
 # formatted here instead of in a template, where each row costs several times more. Every
-# interpolated value is escaped, or checked to need no escaping (one regex search per row).
+# interpolated value is escaped, or checked to need no escaping (one regex search each).
 _UNSAFE = re.compile(r"[&<>\"']")
 _ODD = re.compile(r"[\x00-\x20\\]")  # controls, space, backslash
-_CMD = f'<td><code class="cmd">{COMMAND} '
-_CMD_END = f'<span class="reg">{REGISTRY_PLACEHOLDER}</span></code></td></tr>\n'
+_CMD = f'<div class="cmdline"><code class="cmd"><span class="w">{COMMAND}</span> '
+_CMD_END = (
+    f' <span class="w">--registry</span> <span class="reg">{REGISTRY_PLACEHOLDER}</span></code>'
+    '<button class="copy">Copy</button></div>'  # no form around it: no type needed
+)
+_FLAG = (
+    ' <span class="flag" title="A stand-in: the source was missing at build time">'
+    "placeholder</span>"
+)
 
 
 def _e(text: str) -> str:
     return html.escape(text) if _UNSAFE.search(text) else text
 
 
+def fetch_command(ref: str, target: str = "") -> str:
+    """The fetch command of ``ref`` (``MODEL@VERSION`` or ``MODEL@ALIAS``, already escaped, as is
+    ``target``) with a copy button. The script puts the page's registry in place of the
+    placeholder. Each argument is a ``w`` span so that a narrow screen wraps the command between
+    arguments, not after the hyphen of ``--target``."""
+    option = f' <span class="w">--target {target}</span>' if target else ""
+    return f'{_CMD}<span class="w">{ref}</span>{option}{_CMD_END}'
+
+
+def is_placeholder(bundle: BundleDescriptor) -> bool:
+    """Whether an index entry is a stand-in built from a missing source (``"placeholder": true``
+    in its metadata)."""
+    return bundle.metadata.get("placeholder") is True
+
+
 def version_rows(model: ModelView, root: str) -> Markup:
-    """The ``<tbody>`` of each version (newest first) with a row per target."""
+    """The ``<tbody>`` of each version (newest first) with two rows per target."""
     model_id = _e(model.id)
     return Markup("".join([group_rows(model_id, group, root) for group in model.versions]))
 
 
 def group_rows(model_id: str, group: VersionGroup, root: str) -> str:
-    """One version's ``<tbody>``, a row per target; ``model_id`` is already escaped."""
+    """One version's ``<tbody>``: per target, a row of facts and a row with its fetch command;
+    ``model_id`` is already escaped."""
     version = _e(group.version)
     created = f"<small>{_e(group.created)}</small>" if group.created else ""
-    head = f'<th scope="rowgroup" rowspan="{len(group.bundles)}">{version}{created}</th>'
+    head = f'<th scope="rowgroup" rowspan="{2 * len(group.bundles)}">{version}{created}</th>'
     ref, stem = f"{model_id}@{version}", f"{model_id}-{version}"
     parts = [f'<tbody id="m-{ref}">\n']
     for bundle in group.bundles:
@@ -182,19 +210,31 @@ def group_rows(model_id: str, group: VersionGroup, root: str) -> str:
 
 
 def _row(bundle: BundleDescriptor, ref: str, stem: str, head: str, root: str) -> str:
-    digest, target, url = bundle.hash, bundle.target, bundle.location.url
-    if _UNSAFE.search(f"{digest}{target}{url}"):  # rare: escape each, decide the link slowly
-        digest, target = _e(digest), _e(target)
+    target, url = bundle.target, bundle.location.url
+    if _UNSAFE.search(f"{target}{url}"):  # rare: escape, decide the link slowly
+        target = _e(target)
         link = _download(url, f"{stem}-{target}", root)
     elif url.startswith("blobs/"):  # the common case, already known to be safe
         link = f'<a class="dl" href="{root}{url}" download="{stem}-{target}.xyb">download</a>'
     else:
         link = _download(url, f"{stem}-{target}", root)
+    flag = _FLAG if is_placeholder(bundle) else ""
+    sha256 = _digest("sha256", "SHA-256", bundle.sha256) if bundle.sha256 else ""
     return (
-        f'<tr>{head}<td>{target}</td><td title="{bundle.size_bytes} bytes">'
-        f'{human_size(bundle.size_bytes)}</td><td><details class="hash"><summary><code>'
-        f'{digest[:_SHORT_HASH]}</code></summary><code class="full">{digest}</code></details>'
-        f"</td><td>{link}</td>{_CMD}{ref} --target {target} --registry {_CMD_END}"
+        f'<tr class="facts">{head}<td class="target">{target}{flag}</td>'
+        f'<td class="size" title="{bundle.size_bytes} bytes">{human_size(bundle.size_bytes)}</td>'
+        f'<td class="digests">{_digest("blake3", "BLAKE3", bundle.hash)}{sha256}</td>'
+        f'<td>{link}</td></tr>\n<tr class="fetch">'
+        f'<td colspan="4">{fetch_command(ref, target)}</td></tr>\n'
+    )
+
+
+def _digest(algorithm: str, label: str, hexdigest: str) -> str:
+    """A digest, short until opened."""
+    return (
+        f'<details class="hash {algorithm}"><summary><span class="algo">{label}</span> '
+        f"<code>{_e(hexdigest[:_SHORT_HASH])}</code></summary>"
+        f'<code class="full">{_e(hexdigest)}</code></details>'
     )
 
 
@@ -278,6 +318,7 @@ class _Renderer:
         )
         env.filters["when"] = when
         env.globals.update(title=title, command=COMMAND, placeholder=REGISTRY_PLACEHOLDER)
+        env.globals["fetch_command"] = lambda ref: Markup(fetch_command(str(escape(ref))))
         env.globals.update(
             style=Markup(_compact(env.get_template("style.css").render())),
             script=Markup(_compact(env.get_template("script.js").render())),

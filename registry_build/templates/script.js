@@ -14,19 +14,29 @@
     return /^[A-Za-z0-9_@%+=:,.\/~-]+$/.test(text) ? text : "'" + text.replace(/'/g, "'\\''") + "'";
   }
   var registry = registryText();
-  if (registry) {
-    var quoted = shellQuote(registry);
-    document.querySelectorAll(".reg").forEach(function (el) { el.textContent = quoted; });
-  }
+  var registryShown = registry ? shellQuote(registry) : {{ placeholder|tojson }};
+  document.querySelectorAll(".reg").forEach(function (el) { el.textContent = registryShown; });
 
-  // Click a command to copy it.
+  // Copy buttons (shown only when the script runs; without it a click selects a whole command).
+  // The clipboard API needs a secure origin: elsewhere (http://a.lan.host) copy the selection.
+  body.classList.add("js");
+  function copied(button) {
+    button.classList.add("copied");
+    button.textContent = "Copied";
+    setTimeout(function () { button.classList.remove("copied"); button.textContent = "Copy"; }, 1200);
+  }
+  function copyBySelection(code, button) {
+    var selection = window.getSelection();
+    selection.selectAllChildren(code);
+    try { if (document.execCommand("copy")) copied(button); } catch (e) { /* stays selected */ }
+  }
   document.addEventListener("click", function (event) {
-    var cmd = event.target.closest && event.target.closest("code.cmd");
-    if (!cmd || !navigator.clipboard) return;
-    navigator.clipboard.writeText(cmd.textContent).then(function () {
-      cmd.classList.add("copied");
-      setTimeout(function () { cmd.classList.remove("copied"); }, 900);
-    }, function () {});
+    var button = event.target.closest && event.target.closest("button.copy");
+    if (!button) return;
+    var code = button.parentNode.querySelector("code.cmd");
+    if (!navigator.clipboard) { copyBySelection(code, button); return; }
+    navigator.clipboard.writeText(code.textContent).then(function () { copied(button); },
+      function () { copyBySelection(code, button); });
   });
 
   // The filter box: every word must occur in a model's name, description or tags.
@@ -80,6 +90,21 @@
     li.appendChild(document.createTextNode(text + (r.reason ? " \u00b7 " + r.reason : "")));
     return li;
   }
+  // The same markup as render.fetch_command.
+  function fetchCommand(ref) {
+    var line = el("div", "cmdline");
+    var code = el("code", "cmd");
+    code.appendChild(el("span", "w", {{ command|tojson }}));
+    code.appendChild(document.createTextNode(" "));
+    code.appendChild(el("span", "w", ref));
+    code.appendChild(document.createTextNode(" "));
+    code.appendChild(el("span", "w", "--registry"));
+    code.appendChild(document.createTextNode(" "));
+    code.appendChild(el("span", "reg", registryShown));
+    line.appendChild(code);
+    line.appendChild(el("button", "copy", "Copy"));
+    return line;
+  }
   function aliasItem(model, a, pages) {
     var li = el("li");
     li.appendChild(el("span", "alias-name", a.alias));
@@ -91,6 +116,7 @@
     li.appendChild(document.createTextNode(" "));
     var meta = "by " + a.actor + ", " + when(a.time) + (a.reason ? ": " + a.reason : "");
     li.appendChild(el("span", "alias-meta", meta));
+    li.appendChild(fetchCommand(model + "@" + a.alias));
     var history = a.history || [];
     if (history.length) {
       var details = el("details", "history");
@@ -128,6 +154,13 @@
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (view) { if (view && view.model === model) renderAliases(box, view); })
       .catch(function () { /* keep what the page was rendered with */ });
+  }
+  if (!live && document.querySelector("[data-model]")) {
+    // A file cannot be re-read by script: say that the aliases are as of the render.
+    var note = el("p", "offline", "Opened from a file: aliases are shown as of the last render. " +
+      "Served over HTTP(S), this page reads them live.");
+    var main = document.querySelector("main");
+    main.insertBefore(note, main.firstChild);
   }
   if (live && window.fetch) {
     // Boxes on screen (or near it) refresh at once; the rest when they scroll into view.

@@ -1,24 +1,37 @@
 """The browse pages: render_site on its own, then the built page in headless Chromium.
 
-The Chromium tests drive ``chromium --headless --dump-dom`` (no extra Python dependency): the
+Most Chromium tests drive ``chromium --headless --dump-dom`` (no extra Python dependency): the
 serialized DOM is taken after the page's script ran and its fetches finished
-(``--virtual-time-budget`` does not advance while a request is pending).
+(``--virtual-time-budget`` does not advance while a request is pending). The layout tests need
+measurements, clicks and screenshots: they speak the DevTools protocol to Chromium over a pipe
+(``--remote-debugging-pipe``: file descriptors 3 and 4, so no port and no WebSocket library).
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
+import hashlib
 import json
+import os
 import posixpath
 import random
 import re
+import select
 import shutil
+import signal
+import struct
 import subprocess
+import time
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import blake3
 import msgspec
@@ -135,7 +148,7 @@ def alias_box(doc: Node, model: str) -> Node:
 
 
 def bundle(
-    model: str, version: str, target: str = "universal", size: int = 1234
+    model: str, version: str, target: str = "universal", size: int = 1234, sha256: str = ""
 ) -> BundleDescriptor:
     digest = blake3.blake3(f"{model}@{version}/{target}".encode()).hexdigest()
     return BundleDescriptor(
@@ -145,8 +158,20 @@ def bundle(
         hash=digest,
         size_bytes=size,
         location=Location("remote", blob_key(digest)),
+        sha256=sha256,
         created_at="2026-01-02T03:04:05Z",
     )
+
+
+def digests(row: Node) -> dict[str, tuple[str, str]]:
+    """Algorithm -> (short digest shown, full digest when opened), for each digest of a row."""
+    return {
+        d.one("span", "algo").text(): (
+            d.one("summary").all("code")[0].text(),
+            d.one("code", "full").text(),
+        )
+        for d in row.all("details", "hash")
+    }
 
 
 def catalog(bundles: list[BundleDescriptor], **models: ModelInfo) -> Index:
@@ -161,8 +186,8 @@ def test_user_data_is_escaped_everywhere() -> None:
         description=HOSTILE,
         metadata={"license": HOSTILE, "tags": [HOSTILE, "ok"], "source": '" onmouseover="x'},
     )
-    record = AliasRecord("evil", "stable", "1.0", None, HOSTILE, HOSTILE, "2026-01-02T03:04Z", 1)
-    view = AliasView("stable", "1.0", 1, record.time, HOSTILE, HOSTILE, (record,))
+    record = AliasRecord("evil", HOSTILE, "1.0", None, HOSTILE, HOSTILE, "2026-01-02T03:04Z", 1)
+    view = AliasView(HOSTILE, "1.0", 1, record.time, HOSTILE, HOSTILE, (record,))
     index = catalog(
         [
             bundle("evil", "1.0"),
@@ -182,6 +207,10 @@ def test_user_data_is_escaped_everywhere() -> None:
     assert HOSTILE in [n.text() for n in doc.all("dd")]
     assert [t.text() for t in doc.all("span", "tag")] == [HOSTILE, "ok"]
     assert HOSTILE in doc.one("span", "alias-meta").text()
+    assert doc.one("span", "alias-name").text() == HOSTILE
+    assert alias_box(doc, "evil").one("code", "cmd").text() == (
+        f"{COMMAND} evil@{HOSTILE} --registry {REGISTRY_PLACEHOLDER}"
+    )
     hrefs = [str(a.attrs["href"]) for a in doc.all("a", "dl")]
     assert hrefs == [index.bundles[0].location.url]  # the javascript: URL is not linked
 
@@ -226,25 +255,68 @@ def test_versions_are_newest_first_in_natural_order(
     assert shown == newest_first
 
 
-def test_each_target_shows_size_hash_download_and_fetch_command() -> None:
-    entries = [bundle("m", "1.0", "linux-x86_64", 3 * 1024 * 1024), bundle("m", "1.0", "universal")]
+def test_each_target_shows_size_digests_download_and_fetch_command() -> None:
+    entries = [
+        bundle("m", "1.0", "linux-x86_64", 3 * 1024 * 1024, sha256="ab" * 32),
+        bundle("m", "1.0", "universal", sha256="cd" * 32),
+    ]
     doc = parse(
         render_site(catalog(entries, m=ModelInfo("Some model", {"license": "MIT"})))["index.html"]
     )
-    rows = doc.one("tbody").all("tr")
-    assert len(rows) == 2
-    for row, entry in zip(rows, entries, strict=True):
-        cells = [td.text() for td in row.all("td")]
-        assert cells[0] == entry.target
-        assert row.one("details", "hash").one("summary").text() == entry.hash[:12]
-        assert row.one("code", "full").text() == entry.hash
+    rows = doc.one("tbody").all("tr", "facts")
+    commands = doc.one("tbody").all("tr", "fetch")
+    assert len(rows) == len(commands) == 2
+    for row, command, entry in zip(rows, commands, entries, strict=True):
+        assert row.one("td", "target").text() == entry.target
+        assert digests(row) == {
+            "BLAKE3": (entry.hash[:12], entry.hash),
+            "SHA-256": (entry.sha256[:12], entry.sha256),
+        }
         assert row.one("a", "dl").attrs["href"] == entry.location.url
-        assert row.one("code", "cmd").text() == (
+        assert command.one("code", "cmd").text() == (
             f"{COMMAND} m@1.0 --target {entry.target} --registry {REGISTRY_PLACEHOLDER}"
         )
+        assert command.one("button", "copy").text() == "Copy"
     assert [td.text() for td in rows[0].all("td")][1] == "3 MiB"
     assert doc.one("p", "desc").text() == "Some model"
     assert [n.text() for n in doc.all("dd")] == ["MIT"]
+
+
+def test_a_bundle_without_sha256_shows_its_blake3_alone() -> None:
+    entry = bundle("m", "1.0")
+    row = parse(render_site(catalog([entry]))["index.html"]).one("tr", "facts")
+    assert digests(row) == {"BLAKE3": (entry.hash[:12], entry.hash)}
+
+
+def test_a_placeholder_is_marked_on_its_target() -> None:
+    stand_in = msgspec.structs.replace(
+        bundle("m", "1.0", "linux-x86_64"), metadata={"placeholder": True}
+    )
+    entries = [stand_in, bundle("m", "1.0", "universal"), bundle("m", "0.9", "linux-x86_64")]
+    doc = parse(render_site(catalog(entries))["index.html"])
+    marked = {
+        (str(body.attrs["id"]), row.one("td", "target").text())
+        for body in doc.all("tbody")
+        for row in body.all("tr", "facts")
+        if row.all("span", "flag")
+    }
+    assert marked == {("m-m@1.0", "linux-x86_64 placeholder")}
+    flag = doc.one("span", "flag")
+    assert flag.attrs["title"] == "A stand-in: the source was missing at build time"
+
+
+def test_each_alias_shows_its_fetch_command() -> None:
+    views = [
+        AliasView(name, "1.0", 1, "2026-01-02T03:04:05Z", "ana", "") for name in ("beta", "stable")
+    ]
+    index = catalog([bundle("m", "1.0")])
+    page = render_site(index, {"m": AliasIndex("m", tuple(views))})["index.html"]
+    box = alias_box(parse(page), "m")
+    assert [c.text() for c in box.all("code", "cmd")] == [
+        f"{COMMAND} m@beta --registry {REGISTRY_PLACEHOLDER}",
+        f"{COMMAND} m@stable --registry {REGISTRY_PLACEHOLDER}",
+    ]
+    assert len(box.all("button", "copy")) == 2
 
 
 def test_everything_shows_without_javascript() -> None:
@@ -257,7 +329,9 @@ def test_everything_shows_without_javascript() -> None:
 
 def test_aliases_show_with_their_history_newest_first() -> None:
     first = AliasRecord("m", "stable", "1.0", None, "ana", "", "2026-01-02T03:04:05Z", 1)
-    second = AliasRecord("m", "stable", "2.0", "1.0", "bo", "ship it", "2026-02-03T04:05:06Z", 2)
+    second = AliasRecord(
+        "m", "stable", "2.0", "1.0", "bo", "ship it", "2026-02-03T04:05:06Z", 2, "ab" * 32
+    )
     view = AliasView("stable", "2.0", 2, second.time, "bo", "ship it", (first, second))
     index = catalog([bundle("m", "1.0"), bundle("m", "2.0")])
     box = alias_box(parse(render_site(index, {"m": AliasIndex("m", (view,))})["index.html"]), "m")
@@ -410,6 +484,12 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
+FLAGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)  # fmt: skip
+
+
 @pytest.fixture
 def browse(tmp_path: Path) -> Callable[[str], Node]:
     """Load a URL in headless Chromium; its DOM once scripts and their fetches are done."""
@@ -418,8 +498,7 @@ def browse(tmp_path: Path) -> Callable[[str], Node]:
     def load(url: str) -> Node:
         done = subprocess.run(
             [
-                CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", f"--user-data-dir={tmp_path / 'chromium'}",
+                CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'chromium'}",
                 "--virtual-time-budget=3000", "--dump-dom", url,
             ],
             capture_output=True, text=True, timeout=30, check=False,
@@ -466,14 +545,18 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def check_downloads(doc: Node, page_url: str) -> int:
-    """Fetch every download link of the page; each must hash to the full digest shown beside it."""
+    """Fetch every download link of the page; it must hash to both full digests shown beside it."""
     rows = [row for row in doc.all("tr") if row.all("a", "dl")]
     for row in rows:
-        full = row.one("code", "full").text()
-        assert full.startswith(row.one("summary").text())
+        shown = digests(row)
+        assert all(full.startswith(short) for short, full in shown.values())
         href = urllib.parse.urljoin(page_url, str(row.one("a", "dl").attrs["href"]))
         with urllib.request.urlopen(href, timeout=10) as response:
-            assert blake3.blake3(response.read()).hexdigest() == full
+            data = response.read()
+        assert shown == {
+            "BLAKE3": (shown["BLAKE3"][0], blake3.blake3(data).hexdigest()),
+            "SHA-256": (shown["SHA-256"][0], hashlib.sha256(data).hexdigest()),
+        }
     return len(rows)
 
 
@@ -512,10 +595,16 @@ def test_chromium_shows_a_promotion_without_a_rerender(
     static = alias_box(parse(page), "alpha")
     assert static.one("a", "alias-version").text() == "1.10"
     promote(LocalStore(site), "alpha", "stable", "1.9", "ops", "roll back")
+    promote(LocalStore(site), "beta", "canary", "0.1", "ops", "")
     assert (site / "index.html").read_bytes() == page  # nothing re-rendered
-    box = alias_box(browse(f"{http_server(site)}/index.html"), "alpha")
+    base = http_server(site)
+    doc = browse(f"{base}/index.html")
+    box = alias_box(doc, "alpha")
     assert box.one("a", "alias-version").text() == "1.9"
     assert box.one("span", "alias-meta").text().startswith("by ops, ")
+    assert box.one("code", "cmd").text() == f"{COMMAND} alpha@stable --registry {base}"
+    assert alias_box(doc, "beta").one("button", "copy").text() == "Copy"
+    assert not doc.all("p", "offline")
     assert [li.text().split(" · ", 2)[2] for li in box.one("ol").all("li")] == [
         "1.10 → 1.9 · roll back",
         "(none) → 1.10 · registry-build build",
@@ -591,3 +680,254 @@ def test_chromium_version_pages_link_each_other_and_keep_alias_links(
         "alpha.html"
     ] * 2
     assert {c.text().rsplit(" ", 1)[1] for c in second.all("code", "cmd")} == {base}
+
+
+@needs_chromium
+def test_chromium_file_page_shows_the_aliases_known_at_render(
+    site: Path, browse: Callable[[str], Node]
+) -> None:
+    promote(LocalStore(site), "beta", "stable", "0.1", "ops", "")  # after the render
+    doc = browse(f"{site.as_uri()}/index.html")
+    alpha = alias_box(doc, "alpha")  # from the page itself: a file cannot be fetched by script
+    assert alpha.one("a", "alias-version").text() == "1.10"
+    assert alpha.one("code", "cmd").text() == f"{COMMAND} alpha@stable --registry {site}"
+    assert not alias_box(doc, "beta").all("li")
+    assert doc.one("p", "offline").text() == (
+        "Opened from a file: aliases are shown as of the last render. "
+        "Served over HTTP(S), this page reads them live."
+    )
+    write(site, render_site(*published(site)))  # what the next build or publish renders
+    beta = alias_box(browse(f"{site.as_uri()}/index.html"), "beta")
+    assert beta.one("code", "cmd").text() == f"{COMMAND} beta@stable --registry {site}"
+
+
+# --- the layout at a desktop's and a phone's width, over the DevTools protocol ------------------
+
+
+class DevTools:
+    """A headless Chromium with one page, driven over the DevTools protocol on a pipe."""
+
+    def __init__(self, profile: Path, log: Path) -> None:
+        assert CHROMIUM is not None
+        ours_in, theirs_out = os.pipe()
+        theirs_in, ours_out = os.pipe()
+        # Chromium reads commands from fd 3 and writes replies to fd 4: moved from fds >= 10, so
+        # that no dup2 overwrites an fd that another one still has to copy
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (theirs_in, theirs_out)]
+        for fd in (theirs_in, theirs_out):
+            os.close(fd)
+        argv = [CHROMIUM, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={profile}"]
+        try:
+            self.pid = os.posix_spawn(
+                CHROMIUM, [*argv, "about:blank"], os.environ,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, high[0], 3), (os.POSIX_SPAWN_DUP2, high[1], 4),
+                    (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT, 0o644),
+                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                ],
+            )  # fmt: skip
+        finally:
+            for fd in high:
+                os.close(fd)
+        self.reader, self.writer = ours_in, ours_out
+        self.pending = b""
+        self.events: list[dict[str, Any]] = []  # what arrived while waiting for a reply
+        self.last_id = 0
+        target = self.call("Target.createTarget", url="about:blank")["targetId"]
+        self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)[
+            "sessionId"
+        ]
+
+    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Send a command (to the page when ``session`` is given); its result."""
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        os.write(self.writer, json.dumps(message).encode() + b"\0")
+        while (reply := self._message()).get("id") != self.last_id:
+            self.events.append(reply)
+        assert "error" not in reply, f"{method}: {reply['error']}"
+        return dict(reply["result"])
+
+    def page(self, method: str, **params: Any) -> dict[str, Any]:
+        return self.call(method, self.session, **params)
+
+    def _message(self, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\0" not in self.pending:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.reader], [], [], left)[0], "no answer"
+            chunk = os.read(self.reader, 1 << 16)
+            assert chunk, "Chromium closed the DevTools pipe"
+            self.pending += chunk
+        message, self.pending = self.pending.split(b"\0", 1)
+        return dict(json.loads(message))
+
+    def open(self, url: str, width: int, height: int) -> None:
+        """Load ``url`` in a ``width`` x ``height`` viewport (a phone's below 600 px) and wait
+        until the network is idle (the page's alias requests included)."""
+        self.page(
+            "Emulation.setDeviceMetricsOverride",
+            width=width, height=height, deviceScaleFactor=1, mobile=width < 600,
+        )  # fmt: skip
+        self.page("Emulation.setFocusEmulationEnabled", enabled=True)  # for the clipboard
+        origin = urllib.parse.urlsplit(url)
+        self.call(
+            "Browser.grantPermissions",
+            origin=f"{origin.scheme}://{origin.netloc}",
+            permissions=["clipboardReadWrite", "clipboardSanitizedWrite"],
+        )
+        self.page("Page.enable")
+        self.page("Page.setLifecycleEventsEnabled", enabled=True)
+        loader = self.page("Page.navigate", url=url)["loaderId"]
+        while not any(
+            e.get("method") == "Page.lifecycleEvent"
+            and e["params"] == {**e["params"], "name": "networkIdle", "loaderId": loader}
+            for e in self.events
+        ):
+            self.events.append(self._message())
+
+    def evaluate(self, expression: str) -> Any:
+        """The value of a JavaScript expression (awaited when it is a promise)."""
+        reply = self.page(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        assert "exceptionDetails" not in reply, reply["exceptionDetails"]
+        return reply["result"].get("value")
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (a user gesture, as the clipboard requires) on the element."""
+        x, y = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            "e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
+            "return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.page("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self) -> bytes:
+        """A PNG of the viewport."""
+        return base64.b64decode(self.page("Page.captureScreenshot", format="png")["data"])
+
+    def close(self) -> None:
+        with contextlib.suppress(AssertionError, OSError):
+            self.call("Browser.close")
+        deadline = time.monotonic() + 10
+        while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.05)
+        os.close(self.reader)
+        os.close(self.writer)
+
+
+@pytest.fixture
+def devtools(tmp_path: Path) -> Iterator[DevTools]:
+    browser = DevTools(tmp_path / "chromium-devtools", tmp_path / "chromium.log")
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+# Everything that sticks out of the viewport sideways, and every card, command or scrolling box
+# whose content is wider than the box (so it scrolls sideways or is cut off).
+LAYOUT_PROBLEMS = """(() => {
+  const problems = [], root = document.documentElement, width = root.clientWidth;
+  if (root.scrollWidth > width) problems.push(`page: scrollWidth ${root.scrollWidth} > ${width}`);
+  for (const el of document.querySelectorAll("body *")) {
+    if (!el.getClientRects().length) continue;
+    const box = el.getBoundingClientRect(), style = getComputedStyle(el);
+    const name = el.tagName.toLowerCase() + [...el.classList].map(c => "." + c).join("");
+    if (box.left < -0.5 || box.right > width + 0.5)
+      problems.push(`${name}: from ${box.left} to ${box.right}, outside 0..${width}`);
+    const boxed = el.matches(".model, .row, .cmd") || style.overflowX !== "visible";
+    if (boxed && el.scrollWidth > el.clientWidth)
+      problems.push(`${name}: scrollWidth ${el.scrollWidth} > clientWidth ${el.clientWidth}`);
+  }
+  return problems;
+})()"""
+COMMANDS = "[...document.querySelectorAll('code.cmd')].map(c => c.textContent)"
+HEIGHT = 900
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's header."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def png_pixels(data: bytes) -> bytes:
+    """A PNG's decompressed scanlines (filter bytes included)."""
+    pos, compressed = 8, b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        if kind == b"IDAT":
+            compressed += data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    return zlib.decompress(compressed)
+
+
+LONG_URL = f"https://huggingface.co/example-org/{'alpha-' * 12}gguf/resolve/main/{'q' * 60}.gguf"
+
+
+def crowded(site: Path) -> None:
+    """Re-render the site with beta a placeholder, and in alpha's text words (URLs) longer than
+    a phone's line."""
+    index, views = published(site)
+    alpha = ModelInfo(
+        f"A small language model. Weights: {LONG_URL}",
+        {"tags": ["llm", "text-generation"], "license": "MIT", "source": LONG_URL},
+    )
+    bundles = [
+        msgspec.structs.replace(b, metadata={"placeholder": True}) if b.id == "beta" else b
+        for b in index.bundles
+    ]
+    models = {**index.models, "alpha": alpha}
+    write(site, render_site(Index(models=models, bundles=tuple(bundles)), views))
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [1280, 400])
+def test_chromium_page_fits_the_screen_with_every_command_readable_and_copyable(
+    width: int,
+    site: Path,
+    http_server: Callable[[Path], str],
+    devtools: DevTools,
+    tmp_path: Path,
+) -> None:
+    crowded(site)
+    base = http_server(site)
+    devtools.open(f"{base}/index.html", width, HEIGHT)
+    assert devtools.evaluate(LAYOUT_PROBLEMS) == []
+    shot = devtools.screenshot()
+    (tmp_path / f"page-{width}.png").write_bytes(shot)
+    assert png_size(shot) == (width, HEIGHT)
+    assert len(set(png_pixels(shot))) > 32  # not a blank page
+    assert devtools.evaluate("document.querySelectorAll('.flag').length") == 1  # beta's target
+    devtools.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+    assert devtools.evaluate(LAYOUT_PROBLEMS) == []  # full digests and histories as well
+    registry = f"--registry {base}"
+    assert sorted(devtools.evaluate(COMMANDS)) == [
+        f"{COMMAND} alpha@1.10 --target linux-x86_64 {registry}",
+        f"{COMMAND} alpha@1.10 --target universal {registry}",
+        f"{COMMAND} alpha@1.9 --target universal {registry}",
+        f"{COMMAND} alpha@stable {registry}",
+        f"{COMMAND} beta@0.1 --target universal {registry}",
+    ]
+    for where, ref in (("tbody", "alpha@1.10 --target linux-x86_64"), (".aliases", "alpha@stable")):
+        devtools.click(f"{where} button.copy")
+        assert devtools.evaluate("navigator.clipboard.readText()") == f"{COMMAND} {ref} {registry}"
+        assert devtools.evaluate(f"document.querySelector('{where} button.copy').textContent") == (
+            "Copied"
+        )
+    split = render_site(*published(site), budget=1_000)  # a model list, pages per model
+    write(site, split)
+    for page in ("index.html", "models/alpha.html", "models/alpha~2.html"):
+        assert page in split
+        devtools.open(f"{base}/{page}", width, HEIGHT)
+        assert devtools.evaluate(LAYOUT_PROBLEMS) == [], page
