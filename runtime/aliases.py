@@ -22,7 +22,13 @@ Promotion:
    depend on it; a page does.
 
 A crash between steps 2 and 3 leaves a record ahead of the pointer: the next promotion, or the
-next :func:`resolve_alias`, finds it and rolls the pointer forward.
+next :func:`resolve_alias`, finds it and rolls the pointer forward. A crash during an alias's first
+promotion leaves records and no pointer at all (so does a deleted pointer): :func:`resolve_alias`
+then finds the newest record by probing (:func:`newest_pointer`, which the HTTP client uses too,
+having no listing) and rolls forward from it.
+
+Every file under ``aliases/`` is decoded by :func:`runtime.wire.decode_document`, and a record must
+name the model, alias and seq of its key, so the names that become keys are checked names.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import contextlib
 import getpass
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +48,7 @@ import blake3
 import msgspec
 
 from runtime.errors import (
+    CorruptDocument,
     IntegrityError,
     InvalidNameError,
     KeyNotFound,
@@ -54,11 +62,15 @@ from runtime.names import (
     canonical_target,
     check_name,
     highest_version,
+    is_name,
     parse_ref,
     version_key,
 )
 from runtime.store import PutMode, Store
 from runtime.wire import (
+    MAX_ACTOR,
+    MAX_REASON,
+    MAX_SEQ,
     AliasIndex,
     AliasPointer,
     AliasRecord,
@@ -68,16 +80,15 @@ from runtime.wire import (
     alias_index_key,
     alias_pointer_key,
     alias_record_key,
-    blob_key,
-    decode_index,
+    decode_document,
     encode,
     encode_pretty,
 )
 
 DEFAULT_ATTEMPTS = 256
 RESERVED_ALIASES = frozenset({"index"})  # aliases/<id>/index.json is the model's alias view
-MAX_ACTOR = 256
-MAX_REASON = 2000
+_FIX = "restore it, or delete it (a pointer is rebuilt from the records by the next promote)"
+_SEQ = re.compile("[1-9][0-9]{0,9}")  # a record's file name, before ".json"
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
@@ -85,10 +96,6 @@ T = TypeVar("T")
 
 class AliasConflict(RegistryError):
     """Raised when a promotion keeps losing the race for the next record after every attempt."""
-
-
-class AliasCorrupt(RegistryError, ValueError):
-    """Raised when a pointer or record file under ``aliases/`` is not valid JSON of its type."""
 
 
 def utc_now() -> datetime:
@@ -166,13 +173,18 @@ class Verification(msgspec.Struct, frozen=True):
 
 
 def _decode(data: bytes, kind: type[T], key: str, store: Store) -> T:
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise AliasCorrupt(
-            f"{key} in {store.location} is not a valid {kind.__name__}: {exc}; restore it or "
-            "delete it (a pointer is rebuilt from the records by the next promote)"
-        ) from None
+    return decode_document(data, kind, f"{store.location}/{key}", _FIX)
+
+
+def _record(data: bytes, where: str, model: str, alias: str, seq: int) -> AliasRecord:
+    """The record at ``aliases/<model>/<alias>/<seq>.json``, which must say that it is that one."""
+    record = decode_document(data, AliasRecord, where, _FIX)
+    if (record.model, record.alias, record.seq) != (model, alias, seq):
+        raise CorruptDocument(
+            f"{where}: names {record.model}@{record.alias} record {record.seq}, not "
+            f"{model}@{alias} record {seq}; the registry is corrupt or hostile: {_FIX}"
+        )
+    return record
 
 
 def load_index(store: Store) -> Index:
@@ -183,10 +195,9 @@ def load_index(store: Store) -> Index:
         raise ResolveError(
             f"{store.location} has no index.json: build or publish the registry there first"
         ) from None
-    try:
-        return decode_index(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise ResolveError(f"index.json in {store.location} is not a valid index: {exc}") from None
+    return decode_document(
+        data, Index, f"{store.location}/index.json", "rebuild it with `registry-build reindex`"
+    )
 
 
 def versions_of(index: Index, model: str, location: str) -> list[str]:
@@ -234,7 +245,43 @@ def _records_after(
             data, _ = store.get(key)
         except KeyNotFound:
             return
-        yield _decode(data, AliasRecord, key, store), digest(data)
+        yield _record(data, f"{store.location}/{key}", model, alias, seq), digest(data)
+
+
+def newest_pointer(
+    get: Callable[[str], bytes], where: str, model: str, alias: str, after: int = 0
+) -> AliasPointer | None:
+    """The pointer that the newest record of ``model@alias`` after seq ``after`` makes, or None
+    when record ``after + 1`` does not exist.
+
+    Works without a listing (HTTP has none): ``get(key)`` reads a key of the registry at ``where``
+    (raising KeyNotFound). Records ``after + 1, + 2, + 4, ...`` are read until one is missing, then
+    the gap is bisected, so n records ahead cost about 2·log2(n) reads. With a gap in the records
+    the answer is some record around it; :func:`verify_chain` reports the gap.
+    """
+    read: dict[int, bytes] = {}
+
+    def exists(seq: int) -> bool:
+        with contextlib.suppress(KeyNotFound):
+            read[seq] = get(alias_record_key(model, alias, seq))
+            return True
+        return False
+
+    low, step = after, 1
+    while low + step <= MAX_SEQ and exists(low + step):
+        low, step = low + step, step * 2
+    high = min(low + step, MAX_SEQ + 1)  # missing, or past the last seq there can be
+    while high - low > 1 and low > after:
+        middle = (low + high) // 2
+        low, high = (middle, high) if exists(middle) else (low, middle)
+    if low == after:
+        return None
+    where = f"{where}/{alias_record_key(model, alias, low)}"
+    return _pointer_for(_record(read[low], where, model, alias, low), digest(read[low]))
+
+
+def _newest(store: Store, model: str, alias: str, after: int) -> AliasPointer | None:
+    return newest_pointer(lambda key: store.get(key)[0], store.location, model, alias, after)
 
 
 def _pointer_for(record: AliasRecord, record_digest: str) -> AliasPointer:
@@ -274,10 +321,9 @@ def roll_forward(
         read = _read_pointer(store, model, alias)
         if at_least and read.seq >= at_least:
             return read.value
-        ahead = list(_records_after(store, model, alias, read.seq))
-        if not ahead:
+        pointer = _newest(store, model, alias, read.seq)
+        if pointer is None:
             return read.value
-        pointer = _pointer_for(*ahead[-1])
         if _swap(store, model, alias, read, pointer):
             return pointer
         _backoff(attempt)
@@ -463,16 +509,17 @@ def _move_pointer(
 
 
 def alias_names(store: Store, model: str) -> list[str]:
-    """Every alias of ``model`` that has a pointer or at least one record, sorted."""
-    prefix = f"aliases/{model}/"
+    """Every alias of ``model`` that has a pointer or a file under its folder, sorted; a name
+    that is not a valid alias (a stray file) is left out, so no such name becomes a key."""
+    prefix = f"aliases/{check_name('model', model)}/"
     names: set[str] = set()
     for info in store.list(prefix):
         rest = info.key[len(prefix) :]
         if "/" in rest:
             names.add(rest.split("/", 1)[0])
-        elif rest.endswith(".json") and rest != "index.json":
+        elif rest.endswith(".json"):
             names.add(rest.removesuffix(".json"))
-    return sorted(names)
+    return sorted(n for n in names if is_name(n) and n not in RESERVED_ALIASES)
 
 
 def _read_view(store: Store, model: str) -> tuple[AliasIndex | None, str | None]:
@@ -483,8 +530,8 @@ def _read_view(store: Store, model: str) -> tuple[AliasIndex | None, str | None]
     except KeyNotFound:
         return AliasIndex(model), None
     try:
-        return msgspec.json.decode(data, type=AliasIndex), etag
-    except (msgspec.ValidationError, msgspec.DecodeError):
+        return _decode(data, AliasIndex, key, store), etag
+    except CorruptDocument:
         return None, etag
 
 
@@ -546,26 +593,44 @@ def refresh_view(
 # --- resolving and listing ---------------------------------------------------------------------
 
 
-def _no_alias(store: Store, model: str, alias: str) -> ResolveError:
-    known = ", ".join(alias_names(store, model)) or "none"
+def _no_alias(store: Store, model: str, alias: str, damage: str | None = None) -> ResolveError:
+    """The error for an alias that cannot be read: unknown, or known by files that are damaged
+    (``damage`` says how, when the caller knows better than "no pointer and no record 1")."""
+    known = alias_names(store, model)
+    if alias in known:
+        damage = damage or (
+            f"neither its pointer {alias_pointer_key(model, alias)} nor its first record "
+            f"{alias_record_key(model, alias, 1)} exists"
+        )
+        return ResolveError(
+            f"alias {alias!r} of model {model!r} in {store.location} is damaged: {damage}; "
+            "restore the files, or promote the alias again"
+        )
     return ResolveError(
-        f"model {model!r} has no alias {alias!r} in {store.location} (aliases: {known})"
+        f"model {model!r} has no alias {alias!r} in {store.location} "
+        f"(aliases: {', '.join(known) or 'none'})"
     )
 
 
 def resolve_alias(store: Store, model: str, alias: str, *, repair: bool = True) -> AliasPointer:
-    """The pointer of ``model@alias``, rolled forward first if a record lies ahead of it.
+    """The pointer of ``model@alias``, rolled forward first if a record lies ahead of it, or made
+    from the newest record when the pointer file is missing.
 
     With ``repair`` the store is fixed as well (pointer and view); without it, or when the store
     refuses the write, the newest record's pointer is returned and the store left as it was.
     """
+    found = _find_alias(store, model, alias, repair)
+    if found is None:
+        raise _no_alias(store, model, alias)
+    return found
+
+
+def _find_alias(store: Store, model: str, alias: str, repair: bool) -> AliasPointer | None:
+    """:func:`resolve_alias`, or None when the alias has neither a pointer nor a first record."""
     read = _read_pointer(store, model, alias)
-    ahead = list(_records_after(store, model, alias, read.seq))
-    if not ahead:
-        if read.value is None:
-            raise _no_alias(store, model, alias)
+    newest = _newest(store, model, alias, read.seq)
+    if newest is None:
         return read.value
-    newest = _pointer_for(*ahead[-1])
     if repair:  # a read-only or contended store may refuse: the answer above is still right
         with contextlib.suppress(RegistryError):
             newest = roll_forward(store, model, alias, attempts=8) or newest
@@ -616,21 +681,18 @@ def resolve(
     if parsed.selector is None:
         version = highest_version(versions)
     else:
-        try:
-            pointer: AliasPointer | None = resolve_alias(
-                store, parsed.model, parsed.selector, repair=repair
-            )
-        except ResolveError:
-            pointer = None
+        pointer = _find_alias(store, parsed.model, parsed.selector, repair)
         if pointer is not None:
             alias, version = parsed.selector, _alias_version(pointer, versions, store.location)
         elif parsed.selector in versions:
             version = parsed.selector
+        elif parsed.selector in (known := alias_names(store, parsed.model)):
+            raise _no_alias(store, parsed.model, parsed.selector)
         else:
-            known = ", ".join(alias_names(store, parsed.model)) or "none"
             raise ResolveError(
                 f"model {parsed.model!r} has no version or alias {parsed.selector!r} in "
-                f"{store.location} (versions: {', '.join(versions)}; aliases: {known})"
+                f"{store.location} (versions: {', '.join(versions)}; "
+                f"aliases: {', '.join(known) or 'none'})"
             )
     bundles = _bundles(index, parsed.model, version, target)
     return Resolution(str(parsed), parsed.model, version, alias, bundles)
@@ -653,7 +715,12 @@ def aliases(store: Store, model: str) -> tuple[AliasView, ...]:
     for name in alias_names(store, model):
         pointer = resolve_alias(store, model, name, repair=False)
         key = alias_record_key(model, name, pointer.seq)
-        record = _decode(store.get(key)[0], AliasRecord, key, store)
+        try:
+            data = store.get(key)[0]
+        except KeyNotFound:
+            damage = f"its pointer names record {pointer.seq}, but {key} does not exist"
+            raise _no_alias(store, model, name, damage) from None
+        record = _record(data, f"{store.location}/{key}", model, name, pointer.seq)
         views.append(
             AliasView(name, pointer.version, pointer.seq, record.time, record.actor, record.reason)
         )
@@ -667,7 +734,7 @@ def _record_keys(store: Store, model: str, alias: str) -> tuple[dict[int, str], 
     strays: list[str] = []
     for info in store.list(prefix):
         stem = info.key[len(prefix) :].removesuffix(".json")
-        if stem.isdigit() and info.key.endswith(".json") and not stem.startswith("0"):
+        if info.key.endswith(".json") and _SEQ.fullmatch(stem) and int(stem) <= MAX_SEQ:
             by_seq[int(stem)] = info.key
         else:
             strays.append(info.key)
@@ -680,10 +747,10 @@ def history(store: Store, model: str, alias: str) -> tuple[AliasRecord, ...]:
     check_name("alias", alias)
     by_seq, _ = _record_keys(store, model, alias)
     if not by_seq:
-        raise _no_alias(store, model, alias)
+        raise _no_alias(store, model, alias, f"no record under aliases/{model}/{alias}/ exists")
     return tuple(
-        _decode(store.get(by_seq[seq])[0], AliasRecord, by_seq[seq], store)
-        for seq in sorted(by_seq)
+        _record(store.get(key)[0], f"{store.location}/{key}", model, alias, seq)
+        for seq, key in sorted(by_seq.items())
     )
 
 
@@ -700,11 +767,9 @@ def verify_chain(store: Store, model: str, alias: str) -> ChainReport:
     if not by_seq and read.value is None:
         raise _no_alias(store, model, alias)
     problems = [f"{key}: not a record (records are named <seq>.json)" for key in strays]
-    missing = sorted(set(range(1, max(by_seq, default=0) + 1)) - set(by_seq))
+    missing = _gaps(sorted(by_seq))
     if missing:
-        problems.append(
-            f"aliases/{model}/{alias}/: record(s) {', '.join(map(str, missing))} missing"
-        )
+        problems.append(f"aliases/{model}/{alias}/: record(s) {missing} missing")
     link, version = "", None
     for seq in sorted(by_seq):
         data = store.get(by_seq[seq])[0]
@@ -715,11 +780,21 @@ def verify_chain(store: Store, model: str, alias: str) -> ChainReport:
     return ChainReport(model, alias, len(by_seq), version, tuple(problems))
 
 
+def _gaps(seqs: list[int]) -> str:
+    """The seqs missing before the last of ``seqs`` (sorted), as "2, 5-9"; "" when none. Spelled
+    as ranges, so a record named 2000000000.json costs a line, not a list of two billion."""
+    spans, expected = [], 1
+    for seq in seqs:
+        if seq > expected:
+            spans.append(str(expected) if seq == expected + 1 else f"{expected}-{seq - 1}")
+        expected = seq + 1
+    return ", ".join(spans)
+
+
 def _version_of(data: bytes) -> str | None:
-    try:
-        return msgspec.json.decode(data, type=AliasRecord).version
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    with contextlib.suppress(CorruptDocument):
+        return decode_document(data, AliasRecord, "", "").version
+    return None
 
 
 def _record_problems(
@@ -727,7 +802,7 @@ def _record_problems(
 ) -> list[str]:
     try:
         record = _decode(data, AliasRecord, key, store)
-    except AliasCorrupt as exc:
+    except CorruptDocument as exc:
         return [str(exc)]
     problems = []
     model, alias = key.split("/")[1:3]
@@ -769,16 +844,9 @@ def _pointer_problems(
     return []
 
 
-def _blob_key(descriptor: BundleDescriptor) -> str:
-    url = descriptor.location.url
-    return (
-        url if url and "://" not in url and not url.startswith("/") else blob_key(descriptor.hash)
-    )
-
-
 def check_bundle(store: Store, descriptor: BundleDescriptor) -> BundleCheck:
     """Stream the bundle's blob from ``store`` and compare its BLAKE3 and size with the index."""
-    key = _blob_key(descriptor)
+    key = descriptor.blob_key
     hasher, size = blake3.blake3(), 0
     try:
         with store.open(key) as handle:
@@ -791,7 +859,7 @@ def check_bundle(store: Store, descriptor: BundleDescriptor) -> BundleCheck:
             descriptor.target, descriptor.hash, descriptor.size_bytes, False, problem
         )
     actual = hasher.hexdigest()
-    if (actual, size) == (descriptor.hash.lower(), descriptor.size_bytes):
+    if (actual, size) == (descriptor.hash, descriptor.size_bytes):
         return BundleCheck(descriptor.target, descriptor.hash, descriptor.size_bytes, True)
     problem = (
         f"{key} has BLAKE3 {actual} and {size} bytes, but the index names "

@@ -15,6 +15,10 @@ Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry`
 Only verified bytes are ever renamed into ``blobs/``; every other write goes through a temporary
 file and a rename, so a reader sees a whole file or none. ``prune`` removes blobs (with their
 descriptor and tree) not used for N days, and partial downloads abandoned for a day.
+
+Every path here is built from a digest (64 lowercase hex, checked again where it becomes a path),
+a name (:func:`runtime.names.is_name`) or the sha1 of a location, never from other text a registry
+sent, so nothing a registry says can name a file outside the cache.
 """
 
 from __future__ import annotations
@@ -22,26 +26,41 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
 from runtime.atomic import write_atomic
+from runtime.documents import quoted
 from runtime.download import is_partial_name
+from runtime.errors import CorruptDocument, InvalidNameError
+from runtime.names import check_name
 from runtime.wire import (
+    DIGEST_PATTERN,
+    VALUE_SHOWN,
     AliasPointer,
     BundleDescriptor,
     FileEntry,
-    decode_descriptor,
+    decode_document,
     encode_pretty,
 )
 
 DAY = 86400.0
 PARTIAL_MAX_AGE = DAY
+_DIGEST = re.compile(DIGEST_PATTERN)
+
+
+def _checked(digest: str) -> str:
+    """``digest`` if it is one (the last guard before it names a file), else InvalidNameError."""
+    if not _DIGEST.search(digest):
+        raise InvalidNameError(
+            f"{quoted(digest, VALUE_SHOWN)} is not a 64-character lowercase hex digest, so it "
+            "cannot name a cached file: the registry is corrupt or hostile"
+        )
+    return digest
 
 
 def default_root() -> Path:
@@ -90,7 +109,7 @@ class Cache:
         (with its tree), so the caller downloads it again. Only the size is checked: re-hashing
         on every hit would cost what the cache saves.
         """
-        path = self.blobs / f"{digest}.xyb"
+        path = self.blob_path(digest)
         try:
             actual = path.stat().st_size
         except FileNotFoundError:
@@ -101,6 +120,10 @@ class Cache:
         with contextlib.suppress(OSError):  # a read-only cache (a baked image) still serves
             os.utime(path)
         return path
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob of ``digest`` lives (may not exist)."""
+        return self.blobs / f"{_checked(digest)}.xyb"
 
     def tree_intact(self, digest: str, files: Sequence[FileEntry]) -> bool:
         """Whether the extracted tree holds every file of ``files`` at its size; a damaged tree
@@ -118,20 +141,23 @@ class Cache:
 
     def tree(self, digest: str) -> Path:
         """Where the blob's extracted files live (may not exist yet)."""
-        return self.root / "trees" / digest
+        return self.root / "trees" / _checked(digest)
+
+    def _descriptor_path(self, digest: str) -> Path:
+        return self.root / "descriptors" / f"{_checked(digest)}.json"
 
     def descriptor(self, digest: str) -> BundleDescriptor | None:
-        """The full descriptor saved with a blob, or None."""
+        """The full descriptor saved with a blob, or None (also when it is damaged)."""
+        path = self._descriptor_path(digest)
         try:
-            return decode_descriptor((self.root / "descriptors" / f"{digest}.json").read_bytes())
-        except (FileNotFoundError, msgspec.ValidationError, msgspec.DecodeError):
+            found = decode_document(path.read_bytes(), BundleDescriptor, str(path), "")
+        except (FileNotFoundError, CorruptDocument):
             return None
+        return found if found.hash == digest else None
 
     def save_descriptor(self, descriptor: BundleDescriptor) -> None:
         """Keep a blob's full descriptor (before the blob itself, so a cached blob has one)."""
-        write_atomic(
-            self.root / "descriptors" / f"{descriptor.hash}.json", encode_pretty(descriptor)
-        )
+        write_atomic(self._descriptor_path(descriptor.hash), encode_pretty(descriptor))
 
     def registry_dir(self, location: str) -> Path:
         """The folder that holds the last state seen of the registry at ``location``."""
@@ -149,22 +175,26 @@ class Cache:
             write_atomic(folder / "location", location.encode() + b"\n")
         write_atomic(folder / "index.json", data)
 
+    def _pointer_path(self, location: str, model: str, alias: str) -> Path:
+        folder = self.registry_dir(location) / "aliases" / check_name("model", model)
+        return folder / f"{check_name('alias', alias)}.json"
+
     def pointer(self, location: str, model: str, alias: str) -> AliasPointer | None:
         """The last pointer file read for ``model``'s ``alias``, or None."""
-        path = self.registry_dir(location) / "aliases" / model / f"{alias}.json"
+        path = self._pointer_path(location, model, alias)
         try:
-            return msgspec.json.decode(path.read_bytes(), type=AliasPointer)
-        except (FileNotFoundError, msgspec.ValidationError, msgspec.DecodeError):
+            return decode_document(path.read_bytes(), AliasPointer, str(path), "")
+        except (FileNotFoundError, CorruptDocument):
             return None
 
     def aliases(self, location: str, model: str) -> list[str]:
         """The aliases of ``model`` whose pointers are cached."""
-        folder = self.registry_dir(location) / "aliases" / model
+        folder = self.registry_dir(location) / "aliases" / check_name("model", model)
         return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
     def save_pointer(self, location: str, model: str, alias: str, data: bytes | None) -> None:
         """Keep a pointer file just read; None records that the alias no longer exists."""
-        path = self.registry_dir(location) / "aliases" / model / f"{alias}.json"
+        path = self._pointer_path(location, model, alias)
         if data is None:
             path.unlink(missing_ok=True)
         else:
@@ -174,9 +204,11 @@ class Cache:
         """Every cached blob, most recently used first."""
         found = []
         for path in self.blobs.glob("*.xyb") if self.blobs.is_dir() else ():
+            digest = path.stem
+            if not _DIGEST.search(digest):
+                continue  # not a file this cache wrote
             with contextlib.suppress(FileNotFoundError):
                 st = path.stat()
-                digest = path.stem
                 found.append(
                     CacheEntry(
                         digest,
@@ -201,9 +233,9 @@ class Cache:
 
     def remove(self, digest: str) -> None:
         """Forget one blob: the blob first, then its tree and descriptor."""
-        (self.blobs / f"{digest}.xyb").unlink(missing_ok=True)
+        self.blob_path(digest).unlink(missing_ok=True)
         shutil.rmtree(self.tree(digest), ignore_errors=True)
-        (self.root / "descriptors" / f"{digest}.json").unlink(missing_ok=True)
+        self._descriptor_path(digest).unlink(missing_ok=True)
 
     def _prune_partials(self, now: float) -> int:
         removed = 0

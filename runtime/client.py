@@ -11,7 +11,14 @@ Resolution of ``model@selector`` against ``index.json``:
 
 Then the target: the one asked for, else this machine's (:func:`runtime.names.detect_target`),
 else ``universal``. When nothing matches, the error lists the model's versions, aliases and
-targets.
+targets. A selector that is not a version and has no pointer file may still be an alias whose
+pointer is missing (a crash during its first promotion, or a deleted pointer): its records are
+probed (:func:`runtime.aliases.newest_pointer`) and the newest one answers.
+
+What a registry sends is decoded by :func:`runtime.wire.decode_document` into checked values, so
+no digest, name or path from a registry reaches a cache path unchecked. Extraction is bounded
+(:class:`runtime.xyb.Limits`); a bundle refused as malformed or unsafe is removed from the cache
+so that the next fetch downloads it again.
 
 Network use: a ref naming an exact version that the cached index already holds, whose blob is
 cached, is served without any request (versions are immutable; a target published for that version
@@ -29,11 +36,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
-import msgspec
-import urllib3
-
+from runtime.aliases import newest_pointer
 from runtime.cache import Cache
 from runtime.download import (
     HttpTransport,
@@ -43,6 +47,8 @@ from runtime.download import (
     download_blob,
 )
 from runtime.errors import (
+    BundleFormatError,
+    CorruptDocument,
     IntegrityError,
     InvalidNameError,
     KeyNotFound,
@@ -60,6 +66,7 @@ from runtime.names import (
     parse_ref,
     version_key,
 )
+from runtime.names import redact as redact  # re-exported: runtime.agent imports it from here
 from runtime.wire import (
     INDEX_FORMAT,
     AliasIndex,
@@ -68,12 +75,20 @@ from runtime.wire import (
     Index,
     alias_index_key,
     alias_pointer_key,
-    decode_index,
+    decode_document,
     descriptor_key,
+    encode_pretty,
 )
+from runtime.xyb import ExtractLimitExceeded, Limits, safe_extract
 
 Notice = Callable[[str], None]
-T = TypeVar("T")
+_REBUILD = "ask the publisher to rebuild the registry's index.json"
+_REPUBLISH = "ask the publisher to rebuild the registry's descriptors and index.json"
+_REPROMOTE = "ask the publisher to promote the alias again"
+_REFETCHED = (
+    "it was removed from the cache, so the next fetch downloads it again; if that copy is "
+    "refused too, ask the publisher to rebuild the bundle"
+)
 
 
 class OfflineMiss(RegistryError, FileNotFoundError):
@@ -81,7 +96,7 @@ class OfflineMiss(RegistryError, FileNotFoundError):
 
 
 class IndexFormatError(RegistryError, ValueError):
-    """Raised when a registry's ``index.json``, descriptor or pointer file does not parse."""
+    """Raised when a registry's ``index.json`` has a format newer than this client reads."""
 
 
 def stderr_notice(message: str) -> None:
@@ -89,20 +104,12 @@ def stderr_notice(message: str) -> None:
     print(f"registry-runtime: {message}", file=sys.stderr)
 
 
-def redact(location: str) -> str:
-    """``location`` without the user and password a URL may carry."""
-    if not location.startswith(("http://", "https://")):
-        return location
-    url = urllib3.util.parse_url(location)
-    return url._replace(auth=None).url if url.auth else location
-
-
 def normalize_location(location: str) -> str:
     """One spelling per registry: URLs without a trailing '/', directories absolute."""
     if location.startswith(("http://", "https://", "s3://")):
         if not location.split("://", 1)[1].strip("/"):
             raise NoRegistryError(
-                f"{location!r} names no host or bucket: write https://HOST/PATH or "
+                f"{redact(location)!r} names no host or bucket: write https://HOST/PATH or "
                 "s3://BUCKET/PREFIX"
             )
         return location.rstrip("/")
@@ -156,6 +163,7 @@ class Registry:
         transport: Transport | None = None,
         progress: bool | None = None,
         notice: Notice = stderr_notice,
+        max_extract_bytes: int | None = None,
     ) -> None:
         # Credentials in a URL (https://user:token@host) go in a header, never into the cache's
         # files or a message: ``location`` is the URL without them.
@@ -165,6 +173,7 @@ class Registry:
         self.offline = offline
         self.progress = progress
         self.notice = notice
+        self.limits = Limits(max_extract_bytes, _REFETCHED)
         self._transport = transport
         self._cached: tuple[tuple[int, int], _Catalog] | None = None
         self._fallback_reason: str | None = None
@@ -197,11 +206,14 @@ class Registry:
         """An exact version in the cached index whose blob is cached: no request needed."""
         if ref.selector is None or self.offline:
             return None
-        catalog = self._cached_catalog()
+        try:
+            catalog = self._cached_catalog()
+        except CorruptDocument:
+            return None  # a damaged cached index: the registry's own answers below
         if catalog is None or self.cache.pointer(self.location, ref.model, ref.selector):
             return None
         found = catalog.find(ref.model, ref.selector, targets)
-        if found is None or not (self.cache.blobs / f"{found.hash}.xyb").exists():
+        if found is None or not self.cache.blob_path(found.hash).exists():
             return None
         return found
 
@@ -218,7 +230,7 @@ class Registry:
                 ) from None
             except (RegistryUnreachable, StoreError) as exc:
                 return self._fallback(str(exc).split("; ")[0]), False
-            catalog = _Catalog.of(_decode_index(data, f"{self.location}/index.json"))
+            catalog = _Catalog.of(_decode_index(data, f"{self.location}/index.json", _REBUILD))
             self.cache.save_index(self.location, data)
             self._fallback_reason = None
             return catalog, True
@@ -247,7 +259,8 @@ class Registry:
             return None
         stamp = (st.st_mtime_ns, st.st_size)
         if self._cached is None or self._cached[0] != stamp:
-            self._cached = (stamp, _Catalog.of(_decode_index(path.read_bytes(), str(path))))
+            fix = "delete it, and fetch once while the registry is reachable"
+            self._cached = (stamp, _Catalog.of(_decode_index(path.read_bytes(), str(path), fix)))
         return self._cached[1]
 
     def _select(
@@ -268,28 +281,44 @@ class Registry:
     def _version(self, ref: Ref, bundles: list[BundleDescriptor], online: bool) -> str:
         if ref.selector is None:
             return highest_version({b.version for b in bundles})
-        pointer = self._pointer(ref.model, ref.selector, online)
+        versions = {b.version for b in bundles}
+        pointer = self._pointer(ref.model, ref.selector, online, ref.selector not in versions)
         return pointer.version if pointer is not None else ref.selector
 
-    def _pointer(self, model: str, alias: str, online: bool) -> AliasPointer | None:
-        """The alias pointer, read from the registry when online (and cached), else the cache."""
+    def _pointer(self, model: str, alias: str, online: bool, probe: bool) -> AliasPointer | None:
+        """The alias pointer, read from the registry when online (and cached), else the cache.
+
+        With ``probe``, a missing pointer file is made from the alias's newest record, if any.
+        """
         if not online:
             return self.cache.pointer(self.location, model, alias)
         key = alias_pointer_key(model, alias)
         try:
             data = self.transport.get(key)
         except KeyNotFound:
-            self.cache.save_pointer(self.location, model, alias, None)
-            return None
-        pointer = _decode(data, AliasPointer, f"{self.location}/{key}")
+            pointer = self._from_records(model, alias) if probe else None
+            made = None if pointer is None else encode_pretty(pointer)
+            self.cache.save_pointer(self.location, model, alias, made)
+            return pointer
+        pointer = decode_document(data, AliasPointer, f"{self.location}/{key}", _REPROMOTE)
         self.cache.save_pointer(self.location, model, alias, data)
+        return pointer
+
+    def _from_records(self, model: str, alias: str) -> AliasPointer | None:
+        pointer = newest_pointer(self.transport.get, self.location, model, alias)
+        if pointer is not None:
+            self.notice(
+                f"{self.location}/{alias_pointer_key(model, alias)} is missing: using record "
+                f"{pointer.seq} of {model}@{alias} (the next promote restores the pointer)"
+            )
         return pointer
 
     def _aliases(self, model: str, online: bool) -> list[str]:
         """The model's aliases: the registry's alias view when online, else cached pointers."""
         if online:
             with contextlib.suppress(RegistryError):
-                view = _decode(self.transport.get(alias_index_key(model)), AliasIndex, model)
+                key = alias_index_key(model)
+                view = decode_document(self.transport.get(key), AliasIndex, key, _REPROMOTE)
                 return sorted(a.alias for a in view.aliases)
         return self.cache.aliases(self.location, model)
 
@@ -302,12 +331,18 @@ class Registry:
         online: bool,
     ) -> str:
         versions = sorted({b.version for b in bundles}, key=version_key, reverse=True)
-        aliases = ", ".join(self._aliases(ref.model, online)) or "none"
-        listing = f"(versions: {', '.join(versions)}; aliases: {aliases})"
+        known = self._aliases(ref.model, online)
+        listing = f"(versions: {', '.join(versions)}; aliases: {', '.join(known) or 'none'})"
         if version not in versions:
             what = f"no version or alias {ref.selector!r}"
             if ref.selector != version:
                 what = f"alias {ref.selector!r} names version {version!r}, which is not published"
+            elif ref.selector in known:
+                return (
+                    f"{ref}: {ref.model} has no version {version!r} in {self.location}, and its "
+                    f"alias {version!r} has neither a pointer nor a first record there (only "
+                    f"{alias_index_key(ref.model)} lists it): promote it again {listing}"
+                )
             return f"{ref}: {ref.model} has {what} in {self.location} {listing}"
         have = sorted(b.target for b in bundles if b.version == version)
         return (
@@ -346,7 +381,7 @@ class Registry:
             data = self.transport.get(key)
         except KeyNotFound:
             return entry  # an older registry without descriptor files: the index entry will do
-        full = _decode(data, BundleDescriptor, f"{self.location}/{key}")
+        full = decode_document(data, BundleDescriptor, f"{self.location}/{key}", _REPUBLISH)
         if (full.hash, full.size_bytes) != (entry.hash, entry.size_bytes):
             raise IntegrityError(
                 f"{self.location}/{key} names blob {full.hash} ({full.size_bytes} bytes) but "
@@ -357,18 +392,26 @@ class Registry:
         return full
 
     def extract(self, ref: str | Ref, target: str | None = None) -> Path:
-        """A directory with the model files of ``ref``, extracted safely from the verified blob."""
+        """A directory with the model files of ``ref``, extracted safely from the verified blob.
+
+        A bundle refused as malformed or unsafe is removed from the cache (blob, tree and
+        descriptor), so the next fetch downloads it again; one refused only for exceeding the
+        ``max_extract_bytes`` ceiling stays, since raising the ceiling is the fix.
+        """
         entry = self.resolve(ref, target)
         blob = self.fetch_bundle(entry)
         tree = self.cache.tree(entry.hash)
         descriptor = self.cache.descriptor(entry.hash) or entry
         if self.cache.tree_intact(entry.hash, descriptor.files):
             return tree
-        from runtime.xyb import safe_extract
-
         tree.parent.mkdir(parents=True, exist_ok=True)
         try:
-            safe_extract(blob, tree, descriptor.files or None)
+            safe_extract(blob, tree, descriptor.files, self.limits)
+        except ExtractLimitExceeded:
+            raise
+        except (BundleFormatError, IntegrityError):
+            self.cache.remove(entry.hash)
+            raise
         except OSError:
             if tree.is_dir():  # another process finished the same extraction first
                 return tree
@@ -376,26 +419,14 @@ class Registry:
         return tree
 
 
-def _decode_index(data: bytes, where: str) -> Index:
-    try:
-        index = decode_index(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise IndexFormatError(
-            f"{where} is not a valid index: {exc}; rebuild the registry's index.json"
-        ) from None
+def _decode_index(data: bytes, where: str, fix: str) -> Index:
+    index = decode_document(data, Index, where, fix)
     if index.format > INDEX_FORMAT:
         raise IndexFormatError(
             f"{where} has format {index.format}, newer than the {INDEX_FORMAT} this client reads: "
             "upgrade bundle-registry"
         )
     return index
-
-
-def _decode(data: bytes, kind: type[T], where: str) -> T:
-    try:
-        return msgspec.json.decode(data, type=kind)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise IndexFormatError(f"{where} is not a valid {kind.__name__}: {exc}") from None
 
 
 class NoRegistryError(RegistryError, ValueError):

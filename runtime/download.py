@@ -330,7 +330,7 @@ def download_blob(
             sink = Sink(handle, digests, descriptor.size_bytes, label, writeback)
             try:
                 with _progress_bar(sink, descriptor, progress):
-                    transport.download(descriptor.location.url, sink)
+                    transport.download(descriptor.blob_key, sink)
             finally:
                 writeback.close()
             handle.flush()
@@ -349,7 +349,7 @@ def verify(
     descriptor: BundleDescriptor, size: int, blake3_hex: str, sha256_hex: str, *, source: str
 ) -> None:
     """Raise :class:`IntegrityError` unless size and digests match the descriptor."""
-    what = f"{descriptor.location.url} from {source} ({descriptor.id}@{descriptor.version}"
+    what = f"{descriptor.blob_key} from {source} ({descriptor.id}@{descriptor.version}"
     what += f" {descriptor.target})"
     fix = "the blob is corrupt or the index is stale: retry, or ask the publisher to rebuild"
     if size != descriptor.size_bytes:

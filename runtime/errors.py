@@ -34,6 +34,11 @@ class ResolveError(RegistryError, LookupError):
     """Raised when a reference names nothing in the registry; the message lists what exists."""
 
 
+class CorruptDocument(RegistryError, ValueError):
+    """Raised when a document read from a registry (``index.json``, a descriptor, an alias pointer,
+    record or view) does not decode into its type: the registry is corrupt or hostile."""
+
+
 class KeyNotFound(RegistryError, FileNotFoundError):
     """Raised by a store when a key does not exist (also on If-Match against a vanished key)."""
 

@@ -8,6 +8,8 @@
 - Targets have canonical names (:data:`TARGETS`); a few spellings are accepted as synonyms
   (:func:`canonical_target`); :func:`detect_target` maps this machine's OS and CPU to one.
 - A ref is ``model@selector`` or a bare ``model`` (:func:`parse_ref`).
+- A URL in a message or a log line goes through :func:`redact`, which strips every
+  ``user:password@``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,24 @@ import re
 import sys
 from dataclasses import dataclass
 
+from runtime.documents import quoted
 from runtime.errors import InvalidNameError, RefError
 
-NAME_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$"
+
+def whole(pattern: str) -> str:
+    """``pattern`` anchored to the whole string, for ``re.search`` and msgspec's ``Meta(pattern)``.
+
+    Python's ``$`` also matches before a final newline, so ``(?!\\n)`` keeps ``"name\\n"`` out.
+    """
+    return f"^(?:{pattern})(?!\\n)$"
+
+
+NAME_PATTERN = whole(r"(?!.*\.\.)[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9])?")
 _NAME_RE = re.compile(NAME_PATTERN)
+NAME_RULE = (
+    "use 1-128 letters, digits, '.', '_' or '-', starting and ending with a letter or digit, "
+    "without '..'"
+)
 
 UNIVERSAL = "universal"
 TARGETS: tuple[str, ...] = (
@@ -42,7 +58,7 @@ _SYNONYMS = {"ios-aarch64": "ios-arm64", "android-arm": "android-arm32"}
 
 def is_name(value: str) -> bool:
     """True when ``value`` is a valid model id, version, alias or target name."""
-    return bool(_NAME_RE.match(value)) and ".." not in value
+    return bool(_NAME_RE.search(value))
 
 
 def check_name(kind: str, value: str) -> str:
@@ -54,10 +70,15 @@ def check_name(kind: str, value: str) -> str:
 
 def name_problem(kind: str, value: object) -> str:
     """The message for an invalid ``kind`` name ``value``, shared by every caller that checks."""
-    return (
-        f"{kind} {value!r} is not a valid name: use 1-128 letters, digits, '.', '_' or '-', "
-        "starting and ending with a letter or digit, without '..'"
-    )
+    return f"{kind} {quoted(value)} is not a valid name: {NAME_RULE}"
+
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it removed (a location, a message)."""
+    return _URL_CREDENTIALS.sub(r"\1", text)
 
 
 def canonical_target(value: str) -> str | None:

@@ -17,7 +17,9 @@ This is the only module that imports boto3; :func:`runtime.store.open_store` imp
 - Etags are S3's ETag without the quotes (the MD5 of the bytes for single-part uploads).
 - Credentials come from the standard chain (env, profile, SSO, instance or OIDC role); the
   endpoint from ``endpoint_url``, else ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (botocore reads
-  those itself), else AWS.
+  those itself), else AWS. An endpoint URL may carry ``user:password@`` (a proxy's, say): every
+  message made here goes through :func:`runtime.names.redact`, since botocore's own texts quote
+  the endpoint URL whole.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
+from runtime.names import redact
 from runtime.store import ObjectInfo, PutMode, _check_mode, check_key, content_headers
 
 MiB = 1 << 20
@@ -56,16 +59,26 @@ def make_client(endpoint_url: str | None = None) -> Any:
         max_pool_connections=32,
         s3={"addressing_style": "path"} if custom else {},
     )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+    try:
+        return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+    except ValueError as exc:  # botocore: "Invalid endpoint: <the URL, credentials and all>"
+        raise StoreError(
+            f"{redact(str(exc))}: pass --endpoint-url (or set AWS_ENDPOINT_URL) to a URL like "
+            "http://HOST:PORT"
+        ) from None
 
 
 def parse_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
     if not url.startswith("s3://"):
-        raise StoreError(f"{url!r} is not an S3 location: write s3://BUCKET or s3://BUCKET/PREFIX")
+        raise StoreError(
+            f"{redact(url)!r} is not an S3 location: write s3://BUCKET or s3://BUCKET/PREFIX"
+        )
     bucket, _, prefix = url.removeprefix("s3://").partition("/")
     if not bucket:
-        raise StoreError(f"{url!r} names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX")
+        raise StoreError(
+            f"{redact(url)!r} names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX"
+        )
     return bucket, prefix.strip("/")
 
 
@@ -88,7 +101,7 @@ class S3Store:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        self.location = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.location = redact(f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}")
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.max_workers = max_workers
@@ -244,8 +257,8 @@ class S3Store:
             ) from None
         except BotoCoreError as exc:
             raise StoreError(
-                f"{action} s3://{self.bucket}/{self._full(key)} failed: {exc}; check the "
-                "endpoint (--endpoint-url or AWS_ENDPOINT_URL) and the network"
+                f"{action} s3://{self.bucket}/{self._full(key)} failed: {redact(str(exc))}; "
+                "check the endpoint (--endpoint-url or AWS_ENDPOINT_URL) and the network"
             ) from None
 
     def _raise_client_error(
@@ -274,7 +287,7 @@ class S3Store:
                 f"{action} {where}: access denied; check the credentials in use and that the "
                 "bucket policy or role allows this action"
             ) from None
-        message = error.get("Message", "") or str(exc)
+        message = redact(str(error.get("Message", "") or exc))
         raise StoreError(
             f"{action} {where} failed: {code or status} {message}; check the bucket, the "
             "credentials and the endpoint"

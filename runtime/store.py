@@ -40,6 +40,7 @@ import blake3
 
 from runtime.atomic import fsync_dir, is_temp_name, replace, temp_file
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
+from runtime.names import redact
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
@@ -126,7 +127,8 @@ def open_store(location: str, *, endpoint_url: str | None = None) -> Store:
         return MemoryStore(location)
     if location.startswith(("http://", "https://")):
         raise StoreError(
-            f"{location!r} is read-only over HTTP: write to a directory or an s3:// location"
+            f"{redact(location)!r} is read-only over HTTP: write to a directory or an s3:// "
+            "location"
         )
     return LocalStore(Path(location.removeprefix("file://")))
 

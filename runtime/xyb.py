@@ -21,6 +21,17 @@ path's UTF-8 bytes then the file's bytes, then the compact JSON of the manifest 
 :func:`verify_archive` and :func:`safe_extract` stream the bundle (never whole in memory) and refuse
 anything unsafe or inconsistent; :func:`safe_extract` writes only inside a temporary sibling of the
 destination and renames it into place once every check passed.
+
+A hostile bundle is bounded before it costs anything. With the descriptor's ``files`` list, every
+entry must be listed, once, at its listed size, so the bundle cannot extract to more than the
+list's total; that total over the ceiling is refused before reading. With or without a list, the
+sizes the tar headers declare are added up and an entry that would pass the ceiling is refused
+before a byte of it is written. The ceiling is the caller's ``Limits.max_bytes`` when given, else
+automatic: :data:`MAX_RATIO` times the compressed size (at least :data:`RATIO_FLOOR`, at most
+:data:`DEFAULT_MAX_EXTRACT_BYTES`), so a 65 KB bomb stops at 256 MiB, not at 64 GiB; real model
+weights compress by far less than that ratio. At most :data:`~runtime.wire.MAX_FILES` files; at
+most one GNU long-name entry before an entry (so at most 10 header blocks per entry); at most
+:data:`MAX_TRAILER` bytes of zero padding after the end-of-archive marker.
 """
 
 from __future__ import annotations
@@ -29,8 +40,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -40,7 +53,7 @@ import zstandard
 
 from runtime.atomic import fsync_dir, temp_path_for
 from runtime.errors import BundleFormatError, IntegrityError, RegistryError
-from runtime.wire import FileEntry, Manifest
+from runtime.wire import MAX_FILES, SAFE_PATH_PATTERN, FileEntry, Manifest
 
 MANIFEST_NAME = "manifest.json"
 METADATA_NAME = "model_metadata.json"
@@ -56,6 +69,12 @@ GNU_MAGIC = b"ustar  \x00"
 LONGLINK_NAME = "././@LongLink"
 END_OF_ARCHIVE = bytes(2 * BLOCK)
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+MAX_LONG_NAME = 4096  # bytes of a GNU long name, its NUL included
+MAX_NAME_PART = 255  # bytes of one path component: what file systems allow
+MAX_TRAILER = 1024 * 1024  # zero padding after the end-of-archive marker
+DEFAULT_MAX_EXTRACT_BYTES = 64 * 1024**3  # 64 GiB: the automatic ceiling never exceeds it
+MAX_RATIO = 1000  # extracted bytes per compressed byte, unless the caller sets a ceiling
+RATIO_FLOOR = 256 * 1024**2  # the automatic ceiling of a small bundle
 CHUNK = 1024 * 1024
 
 _ZSTD_MAGIC = 0xFD2FB528
@@ -66,6 +85,11 @@ _REFETCH = "fetch or rebuild the bundle"
 
 class DestinationExists(RegistryError, FileExistsError):
     """Raised by :func:`safe_extract` when the destination directory already exists."""
+
+
+class ExtractLimitExceeded(BundleFormatError):
+    """Raised when a bundle would extract to more than the caller's ceiling (``max_bytes``):
+    the bundle may be sound, the limit is the caller's to raise."""
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -281,8 +305,9 @@ class _CheckedSource:
 class _TarReader:
     """Reads the decompressed tar stream of a bundle block by block, strictly."""
 
-    def __init__(self, handle: BinaryIO, where: str) -> None:
+    def __init__(self, handle: BinaryIO, where: str, fix: str = _REFETCH) -> None:
         self.where = where
+        self.fix = fix
         self.walker = _FrameWalker()
         decoder = zstandard.ZstdDecompressor()
         self.stream = decoder.stream_reader(
@@ -292,7 +317,7 @@ class _TarReader:
         )
 
     def fail(self, problem: str) -> BundleFormatError:
-        return BundleFormatError(f"{self.where}: {problem}; {_REFETCH}")
+        return BundleFormatError(f"{self.where}: {problem}; {self.fix}")
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes, or a truncation error."""
@@ -312,20 +337,31 @@ class _TarReader:
             raise self.fail(f"the zstd stream is corrupt ({exc})") from None
 
     def next_entry(self) -> tuple[str, int] | None:
-        """The next regular file entry (name, size); None at the end-of-archive marker."""
-        block = self.read(BLOCK)
-        if block == bytes(BLOCK):
-            return None
-        name, size, kind = _parse_header(block, self)
-        if kind == b"L":
-            if size > 4096:
-                raise self.fail(f"a GNU long name of {size} bytes is too long")
-            long_name = self.read(size + len(tar_padding(size)))[:size].rstrip(b"\x00")
-            following = self.next_entry()
-            if following is None:
-                raise self.fail("the archive ends after a GNU long-name entry")
-            return self.decode_name(long_name), following[1]
-        return self.decode_name(name), size
+        """The next regular file entry (name, size); None at the end-of-archive marker.
+
+        At most one GNU long-name entry may come first, so however an archive chains them, an
+        entry costs at most 10 header blocks (the long-name header and up to 8 blocks of name,
+        then its own header).
+        """
+        long_name: bytes | None = None
+        for _ in range(2):
+            block = self.read(BLOCK)
+            if block == bytes(BLOCK):
+                if long_name is not None:
+                    raise self.fail("the archive ends after a GNU long-name entry")
+                return None
+            name, size, kind = _parse_header(block, self)
+            if kind != b"L":
+                return self.decode_name(name if long_name is None else long_name), size
+            long_name = self._long_name(size)
+        raise self.fail(
+            "a GNU long-name entry follows another one: an entry has at most one long name"
+        )
+
+    def _long_name(self, size: int) -> bytes:
+        if size > MAX_LONG_NAME:
+            raise self.fail(f"a GNU long name of {size} bytes is too long")
+        return self.read(size + len(tar_padding(size)))[:size].rstrip(b"\x00")
 
     def decode_name(self, raw: bytes) -> str:
         try:
@@ -344,9 +380,15 @@ class _TarReader:
 
     def finish(self) -> None:
         """After the end marker: only zero padding may follow, and the zstd stream must be whole."""
+        padding = 0
         while rest := self._read(CHUNK):
             if rest.count(0) != len(rest):
                 raise self.fail("data follows the end-of-archive marker")
+            padding += len(rest)
+            if padding > MAX_TRAILER:
+                raise self.fail(
+                    f"more than {MAX_TRAILER} bytes of padding follow the end-of-archive marker"
+                )
         if not self.walker.complete():
             raise self.fail("the zstd stream is truncated (its last frame is incomplete)")
 
@@ -395,19 +437,32 @@ def _number(field: bytes, reader: _TarReader, name: bytes) -> int:
         raise reader.fail(f"the tar header of entry {name!r} has a bad number {field!r}") from None
 
 
+_SAFE_PATH = re.compile(SAFE_PATH_PATTERN)
+
+
 def check_entry_name(name: str) -> str | None:
-    """Why ``name`` is not a safe relative path inside a bundle, or None if it is."""
+    """Why ``name`` is not a safe relative path inside a bundle, or None if it is.
+
+    A name this accepts also matches :data:`runtime.wire.SAFE_PATH_PATTERN`, the rule for the
+    paths a descriptor lists.
+    """
     if not name:
         return "is empty"
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         return "is an absolute path"
     if "\\" in name or "\x00" in name:
         return "contains a backslash or NUL"
+    if any(ch < " " or ch == "\x7f" for ch in name):
+        return "contains a control character"
     parts = name.split("/")
     if ".." in parts:
         return "climbs out of the bundle with '..'"
     if "" in parts or "." in parts:
         return "has an empty or '.' path component"
+    if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_PART for part in parts):
+        return f"has a path component over {MAX_NAME_PART} bytes"
+    if len(name) > MAX_LONG_NAME or not _SAFE_PATH.search(name):
+        return "is not a safe relative path"
     return None
 
 
@@ -436,6 +491,10 @@ def _read_manifest(reader: _TarReader) -> Manifest:
 
 
 def _check_manifest(manifest: Manifest, reader: _TarReader) -> None:
+    if len(manifest.files) > MAX_FILES:
+        raise reader.fail(
+            f"{MANIFEST_NAME} lists {len(manifest.files)} files, over the limit of {MAX_FILES}"
+        )
     for name in manifest.files:
         problem = check_entry_name(name)
         if problem or name == MANIFEST_NAME:
@@ -453,16 +512,49 @@ def _check_manifest(manifest: Manifest, reader: _TarReader) -> None:
 Sink = Callable[[str], "Callable[[bytes], None] | None"]
 
 
+class _Budget:
+    """The bytes a bundle may extract to, counted from what its tar headers declare."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.ceiling = max_bytes
+        self.used = 0
+
+    def check_declared(self, reader: _TarReader, expected: tuple[FileEntry, ...] | None) -> None:
+        """Refuse up front a bundle whose descriptor lists more bytes than the ceiling."""
+        declared = sum(e.size for e in expected or ())
+        if declared > self.ceiling:
+            raise _too_large(reader, f"its descriptor lists {declared} bytes", self)
+
+    def take(self, reader: _TarReader, name: str, size: int) -> None:
+        """Count an entry's declared size, before any of its bytes are written."""
+        self.used += size
+        if self.used > self.ceiling:
+            what = f"entry {name!r} declares {size} bytes, bringing the bundle to {self.used}"
+            raise _too_large(reader, what, self)
+
+
+def _too_large(reader: _TarReader, what: str, budget: _Budget) -> ExtractLimitExceeded:
+    return ExtractLimitExceeded(
+        f"{reader.where}: {what}, over the extraction ceiling of {budget.ceiling} bytes; "
+        "if you trust this bundle, raise the ceiling (--max-extract or BUNDLE_MAX_EXTRACT)"
+    )
+
+
 class _Checks:
     """Everything checked per entry and at the end of a scan."""
 
     def __init__(
-        self, reader: _TarReader, manifest: Manifest, expected: tuple[FileEntry, ...] | None
+        self,
+        reader: _TarReader,
+        manifest: Manifest,
+        expected: tuple[FileEntry, ...] | None,
+        budget: _Budget,
     ) -> None:
         self.reader = reader
         self.manifest = manifest
         self.listed = set(manifest.files)
         self.expected = None if expected is None else {e.path: e for e in expected}
+        self.budget = budget
         self.hasher = XybridHasher()
         self.seen: list[str] = []
         self.seen_set: set[str] = set()
@@ -495,6 +587,7 @@ class _Checks:
                 raise self._integrity(
                     f"entry {name!r} is {size} bytes, the descriptor says {want.size}"
                 )
+        self.budget.take(self.reader, name, size)
 
     def file_digest(self, name: str, digest: str) -> None:
         want = None if self.expected is None else self.expected.get(name)
@@ -524,7 +617,7 @@ class _Checks:
             )
 
     def _integrity(self, problem: str) -> IntegrityError:
-        return IntegrityError(f"{self.reader.where}: the bundle {problem}; {_REFETCH}")
+        return IntegrityError(f"{self.reader.where}: the bundle {problem}; {self.reader.fix}")
 
 
 def _parents(name: str) -> Iterator[str]:
@@ -533,12 +626,32 @@ def _parents(name: str) -> Iterator[str]:
         yield "/".join(parts[:i])
 
 
-def _scan(path: Path, expected: tuple[FileEntry, ...] | None, sink: Sink | None) -> Manifest:
+@dataclass(frozen=True)
+class Limits:
+    """What a scan may cost and how a refusal ends: ``max_bytes`` of files at most (None: the
+    automatic ceiling of :func:`ceiling`), and ``fix`` (what the reader should do) closing every
+    message."""
+
+    max_bytes: int | None = None
+    fix: str = _REFETCH
+
+    def ceiling(self, compressed: int) -> int:
+        """The bytes a bundle of ``compressed`` bytes may extract to."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return min(DEFAULT_MAX_EXTRACT_BYTES, max(RATIO_FLOOR, MAX_RATIO * compressed))
+
+
+def _scan(
+    path: Path, expected: tuple[FileEntry, ...] | None, sink: Sink | None, limits: Limits
+) -> Manifest:
     """Read and check the whole bundle, handing each file's bytes to ``sink`` when given."""
     with open(path, "rb") as handle:
-        reader = _TarReader(handle, str(path))
+        reader = _TarReader(handle, str(path), limits.fix)
+        budget = _Budget(limits.ceiling(os.fstat(handle.fileno()).st_size))
+        budget.check_declared(reader, expected)
         manifest = _read_manifest(reader)
-        checks = _Checks(reader, manifest, expected)
+        checks = _Checks(reader, manifest, expected, budget)
         while (entry := reader.next_entry()) is not None:
             name, size = entry
             checks.entry(name, size)
@@ -555,13 +668,16 @@ def _scan(path: Path, expected: tuple[FileEntry, ...] | None, sink: Sink | None)
     return manifest
 
 
-def verify_archive(xyb_path: Path, expected_files: tuple[FileEntry, ...] | None = None) -> Manifest:
+def verify_archive(
+    xyb_path: Path, expected_files: tuple[FileEntry, ...] | None = None, limits: Limits = Limits()
+) -> Manifest:
     """Check a bundle completely without extracting it; return its manifest.
 
-    Raises BundleFormatError for anything malformed or unsafe, IntegrityError when a file differs
-    from ``expected_files`` (the descriptor's list).
+    Raises BundleFormatError for anything malformed or unsafe (:class:`ExtractLimitExceeded` past
+    ``limits.max_bytes``), IntegrityError when a file differs from ``expected_files`` (the
+    descriptor's list; empty or None: no list, the ceiling alone bounds the bundle).
     """
-    return _scan(Path(xyb_path), expected_files, None)
+    return _scan(Path(xyb_path), expected_files or None, None, limits)
 
 
 class _DirSink:
@@ -600,13 +716,17 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def safe_extract(
-    xyb_path: Path, dest: Path, expected_files: tuple[FileEntry, ...] | None = None
+    xyb_path: Path,
+    dest: Path,
+    expected_files: tuple[FileEntry, ...] | None = None,
+    limits: Limits = Limits(),
 ) -> Manifest:
     """Extract a bundle's files (not the manifest) into the new directory ``dest``.
 
     Everything is written into a temporary sibling of ``dest`` that is renamed to ``dest`` only
-    when every check of :func:`verify_archive` passed; on any failure it is removed and ``dest``
-    does not exist. Raises DestinationExists if ``dest`` exists already.
+    when every check of :func:`verify_archive` passed (within the same ``limits``); on any
+    failure it is removed and ``dest`` does not exist. Raises DestinationExists if ``dest``
+    exists already.
     """
     dest = Path(dest)
     if dest.exists():
@@ -617,7 +737,7 @@ def safe_extract(
     sink = _DirSink(tmp)
     try:
         try:
-            manifest = _scan(Path(xyb_path), expected_files, sink)
+            manifest = _scan(Path(xyb_path), expected_files or None, sink, limits)
         finally:
             sink.close()
         for directory in sorted(sink.dirs, key=lambda p: len(p.parts), reverse=True):

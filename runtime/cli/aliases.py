@@ -59,6 +59,7 @@ def _command(subparsers: Subparsers, name: str, text: str) -> argparse.ArgumentP
 
 
 def _store(args: argparse.Namespace) -> Any:
+    from runtime.names import redact
     from runtime.store import open_store
 
     if not args.registry:
@@ -68,8 +69,8 @@ def _store(args: argparse.Namespace) -> Any:
     if args.registry.startswith(("http://", "https://")):
         raise NoRegistry(
             f"{args.command} lists and writes the registry's files, which plain HTTP cannot do: "
-            f"pass --registry with the directory or s3:// location {args.registry} is served "
-            "from (over HTTP, `resolve` and `fetch` work)"
+            f"pass --registry with the directory or s3:// location {redact(args.registry)} is "
+            "served from (over HTTP, `resolve` and `fetch` work)"
         )
     return open_store(args.registry)
 

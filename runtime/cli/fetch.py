@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+from runtime.documents import quoted
 from runtime.errors import UsageError
+
+MAX_EXTRACT_ENV = "BUNDLE_MAX_EXTRACT"
+_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+_SIZE = re.compile(r"\s*(\d{1,16})\s*([A-Za-z]*)\s*")
 
 
 def register(subparsers: Any) -> None:
@@ -24,6 +31,14 @@ def register(subparsers: Any) -> None:
     fetch.add_argument("ref", nargs="?", help="MODEL, MODEL@VERSION or MODEL@ALIAS")
     fetch.add_argument("--pipeline", type=Path, help="fetch every stage of a Xybrid pipeline.yaml")
     fetch.add_argument("--extract", action="store_true", help="print the extracted directory")
+    fetch.add_argument(
+        "--max-extract",
+        type=_size,
+        metavar="SIZE",
+        help="refuse to extract a bundle larger than this, e.g. 200GiB "
+        f"(default: ${MAX_EXTRACT_ENV}, else 1000x the bundle's size, at least 256MiB, at most "
+        "64GiB)",
+    )
     _client_options(fetch)
     fetch.set_defaults(handler=fetch_command)
 
@@ -45,12 +60,27 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", type=_directory, help="cache directory")
 
 
-def _registry(args: argparse.Namespace, from_file: str | None = None) -> Any:
+def _registry(
+    args: argparse.Namespace, from_file: str | None = None, max_extract: int | None = None
+) -> Any:
     from runtime.cache import Cache
     from runtime.client import Registry, registry_location
 
     location = registry_location(args.registry, from_file)
-    return Registry(location, cache=Cache(args.cache_dir), offline=args.offline)
+    cache = Cache(args.cache_dir)
+    return Registry(location, cache=cache, offline=args.offline, max_extract_bytes=max_extract)
+
+
+def _max_extract(args: argparse.Namespace) -> int | None:
+    """The extraction ceiling: ``--max-extract``, else ``$BUNDLE_MAX_EXTRACT``, else None (the
+    automatic ceiling of :class:`runtime.xyb.Limits`)."""
+    if args.max_extract is not None:
+        return int(args.max_extract)
+    text = os.environ.get(MAX_EXTRACT_ENV)
+    try:
+        return _size(text) if text else None
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"${MAX_EXTRACT_ENV}: {exc}") from None
 
 
 def resolve_command(args: argparse.Namespace) -> int:
@@ -74,10 +104,10 @@ def fetch_command(args: argparse.Namespace) -> int:
         from runtime.pipeline import fetch_pipeline, load_pipeline
 
         pipeline = load_pipeline(args.pipeline)
-        registry = _registry(args, pipeline.registry)
+        registry = _registry(args, pipeline.registry, _max_extract(args))
         paths = fetch_pipeline(pipeline, registry, target=args.target, extract=args.extract)
     else:
-        registry = _registry(args)
+        registry = _registry(args, max_extract=_max_extract(args))
         get = registry.extract if args.extract else registry.fetch
         paths = [get(args.ref, args.target)]
     for path in paths:
@@ -121,6 +151,17 @@ def _days(text: str) -> float:
     if not 0 <= days < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
     return days
+
+
+def _size(text: str) -> int:
+    match = _SIZE.fullmatch(text)
+    unit = _UNITS.get(match[2].lower()) if match else None
+    if match is None or unit is None or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{quoted(text)} is not a size: write a positive number of bytes, or one followed by "
+            "KiB, MiB, GiB or TiB (e.g. 200GiB)"
+        )
+    return int(match[1]) * unit
 
 
 def _directory(text: str) -> Path:

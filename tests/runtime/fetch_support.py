@@ -2,7 +2,8 @@
 
 Bundles follow Xybrid's rules: manifest.json first (pretty JSON), then the files sorted by path;
 the manifest hash is SHA-256 over each file's path and bytes (sorted by path), then the compact
-manifest JSON with ``hash`` set to "". Hostile archives are written from raw tar members.
+manifest JSON with ``hash`` set to "". Hostile archives are written from raw tar members, zstd RLE
+frames (bombs) and chained GNU long-name entries.
 """
 
 from __future__ import annotations
@@ -71,6 +72,28 @@ def tar_bytes(members: list[Member]) -> bytes:
         for info, data in members:
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
     return raw.getvalue()
+
+
+def long_name_entry(name: bytes) -> bytes:
+    """A GNU ``././@LongLink`` entry naming ``name`` (tarfile writes one before a long name; a
+    hostile archive chains them)."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = tarfile.GNUTYPE_LONGNAME
+    info.size = len(name) + 1
+    data = name + b"\x00"
+    return info.tobuf(tarfile.GNU_FORMAT) + data + bytes(-len(data) % 512)
+
+
+def rle_frame(size: int) -> bytes:
+    """A zstd frame of ``size`` zero bytes in RLE blocks: 4 bytes of frame per 128 KiB of data
+    (a bomb: 2 GiB of zeros in 64 KB)."""
+    block = 128 * 1024
+    parts = [(0xFD2FB528).to_bytes(4, "little"), bytes([0x00, 0x38])]  # 128 KiB window
+    for start in range(0, size, block):
+        piece = min(block, size - start)
+        last = int(start + block >= size)
+        parts.append(((piece << 3) | (1 << 1) | last).to_bytes(3, "little") + b"\x00")
+    return b"".join(parts)
 
 
 def xyb_bytes(members: list[Member]) -> bytes:

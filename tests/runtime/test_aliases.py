@@ -18,8 +18,10 @@ import pytest
 
 from runtime import aliases as al
 from runtime.errors import (
+    CorruptDocument,
     IntegrityError,
     InvalidNameError,
+    KeyNotFound,
     PreconditionFailed,
     RefError,
     ResolveError,
@@ -491,6 +493,129 @@ def test_verify_reports_an_unrepaired_crash(crashed: LocalStore) -> None:
     )
 
 
+class _Counting(LocalStore):
+    """A directory store that counts the records read."""
+
+    reads: list[str]
+
+    def get(self, key: str) -> tuple[bytes, str]:
+        if key.count("/") == 3:
+            self.reads.append(key)
+        return super().get(key)
+
+
+def test_a_deleted_pointer_is_rolled_forward_from_its_records(store: LocalStore) -> None:
+    for version in ("1.0", "1.1", "1.10", "1.0", "1.1"):
+        _promote(store, "production", version)
+    store.delete(alias_pointer_key(MODEL, "production"))
+    counting = _Counting(store.root)
+    counting.reads = []
+    assert al.resolve_alias(counting, MODEL, "production", repair=False).seq == 5
+    seqs = [int(key.rsplit("/", 1)[1].removesuffix(".json")) for key in counting.reads]
+    assert seqs == [1, 3, 7, 5, 6]  # 7 and 6 missing: 5 is the newest
+    assert not (store.root / alias_pointer_key(MODEL, "production")).exists()
+    assert al.resolve(store, "whisper@production").version == "1.1"
+    assert _pointer(store).seq == 5  # repaired
+    assert al.verify_chain(store, MODEL, "production").problems == ()
+
+
+def test_a_hundred_records_cost_a_few_reads() -> None:
+    reads: list[str] = []
+    records = {al.alias_record_key(MODEL, "prod", n) for n in range(1, 101)}
+
+    def get(key: str) -> bytes:
+        reads.append(key)
+        if key not in records:
+            raise KeyNotFound(key)
+        seq = int(key.rsplit("/", 1)[1].removesuffix(".json"))
+        digest = "" if seq == 1 else "ab" * 32
+        return encode(AliasRecord(MODEL, "prod", "1.0", None, "ci", "", "", seq, digest))
+
+    pointer = al.newest_pointer(get, "mem://", MODEL, "prod")
+    assert pointer is not None and pointer.seq == 100
+    assert len(reads) <= 14
+
+
+def test_a_damaged_alias_is_named_without_contradiction(store: LocalStore) -> None:
+    _three(store)
+    store.delete(alias_pointer_key(MODEL, "production"))
+    store.delete(alias_record_key(MODEL, "production", 1))
+    damaged = (
+        f"alias 'production' of model 'whisper' in {store.location} is damaged: neither its "
+        "pointer aliases/whisper/production.json nor its first record "
+        "aliases/whisper/production/1.json exists; restore the files, or promote the alias again"
+    )
+    for call in (
+        lambda: al.resolve(store, "whisper@production"),
+        lambda: al.resolve_alias(store, MODEL, "production"),
+    ):
+        with pytest.raises(ResolveError) as caught:
+            call()
+        assert str(caught.value) == damaged
+
+
+def test_history_of_an_alias_whose_records_are_gone(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    store.delete(alias_record_key(MODEL, "production", 1))
+    with pytest.raises(ResolveError) as caught:
+        al.history(store, MODEL, "production")
+    assert str(caught.value) == (
+        f"alias 'production' of model 'whisper' in {store.location} is damaged: no record under "
+        "aliases/whisper/production/ exists; restore the files, or promote the alias again"
+    )
+
+
+def test_a_listing_names_a_pointer_whose_record_is_gone(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    _promote(store, "production", "1.1")
+    store.delete(alias_record_key(MODEL, "production", 2))
+    with pytest.raises(ResolveError) as caught:
+        al.aliases(store, MODEL)
+    assert str(caught.value) == (
+        f"alias 'production' of model 'whisper' in {store.location} is damaged: its pointer "
+        "names record 2, but aliases/whisper/production/2.json does not exist; restore the "
+        "files, or promote the alias again"
+    )
+
+
+def test_a_record_that_names_another_alias_is_refused(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    _promote(store, "staging", "1.1")
+    staging = store.get(alias_record_key(MODEL, "staging", 1))[0]
+    store.put(alias_record_key(MODEL, "production", 2), staging)
+    with pytest.raises(CorruptDocument) as caught:
+        al.resolve_alias(store, MODEL, "production")
+    assert str(caught.value) == (
+        f"{store.location}/aliases/whisper/production/2.json: names whisper@staging record 1, "
+        "not whisper@production record 2; the registry is corrupt or hostile: restore it, or "
+        "delete it (a pointer is rebuilt from the records by the next promote)"
+    )
+
+
+def test_a_far_away_record_is_a_gap_not_a_list_of_billions(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    far = alias_record_key(MODEL, "production", 2_000_000_000)
+    store.put(far, store.get(alias_record_key(MODEL, "production", 1))[0])
+    store.put(alias_record_key(MODEL, "production", 1).replace("/1.", "/99999999999."), b"{}")
+    problems = al.verify_chain(store, MODEL, "production").problems
+    assert problems[0] == (
+        "aliases/whisper/production/99999999999.json: not a record (records are named <seq>.json)"
+    )
+    assert problems[1] == "aliases/whisper/production/: record(s) 2-1999999999 missing"
+
+
+def test_stray_names_under_aliases_are_not_aliases(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    for key in (
+        "aliases/whisper/a b.json",
+        "aliases/whisper/x..y/1.json",
+        "aliases/whisper/é.json",
+    ):
+        store.put(key, b"{}")
+    assert al.alias_names(store, MODEL) == ["production"]
+    assert [v.alias for v in al.aliases(store, MODEL)] == ["production"]
+
+
 # --- tamper evidence ---------------------------------------------------------------------------
 
 
@@ -543,8 +668,10 @@ def test_stray_and_corrupt_files_are_reported(store: LocalStore) -> None:
     assert problems[0] == (
         "aliases/whisper/production/notes.txt: not a record (records are named <seq>.json)"
     )
-    assert problems[1].startswith(
-        f"aliases/whisper/production/2.json in {store.location} is not a valid AliasRecord: "
+    assert problems[1] == (
+        f"{store.location}/aliases/whisper/production/2.json: $: []: expected `object`, got "
+        "`array`; the registry is corrupt or hostile: restore it, or delete it (a pointer is "
+        "rebuilt from the records by the next promote)"
     )
 
 

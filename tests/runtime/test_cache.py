@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from fetch_support import demo_registry
 
 from runtime.cache import DAY, Cache, default_root
 from runtime.client import Registry
+from runtime.errors import InvalidNameError
 
 
 def test_default_root_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -100,3 +102,57 @@ def test_empty_cache(tmp_path: Path) -> None:
     assert cache.entries() == []
     assert cache.prune(keep_days=0).blobs == 0
     assert cache.blob("ab" * 32) is None
+
+
+HOSTILE_DIGESTS = ["../../victim", "/tmp/x/victim", "AB" * 32, "ab" * 32 + "\n", "", "ab" * 31]
+
+
+@pytest.mark.parametrize("digest", HOSTILE_DIGESTS)
+def test_only_a_digest_names_a_cached_file(tmp_path: Path, digest: str) -> None:
+    """The last guard: even a value that skipped decoding never becomes a path."""
+    cache = Cache(tmp_path / "cache")
+    calls: list[Callable[[], object]] = [
+        lambda: cache.blob(digest),
+        lambda: cache.blob_path(digest),
+        lambda: cache.tree(digest),
+        lambda: cache.descriptor(digest),
+        lambda: cache.remove(digest),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidNameError) as caught:
+            call()
+        assert str(caught.value) == (
+            f"{digest!r} is not a 64-character lowercase hex digest, so it cannot name a cached "
+            "file: the registry is corrupt or hostile"
+        )
+    assert not (tmp_path / "cache").exists()
+
+
+def test_pointer_paths_take_names_only(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(InvalidNameError, match=r"^alias '\.\./\.\./x' is not a valid name"):
+        cache.save_pointer("/srv/reg", "tiny", "../../x", b"{}")
+    with pytest.raises(InvalidNameError, match=r"^model '\.\.' is not a valid name"):
+        cache.pointer("/srv/reg", "..", "stable")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_foreign_files_in_the_cache_are_not_entries(filled: tuple[Cache, Registry, Path]) -> None:
+    cache, _, _ = filled
+    before = [e.digest for e in cache.entries()]
+    (cache.root / "blobs" / "notes.xyb").write_bytes(b"mine")
+    assert [e.digest for e in cache.entries()] == before
+    assert cache.prune(keep_days=0).blobs == len(before)
+    assert (cache.root / "blobs" / "notes.xyb").read_bytes() == b"mine"
+
+
+def test_a_descriptor_filed_under_another_digest_is_ignored(
+    filled: tuple[Cache, Registry, Path],
+) -> None:
+    cache, registry, _ = filled
+    one = registry.resolve("tiny@1.0", "universal").hash
+    other = registry.resolve("tiny@1.2", "linux-x86_64").hash
+    (cache.root / "descriptors" / f"{other}.json").write_bytes(
+        (cache.root / "descriptors" / f"{one}.json").read_bytes()
+    )
+    assert cache.descriptor(other) is None

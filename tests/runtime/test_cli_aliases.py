@@ -158,3 +158,46 @@ def test_an_http_registry_says_what_to_pass_instead(capsys: pytest.CaptureFixtur
         "pass --registry with the directory or s3:// location https://m.example is served from "
         "(over HTTP, `resolve` and `fetch` work)\n",
     )
+
+
+def test_a_lost_pointer_is_answered_from_the_records(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 10: a pointer missing while records exist (a crash during an alias's first
+    promotion, or a deleted pointer) is rolled forward; verify still reports it."""
+    _run(capsys, *_promote(registry, "1.0", "--actor", "alice"))
+    _run(capsys, *_promote(registry, "1.1", "--actor", "bob"))
+    registry.delete("aliases/whisper/production.json")
+    code, out, err = _run(capsys, "aliases", "whisper", "--registry", registry.location)
+    assert (code, err) == (0, "")
+    assert out.startswith("production\t1.1\trecord 2\t")
+    code, out, err = _run(capsys, "verify", "whisper@production", "--registry", registry.location)
+    digest = blake3.blake3(b"whisper 1.1" * 100).hexdigest()
+    assert (code, out) == (1, f"ok\twhisper@1.1\tuniversal\t{digest}\n")
+    assert err == (
+        "Error: whisper@production: 1 problem found:\n"
+        "  - aliases/whisper/production.json: missing although 2 record(s) exist (the next "
+        "promote restores it)\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["aliases", "whisper"], ["history", "whisper", "production"]])
+def test_a_damaged_alias_is_one_line_that_does_not_contradict_itself(
+    registry: LocalStore, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    _run(capsys, *_promote(registry, "1.0", "--actor", "alice"))
+    registry.delete("aliases/whisper/production.json")
+    registry.delete("aliases/whisper/production/1.json")
+    registry.put("aliases/whisper/production/notes.txt", b"a stray file keeps the folder")
+    code, out, err = _run(capsys, *command, "--registry", registry.location)
+    assert (code, out) == (1, "")
+    damage = (
+        "no record under aliases/whisper/production/ exists"
+        if command[0] == "history"
+        else "neither its pointer aliases/whisper/production.json nor its first record "
+        "aliases/whisper/production/1.json exists"
+    )
+    assert err == (
+        f"Error: alias 'production' of model 'whisper' in {registry.location} is damaged: "
+        f"{damage}; restore the files, or promote the alias again\n"
+    )

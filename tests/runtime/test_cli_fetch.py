@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from fetch_support import demo_registry
+from fetch_support import demo_registry, publish, write_index
 
 from runtime.cli import main
 from runtime.wire import BundleDescriptor
@@ -172,3 +172,133 @@ def test_console_script_over_http(
     want = published[("tiny", "1.2", "universal")]
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == f"{tmp_path / 'xdg2' / 'bundle-registry' / 'blobs' / want.hash}.xyb\n"
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes (None for a directory)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_the_issue_attack_writes_nothing_outside_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], http_server: Callable[[Path], str]
+) -> None:
+    """issue 10, as reported: a "hash" of "../../../../tmp/x/PWNED" in index.json and in the
+    descriptor made `fetch --extract` write PWNED.json outside --cache-dir (and, with a wrong
+    size_bytes, delete PWNED.xyb and rmtree PWNED beside it)."""
+    root = tmp_path / "site"
+    good = publish(root, "m", "1.0", "universal")
+    write_index(root, [good])
+    outside = tmp_path / "x"
+    (outside / "PWNED").mkdir(parents=True)
+    (outside / "PWNED.xyb").write_bytes(b"keep me")
+    (outside / "PWNED" / "file").write_bytes(b"keep me too")
+    cache = tmp_path / "cache" / "a" / "b"
+    hostile = "../../../x/PWNED"  # from cache/a/b/descriptors: tmp_path/x/PWNED
+    for path in (root / "index.json", root / "descriptors/m/1.0/universal.json"):
+        document = json.loads(path.read_text())
+        entry = document["bundles"][0] if "bundles" in document else document
+        entry.update(hash=hostile, size_bytes=1)
+        path.write_text(json.dumps(document))
+    before = snapshot(outside)
+    for registry in (str(root), http_server(root)):
+        argv = ["fetch", "m@1.0", "--extract", "--registry", registry, "--cache-dir", str(cache)]
+        code, out, err = run(capsys, *argv)
+        assert (code, out) == (1, "")
+        assert err == (
+            f"Error: {registry}/index.json: $.bundles[0].hash: '{hostile}' is not a 64-character "
+            "lowercase hex digest; the registry is corrupt or hostile: ask the publisher to "
+            "rebuild the registry's index.json\n"
+        )
+    assert snapshot(outside) == before
+    assert not (tmp_path / "x" / "PWNED.json").exists()
+
+
+def test_resolve_rolls_a_missing_pointer_forward(
+    site: tuple[Path, dict[Key, BundleDescriptor]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """issue 10: `resolve m@prod` failed with "no alias 'prod'" and "aliases: prod" at once."""
+    from runtime.aliases import promote
+    from runtime.store import LocalStore
+
+    root, published = site
+    store = LocalStore(root)
+    promote(store, "tiny", "prod", "1.0", "ci", "")
+    promote(store, "tiny", "prod", "1.2", "ci", "")
+    (root / "aliases/tiny/prod.json").unlink()
+    want = published[("tiny", "1.2", "universal")]
+    assert run(capsys, "resolve", "tiny@prod", "--target", "universal") == (
+        0,
+        f"tiny@1.2 universal {want.hash} {want.size_bytes}\n",
+        f"registry-runtime: {root}/aliases/tiny/prod.json is missing: using record 2 of "
+        "tiny@prod (the next promote restores the pointer)\n",
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "env", "expected"),
+    [
+        (None, None, None),
+        ("200GiB", None, 200 * 1024**3),
+        ("12345", "1TiB", 12345),
+        (None, "512 MiB", 512 * 1024**2),
+    ],
+)
+def test_the_extraction_ceiling_comes_from_the_option_then_the_environment(
+    monkeypatch: pytest.MonkeyPatch, option: str | None, env: str | None, expected: int | None
+) -> None:
+    import argparse
+
+    from runtime.cli.fetch import _max_extract, _size
+
+    if env is not None:
+        monkeypatch.setenv("BUNDLE_MAX_EXTRACT", env)
+    args = argparse.Namespace(max_extract=None if option is None else _size(option))
+    assert _max_extract(args) == expected
+
+
+SIZE_HELP = (
+    "is not a size: write a positive number of bytes, or one followed by KiB, MiB, GiB or TiB "
+    "(e.g. 200GiB)"
+)
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "5 GB", "1.5GiB"])
+def test_a_bad_ceiling_option_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["fetch", "tiny@1.0", "--extract", "--max-extract", value])
+    assert caught.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"registry-runtime fetch: error: argument --max-extract: {value!r} {SIZE_HELP}\n"
+    )
+
+
+def test_a_bad_ceiling_in_the_environment_is_a_usage_error(
+    site: tuple[Path, dict[Key, BundleDescriptor]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BUNDLE_MAX_EXTRACT", "5 GB")
+    assert run(capsys, "fetch", "tiny@1.0", "--extract") == (
+        2,
+        "",
+        f"registry-runtime fetch: error: $BUNDLE_MAX_EXTRACT: '5 GB' {SIZE_HELP}\n",
+    )
+
+
+def test_fetch_extract_honours_the_ceiling(
+    site: tuple[Path, dict[Key, BundleDescriptor]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(
+        capsys, "fetch", "tiny@1.0", "--target", "universal", "--extract", "--max-extract", "10"
+    )
+    assert (code, out) == (1, "")
+    assert err.startswith("Error: ") and err.count("\n") == 1
+    assert err.endswith(
+        "over the extraction ceiling of 10 bytes; if you trust this bundle, raise the ceiling "
+        "(--max-extract or BUNDLE_MAX_EXTRACT)\n"
+    )

@@ -37,7 +37,7 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import detect_target
-from runtime.wire import BundleDescriptor
+from runtime.wire import BundleDescriptor, Index, encode
 
 Key = tuple[str, str, str]
 
@@ -506,11 +506,16 @@ def test_hostile_archives_are_refused(
         registry.extract("evil@1.0", "universal")
     assert str(caught.value).startswith(f"{cache.root}/blobs/{evil.hash}.xyb: ")
     assert fragment in str(caught.value)
+    assert str(caught.value).endswith(
+        "; it was removed from the cache, so the next fetch downloads it again; if that copy is "
+        "refused too, ask the publisher to rebuild the bundle"
+    )
     assert list(outside.iterdir()) == []
     assert not cache.tree(evil.hash).exists()
     assert list((cache.root / "trees").iterdir()) == []
     assert not list(tmp_path.rglob("escape.txt"))
-    assert [e.digest for e in cache.entries()] == [evil.hash]  # the blob itself verified
+    assert cache.entries() == []  # the blob verified, but extracting it was refused: gone
+    assert cache.descriptor(evil.hash) is None
 
 
 def test_credentials_in_the_url_go_in_a_header_and_nowhere_else(
@@ -560,3 +565,160 @@ def test_an_index_from_a_newer_format_says_to_upgrade(tmp_path: Path, cache: Cac
         f"{tmp_path}/index.json has format 99, newer than the 1 this client reads: "
         "upgrade bundle-registry"
     )
+
+
+# --- a hostile registry touches nothing outside the cache ------------------------------------
+
+
+def test_a_digest_that_is_a_path_never_reaches_the_disk(tmp_path: Path, cache: Cache) -> None:
+    """issue 10: "hash": "../../victim" wrote victim.json beside the cache and deleted files."""
+    import json
+
+    root = tmp_path / "site"
+    good = publish(root, "m", "1.0", "universal")
+    write_index(root, [good])
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "victim.json").write_text("mine")
+    hostile = "../../victim/victim"
+    for path in (root / "index.json", root / "descriptors/m/1.0/universal.json"):
+        document = json.loads(path.read_text())
+        (document["bundles"][0] if "bundles" in document else document)["hash"] = hostile
+        path.write_text(json.dumps(document))
+    with pytest.raises(RegistryError) as caught:
+        Registry(str(root), cache=cache, progress=False).extract("m@1.0", "universal")
+    assert str(caught.value) == (
+        f"{root}/index.json: $.bundles[0].hash: '{hostile}' is not a 64-character lowercase "
+        "hex digest; the registry is corrupt or hostile: ask the publisher to rebuild the "
+        "registry's index.json"
+    )
+    assert sorted(p.name for p in victim.iterdir()) == ["victim.json"]
+    assert (victim / "victim.json").read_text() == "mine"
+    assert cache.entries() == []
+
+
+def promoted(root: Path, versions: tuple[str, ...]) -> None:
+    """tiny@prod promoted through ``versions`` (real records), then its pointer file lost."""
+    from runtime.aliases import promote
+    from runtime.store import LocalStore
+    from runtime.wire import alias_pointer_key
+
+    store = LocalStore(root)
+    for version in versions:
+        promote(store, "tiny", "prod", version, "ci", "")
+    (root / alias_pointer_key("tiny", "prod")).unlink()
+
+
+def test_a_missing_pointer_is_rolled_forward_over_http(
+    site: tuple[Path, dict[Key, BundleDescriptor]],
+    cache: Cache,
+    faults: Faults,
+    counting_url: str,
+) -> None:
+    """A crash during a first promotion (or a deleted pointer) leaves records and no pointer:
+    over HTTP, with no listing, the records are probed 1, 3, 7, then bisected."""
+    root, _ = site
+    promoted(root, ("1.0", "1.10", "1.2"))
+    notices = Notices()
+    registry = Registry(counting_url, cache=cache, progress=False, notice=notices)
+    assert registry.resolve("tiny@prod", "universal").version == "1.2"
+    assert notices == [
+        f"{counting_url}/aliases/tiny/prod.json is missing: using record 3 of tiny@prod "
+        "(the next promote restores the pointer)"
+    ]
+    probes = [p for p in faults.paths() if p.startswith("aliases/tiny/prod/")]
+    assert probes == [f"aliases/tiny/prod/{n}.json" for n in (1, 3, 7, 5, 4)]
+    assert cache.pointer(counting_url, "tiny", "prod") is not None  # offline answers it too
+    offline = Registry(counting_url, cache=cache, offline=True, notice=notices)
+    assert offline.resolve("tiny@prod", "universal").version == "1.2"
+
+
+def test_a_version_ref_costs_no_record_probe(
+    site: tuple[Path, dict[Key, BundleDescriptor]],
+    cache: Cache,
+    faults: Faults,
+    counting_url: str,
+) -> None:
+    Registry(counting_url, cache=cache, progress=False).resolve("tiny@1.2", "universal")
+    assert faults.paths() == ["index.json", "aliases/tiny/1.2.json"]
+
+
+def test_an_alias_listed_but_unreadable_does_not_contradict_itself(
+    site: tuple[Path, dict[Key, BundleDescriptor]], cache: Cache
+) -> None:
+    from runtime.aliases import refresh_view
+
+    root, _ = site
+    promoted(root, ("1.0", "1.2"))
+    from runtime.store import LocalStore
+
+    refresh_view(LocalStore(root), "tiny")
+    (root / "aliases/tiny/prod/1.json").unlink()
+    with pytest.raises(ResolveError) as caught:
+        Registry(str(root), cache=cache).resolve("tiny@prod", "universal")
+    assert str(caught.value) == (
+        f"tiny@prod: tiny has no version 'prod' in {root}, and its alias 'prod' has neither a "
+        "pointer nor a first record there (only aliases/tiny/index.json lists it): promote it "
+        "again (versions: 1.10, 1.2, 1.0; aliases: prod)"
+    )
+
+
+def test_a_bomb_over_the_ceiling_is_refused_and_kept(tmp_path: Path, cache: Cache) -> None:
+    """The ceiling is the caller's: the blob is sound, raising the ceiling is the fix."""
+    root = tmp_path / "site"
+    files = {"a.bin": bytes(300_000)}
+    bundle = publish(root, "big", "1.0", "universal", files)
+    (root / "descriptors/big/1.0/universal.json").unlink()  # no descriptor: no files list
+    write_index(root, [bundle])
+    small = Registry(str(root), cache=cache, progress=False, max_extract_bytes=100_000)
+    with pytest.raises(BundleFormatError) as caught:
+        small.extract("big@1.0", "universal")
+    assert str(caught.value) == (
+        f"{cache.blob_path(bundle.hash)}: entry 'a.bin' declares 300000 bytes, bringing the "
+        "bundle to 300000, over the extraction ceiling of 100000 bytes; if you trust this "
+        "bundle, raise the ceiling (--max-extract or BUNDLE_MAX_EXTRACT)"
+    )
+    assert [e.digest for e in cache.entries()] == [bundle.hash]
+    assert list((cache.root / "trees").iterdir()) == []
+    tree = Registry(str(root), cache=cache, progress=False).extract("big@1.0", "universal")
+    assert (tree / "a.bin").stat().st_size == 300_000
+
+
+def test_a_refused_bundle_is_downloaded_again_on_the_next_fetch(
+    site: tuple[Path, dict[Key, BundleDescriptor]],
+    cache: Cache,
+    faults: Faults,
+    counting_url: str,
+) -> None:
+    """A cached blob damaged after it was verified (same size, so a cache hit) is refused by
+    extraction, removed, and fetched anew: the message's promise holds."""
+    want = site[1][("tiny", "1.2", "linux-x86_64")]
+    registry = Registry(counting_url, cache=cache, progress=False)
+    blob = registry.fetch("tiny@1.2", "linux-x86_64")
+    damaged = bytearray(blob.read_bytes())
+    damaged[-8] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    with pytest.raises(RegistryError) as caught:
+        registry.extract("tiny@1.2", "linux-x86_64")
+    assert str(caught.value).startswith(f"{blob}: ")
+    assert str(caught.value).endswith("; it was removed from the cache, so the next fetch "
+                                      "downloads it again; if that copy is refused too, ask "
+                                      "the publisher to rebuild the bundle")  # fmt: skip
+    assert not blob.exists() and cache.descriptor(want.hash) is None
+    faults.requests.clear()
+    tree = registry.extract("tiny@1.2", "linux-x86_64")
+    assert tree_files(tree) == {"model.bin": b"tiny 1.2 linux-x86_64"}
+    assert want.blob_key in faults.paths()
+
+
+def test_a_descriptor_without_url_is_read_from_its_digest(tmp_path: Path, cache: Cache) -> None:
+    import msgspec
+
+    from runtime.wire import Location, index_entry
+
+    root = tmp_path / "site"
+    bundle = msgspec.structs.replace(publish(root, "m", "1.0", "universal"), location=Location())
+    (root / "descriptors/m/1.0/universal.json").unlink()
+    (root / "index.json").write_bytes(encode(Index(bundles=(index_entry(bundle),))))
+    path = Registry(str(root), cache=cache, progress=False).fetch("m@1.0", "universal")
+    assert path == cache.blob_path(bundle.hash)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
+import msgspec
 import pytest
 
 from runtime.errors import InvalidNameError, RefError
 from runtime.names import (
+    NAME_PATTERN,
     TARGETS,
     Ref,
     canonical_target,
@@ -14,8 +18,10 @@ from runtime.names import (
     highest_version,
     is_name,
     parse_ref,
+    redact,
     version_key,
 )
+from runtime.wire import Name
 
 
 @pytest.mark.parametrize(
@@ -25,11 +31,65 @@ def test_valid_names(value: str) -> None:
     assert is_name(value)
 
 
-@pytest.mark.parametrize(
-    "value", ["", "-a", "a-", ".hidden", "a/b", "a..b", "..", "a b", "é", "x" * 129, "a@b", "a\\b"]
-)
+INVALID_NAMES = [
+    "",
+    "-a",
+    "a-",
+    ".hidden",
+    "a/b",
+    "a..b",
+    "..",
+    "a b",
+    "é",
+    "x" * 129,
+    "a@b",
+    "a\\b",
+]
+
+
+@pytest.mark.parametrize("value", [*INVALID_NAMES, "a\n", "a\nb", "\na", "a\r"])
 def test_invalid_names(value: str) -> None:
     assert not is_name(value)
+
+
+@pytest.mark.parametrize("value", [*INVALID_NAMES, "a\n", "a..b", "whisper", "1.0.0-rc.1"])
+def test_the_name_pattern_is_the_name_rule(value: str) -> None:
+    """msgspec's ``Meta(pattern=...)`` (registry documents, service requests) decides as is_name,
+    a trailing newline included (Python's bare ``$`` would let "a\\n" through)."""
+    try:
+        msgspec.json.decode(msgspec.json.encode(value), type=Name)
+        decoded = True
+    except msgspec.ValidationError:
+        decoded = False
+    assert decoded == is_name(value) == bool(re.search(NAME_PATTERN, value))
+
+
+def test_a_long_bad_name_is_cut_in_the_message() -> None:
+    with pytest.raises(InvalidNameError) as info:
+        check_name("model", "x" * 100_000 + "/")
+    assert str(info.value) == (
+        f"model '{'x' * 59}... (100001 characters) is not a valid name: use 1-128 letters, "
+        "digits, '.', '_' or '-', starting and ending with a letter or digit, without '..'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        (
+            'Could not connect to the endpoint URL: "http://bob:Sup3rS3cret@127.0.0.1:9/b/k"',
+            'Could not connect to the endpoint URL: "http://127.0.0.1:9/b/k"',
+        ),
+        ("https://ci:tok@host/reg and https://u@h2/x", "https://host/reg and https://h2/x"),
+        ("https://bob:p@ss@host/x", "https://host/x"),  # an unescaped '@' in the password
+        ("https://host/a@b?c=d@e", "https://host/a@b?c=d@e"),  # '@' in the path is no login
+        ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ("/srv/registry@2", "/srv/registry@2"),
+        ("HTTP://A:B@Host", "HTTP://Host"),
+    ],
+)
+def test_redact_strips_every_login_from_a_text(text: str, redacted: str) -> None:
+    assert redact(text) == redacted
 
 
 def test_check_name_message() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +135,17 @@ def test_missing_bucket_names_the_bucket_and_the_fix(moto_endpoint: str) -> None
     )
 
 
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_unreachable_endpoint_says_what_to_check(moto_endpoint: str) -> None:
+    port = unused_port()
     client = boto3.client(
-        "s3", endpoint_url="http://127.0.0.1:9", config=Config(retries={"max_attempts": 1})
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", config=Config(retries={"max_attempts": 1})
     )
     with pytest.raises(StoreError) as caught:
         S3Store(client, "bucket").get("index.json")
@@ -146,6 +155,29 @@ def test_unreachable_endpoint_says_what_to_check(moto_endpoint: str) -> None:
     )
     assert message.endswith(
         "check the endpoint (--endpoint-url or AWS_ENDPOINT_URL) and the network"
+    )
+
+
+def test_credentials_in_an_endpoint_url_never_reach_a_message(moto_endpoint: str) -> None:
+    """issue 10: botocore quotes the endpoint URL whole, user:password included."""
+    port = unused_port()
+    endpoint = f"http://bob:Sup3rS3cret@127.0.0.1:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1}))
+    with pytest.raises(StoreError) as caught:
+        S3Store(client, "bucket", "p").get("index.json")
+    assert str(caught.value) == (
+        "GET s3://bucket/p/index.json failed: Could not connect to the endpoint URL: "
+        f'"http://127.0.0.1:{port}/bucket/p/index.json"; check the endpoint (--endpoint-url or '
+        "AWS_ENDPOINT_URL) and the network"
+    )
+
+
+def test_an_invalid_endpoint_url_is_one_line_without_credentials(moto_endpoint: str) -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("s3://bucket/p", endpoint_url="http://bob:Sup3rS3cret@no such host:1")
+    assert str(caught.value) == (
+        "Invalid endpoint: http://no such host:1: pass --endpoint-url (or set AWS_ENDPOINT_URL) "
+        "to a URL like http://HOST:PORT"
     )
 
 

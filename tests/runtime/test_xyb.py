@@ -1,7 +1,8 @@
 """The .xyb format: headers, frames, manifest, and safe extraction of hostile bundles.
 
-Hostile bundles are built here with ``tarfile`` and ``zstandard`` (independently of the packer);
-the Xybrid hash is recomputed in this file with hashlib and json.
+Hostile bundles are built here with ``tarfile`` and ``zstandard`` (independently of the packer),
+RLE bombs and long-name chains with ``fetch_support``; the Xybrid hash is recomputed in this file
+with hashlib and json.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Callable
@@ -18,12 +20,21 @@ from pathlib import Path
 import blake3
 import pytest
 import zstandard
+from fetch_support import long_name_entry, rle_frame
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runtime.errors import BundleFormatError, IntegrityError
-from runtime.wire import FileEntry, Manifest
+from runtime.wire import MAX_FILES, SAFE_PATH_PATTERN, FileEntry, Manifest
 from runtime.xyb import (
+    DEFAULT_MAX_EXTRACT_BYTES,
+    MAX_RATIO,
+    RATIO_FLOOR,
     DestinationExists,
+    ExtractLimitExceeded,
+    Limits,
     XybridHasher,
+    check_entry_name,
     manifest_bytes,
     manifest_frame,
     raw_frame,
@@ -415,3 +426,167 @@ def test_a_file_the_descriptor_lists_must_be_present(tmp_path: Path) -> None:
         f"{path}: the bundle lacks 'zz.bin', which the descriptor lists; "
         "fetch or rebuild the bundle"
     )
+
+
+# -- bounded work: bombs, entry counts, header chains, padding ---------------------------------
+
+
+def unterminated(members: list[Member]) -> bytes:
+    """Tar entries as tarfile writes them, without the end-of-archive marker."""
+    return b"".join(
+        info.tobuf(tarfile.GNU_FORMAT) + (data or b"") + bytes(-len(data or b"") % 512)
+        for info, data in members
+    )
+
+
+def bomb(size: int, name: str = "big.bin") -> bytes:
+    """A ~65 KB bundle (for 2 GiB) whose one file is ``size`` zero bytes: manifest and header in
+    a raw frame, the zeros in RLE blocks, then the end-of-archive marker."""
+    head = unterminated([manifest_member(manifest_dict([name]))]) + tar_header(name, size)
+    return raw_frame(head) + rle_frame(size + -size % 512 + 1024)
+
+
+def extract_measured(
+    path: Path, dest: Path, files: tuple[FileEntry, ...] | None, limits: Limits
+) -> tuple[Exception, int]:
+    """Run safe_extract expecting a refusal; (the error, peak bytes Python allocated)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(BundleFormatError) as caught:
+            safe_extract(path, dest, files, limits)
+        return caught.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("files", [None, ()], ids=["no files list", "empty files list"])
+def test_a_bomb_is_refused_before_a_byte_of_it_is_written(
+    tmp_path: Path, files: tuple[FileEntry, ...] | None
+) -> None:
+    path = write(tmp_path, bomb(2 * 1024**3))
+    assert len(path.read_bytes()) < 70_000
+    dest = tmp_path / "tree"
+    error, peak = extract_measured(path, dest, files, Limits(max_bytes=1024**2))
+    assert isinstance(error, ExtractLimitExceeded)
+    assert str(error) == (
+        f"{path}: entry 'big.bin' declares 2147483648 bytes, bringing the bundle to 2147483648, "
+        "over the extraction ceiling of 1048576 bytes; if you trust this bundle, raise the "
+        "ceiling (--max-extract or BUNDLE_MAX_EXTRACT)"
+    )
+    assert peak < 4 * 1024**2
+    assert all_files(tmp_path) == {"bundle.xyb"}
+    with pytest.raises(ExtractLimitExceeded):
+        verify_archive(path, files, Limits(max_bytes=1024**2))
+
+
+def test_the_default_ceiling_holds_without_a_descriptor(tmp_path: Path) -> None:
+    """100 GiB declared, nothing behind it: refused at the header, not at the missing data."""
+    head = unterminated([manifest_member(manifest_dict(["huge.bin"]))])
+    path = write(tmp_path, compress(head + tar_header("huge.bin", 100 * 1024**3)))
+    error, _ = extract_measured(path, tmp_path / "tree", None, Limits())
+    assert str(error).startswith(
+        f"{path}: entry 'huge.bin' declares 107374182400 bytes, bringing the bundle to "
+        f"107374182400, over the extraction ceiling of {RATIO_FLOOR} bytes; "
+    )
+
+
+@pytest.mark.parametrize("files", [None, ()], ids=["no files list", "empty files list"])
+def test_the_automatic_ceiling_follows_the_compressed_size(
+    tmp_path: Path, files: tuple[FileEntry, ...] | None
+) -> None:
+    """The issue's case: a 65 KB blob that would extract to 2 GiB, with no ceiling given."""
+    path = write(tmp_path, bomb(2 * 1024**3))
+    error, peak = extract_measured(path, tmp_path / "tree", files, Limits())
+    assert isinstance(error, ExtractLimitExceeded)
+    assert f"over the extraction ceiling of {RATIO_FLOOR} bytes" in str(error)
+    assert peak < 4 * 1024**2
+    assert all_files(tmp_path) == {"bundle.xyb"}
+    assert Limits().ceiling(10 * 1024**2) == MAX_RATIO * 10 * 1024**2
+    assert Limits().ceiling(1024**3) == DEFAULT_MAX_EXTRACT_BYTES
+    assert Limits(max_bytes=5).ceiling(1024**3) == 5
+
+
+def test_declared_sizes_add_up_before_each_entry(tmp_path: Path) -> None:
+    big = {"a.bin": b"a" * 600_000, "b.bin": b"b" * 600_000}
+    members = [manifest_member(manifest_dict(sorted(big)))]
+    members += [member(n, d) for n, d in sorted(big.items())]
+    path = write(tmp_path, compress(tar_bytes(members)))
+    error, _ = extract_measured(path, tmp_path / "tree", None, Limits(max_bytes=1_000_000))
+    assert "entry 'b.bin' declares 600000 bytes, bringing the bundle to 1200000, over" in str(error)
+    assert all_files(tmp_path) == {"bundle.xyb"}
+
+
+def test_a_descriptor_over_the_ceiling_is_refused_up_front(tmp_path: Path) -> None:
+    path = write(tmp_path, compress(tar_bytes(good_members())))
+    with pytest.raises(ExtractLimitExceeded) as caught:
+        safe_extract(path, tmp_path / "tree", expected(), Limits(max_bytes=1000))
+    assert str(caught.value) == (
+        f"{path}: its descriptor lists 3550 bytes, over the extraction ceiling of 1000 bytes; "
+        "if you trust this bundle, raise the ceiling (--max-extract or BUNDLE_MAX_EXTRACT)"
+    )
+    assert all_files(tmp_path) == {"bundle.xyb"}
+
+
+def test_too_many_files_are_refused_from_the_manifest(tmp_path: Path) -> None:
+    names = [f"f{i:06d}" for i in range(MAX_FILES + 1)]
+    path = write(tmp_path, compress(tar_bytes([manifest_member(manifest_dict(names))])))
+    with pytest.raises(BundleFormatError) as caught:
+        safe_extract(path, tmp_path / "tree")
+    assert str(caught.value) == (
+        f"{path}: manifest.json lists 100001 files, over the limit of 100000; "
+        "fetch or rebuild the bundle"
+    )
+
+
+def test_chained_long_names_are_refused_without_recursion(tmp_path: Path) -> None:
+    head = unterminated(good_members())
+    chain = b"".join(long_name_entry(b"x" * 120) for _ in range(5000))
+    path = write(tmp_path, compress(head + chain + tar_bytes([member("y" * 120, b"")])))
+    with pytest.raises(BundleFormatError) as caught:
+        verify_archive(path)
+    assert str(caught.value) == (
+        f"{path}: a GNU long-name entry follows another one: an entry has at most one long name; "
+        "fetch or rebuild the bundle"
+    )
+
+
+def test_one_long_name_per_entry_still_reads(tmp_path: Path) -> None:
+    name = "weights/" + "p" * 150  # tarfile writes one ././@LongLink entry before it
+    members = [manifest_member(manifest_dict([*FILES, name]))]
+    members += [member(n, FILES.get(n, b"")) for n in sorted([*FILES, name])]
+    path = write(tmp_path, compress(tar_bytes(members)))
+    assert name in verify_archive(path).files
+
+
+def test_endless_padding_after_the_end_marker_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, compress(tar_bytes(good_members())) + rle_frame(64 * 1024**2))
+    with pytest.raises(BundleFormatError) as caught:
+        verify_archive(path)
+    assert str(caught.value) == (
+        f"{path}: more than 1048576 bytes of padding follow the end-of-archive marker; "
+        "fetch or rebuild the bundle"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a\nb.bin", "contains a control character"),
+        ("bell\x07", "contains a control character"),
+        ("d/" + "x" * 256, "has a path component over 255 bytes"),
+        ("é" * 128, "has a path component over 255 bytes"),
+    ],
+)
+def test_entry_names_that_no_file_system_should_take(name: str, problem: str) -> None:
+    assert check_entry_name(name) == problem
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet=st.sampled_from("ab./\\:\x00\n é"), max_size=12))
+def test_entry_names_and_descriptor_paths_follow_one_rule(name: str) -> None:
+    """What the tar reader accepts as an entry name, a descriptor may list as a path, and the
+    other way round (over-long components aside, which these short names never have)."""
+    accepted = check_entry_name(name) is None
+    assert accepted == bool(re.search(SAFE_PATH_PATTERN, name))
