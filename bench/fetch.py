@@ -30,9 +30,16 @@ from pathlib import Path
 import blake3
 
 from bench._util import child, free_port, median_of, row, scratch
-from runtime.cache import Cache
-from runtime.client import Registry
-from runtime.wire import BundleDescriptor, Index, Location, blob_key, descriptor_key, encode
+from runtime.client.cache import Cache
+from runtime.client.registry import Registry
+from runtime.registry.wire import (
+    BundleDescriptor,
+    Index,
+    Location,
+    blob_key,
+    descriptor_key,
+    encode,
+)
 
 GiB = 1 << 30
 NGINX_CONF = """daemon off;

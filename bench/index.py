@@ -16,7 +16,7 @@ import yaml
 
 from bench._util import row
 from registry_build.index import index_documents, merge_index
-from runtime.wire import BundleDescriptor, FileEntry, Index, Location, blob_key
+from runtime.registry.wire import BundleDescriptor, FileEntry, Index, Location, blob_key
 
 TARGETS = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
 

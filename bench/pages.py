@@ -20,7 +20,7 @@ from bench._util import best_of, row
 from bench.index import descriptors
 from registry_build.index import index_documents, merge_index
 from registry_build.render import PAGE_BUDGET, render_site
-from runtime.wire import Index
+from runtime.registry.wire import Index
 
 TARGET_SECONDS = 3.0
 

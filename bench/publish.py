@@ -116,7 +116,7 @@ class Run:
 def ours(site: Path, endpoint: str, server: MotoLog, prefix: str, label: str) -> Run:
     """publish_registry with a fresh client, as each CI run has."""
     from registry_build.publish import publish_registry
-    from runtime.s3 import S3Store, make_client
+    from runtime.storage.s3 import S3Store, make_client
 
     client = make_client(endpoint)
     events = [0]
@@ -148,7 +148,7 @@ def peer(site: Path, endpoint: str, server: MotoLog, args: list[str], label: str
 def verified(endpoint: str, prefix: str) -> str:
     """``registry-build verify`` of ours, as the publish workflow runs it after publishing."""
     from registry_build.publish import verify
-    from runtime.s3 import S3Store, make_client
+    from runtime.storage.s3 import S3Store, make_client
 
     checked, problems = verify(S3Store(make_client(endpoint), BUCKET, prefix))
     return f"{checked} blobs, {len(problems)} problems"

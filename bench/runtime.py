@@ -47,9 +47,9 @@ from typing import Any
 import msgspec
 
 from bench._util import child, free_port, row, scratch
-from runtime.hives import HiveRegistry, rank
-from runtime.scheduler import Scheduler
-from runtime.service_types import HiveHeartbeat
+from runtime.service.hives import HiveRegistry, rank
+from runtime.service.scheduler import Scheduler
+from runtime.service.types import HiveHeartbeat
 
 HIVES = 1000
 WORKERS = 8

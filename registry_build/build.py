@@ -44,11 +44,17 @@ import msgspec
 from registry_build.bundle import DigestCache, SourceFile, pack
 from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config
 from registry_build.publish import commit, promote_newest, publish_registry
-from runtime.atomic import is_temp_name, sweep_temp_files, temp_path_for, write_atomic
 from runtime.errors import RegistryError
 from runtime.names import check_name
-from runtime.store import LocalStore, PutMode, Store, open_store
-from runtime.wire import BundleDescriptor, Location, blob_key, decode_descriptor, descriptor_key
+from runtime.registry.wire import (
+    BundleDescriptor,
+    Location,
+    blob_key,
+    decode_descriptor,
+    descriptor_key,
+)
+from runtime.storage.atomic import is_temp_name, sweep_temp_files, temp_path_for, write_atomic
+from runtime.storage.store import LocalStore, PutMode, Store, open_store
 
 BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
 STALE_TEMP_SECONDS = 3600  # a temporary in blobs/ untouched this long belongs to a dead writer

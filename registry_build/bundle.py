@@ -1,4 +1,5 @@
-"""Packing ``.xyb`` bundles (format: :mod:`runtime.xyb`): deterministic, streaming, overlapped.
+"""Packing ``.xyb`` bundles (format: :mod:`runtime.registry.xyb`): deterministic, streaming,
+overlapped.
 
 The manifest comes first but carries a hash over all content, so :func:`pack` runs three streams
 at once over one output file::
@@ -11,7 +12,8 @@ Frame 0 is a raw zstd frame whose length is known before the hash it carries, so
 written first. The digest thread reads back only bytes just written (page cache), in file order,
 while packing runs: the bundle's digests are ready when its last byte is.
 
-The output never depends on the machine: entries are sorted, headers fixed (:mod:`runtime.xyb`),
+The output never depends on the machine: entries are sorted, headers fixed
+(:mod:`runtime.registry.xyb`),
 and zstd's multithreaded format is the same for any worker count >= 1 (it cuts jobs by size, not
 by worker), so ``threads`` changes speed, never bytes. Sources are read at most twice and never
 held in memory.
@@ -45,11 +47,10 @@ import blake3
 import msgspec
 import zstandard
 
-from runtime.atomic import WRITEBACK_EVERY, Writeback, replace, temp_file, write_atomic
 from runtime.documents import quoted
 from runtime.errors import MissingSourceError, RegistryError
-from runtime.wire import FileEntry, Manifest
-from runtime.xyb import (
+from runtime.registry.wire import FileEntry, Manifest
+from runtime.registry.xyb import (
     CHUNK,
     END_OF_ARCHIVE,
     MANIFEST_NAME,
@@ -60,6 +61,7 @@ from runtime.xyb import (
     tar_header,
     tar_padding,
 )
+from runtime.storage.atomic import WRITEBACK_EVERY, Writeback, replace, temp_file, write_atomic
 
 READ_CHUNK = 4 * CHUNK
 _PLACEHOLDER_HASH = "0" * 64

@@ -17,8 +17,8 @@ fails the validation, not the build. Symbolic links are never followed: the file
 ``source_path``, ``source_dir`` or ``model_metadata`` names must not be a link, nor anything under a
 ``source_dir``, whether it points outside the directory or inside it (the directories leading to
 what the config names may be links). Every file under ``source_dir`` must have a UTF-8 name that
-a bundle can hold (:func:`runtime.xyb.check_entry_name`: no control character, no backslash), and
-none may be ``manifest.json``; named pipes, sockets and devices are refused too.
+a bundle can hold (:func:`runtime.registry.xyb.check_entry_name`: no control character, no
+backslash), and none may be ``manifest.json``; named pipes, sockets and devices are refused too.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from registry_build.bundle import PackError, SourceLinkError, open_no_links
 from runtime.documents import parse_json, parse_yaml, quoted, shorten
 from runtime.errors import ConfigError
 from runtime.names import TARGETS, canonical_target, is_name, name_problem
-from runtime.xyb import check_entry_name
+from runtime.registry.xyb import check_entry_name
 
 Fallback = Literal["placeholder", "error"]
 FALLBACKS: tuple[str, ...] = ("placeholder", "error")
@@ -601,7 +601,7 @@ def bundle_path_problem(value: str) -> str | None:
 
 def source_name_problem(name: str) -> str | None:
     """Why the file ``name`` cannot be a path inside a bundle as it is (a name that is not
-    UTF-8, or one :func:`runtime.xyb.check_entry_name` refuses), or None."""
+    UTF-8, or one :func:`runtime.registry.xyb.check_entry_name` refuses), or None."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:  # undecodable bytes of a file name, kept by surrogateescape

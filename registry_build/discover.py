@@ -31,9 +31,9 @@ from registry_build.formats import (
     read_file,
 )
 from registry_build.formats.hf import read_json, weight_files
-from runtime.atomic import write_atomic
 from runtime.errors import RegistryError
 from runtime.names import is_name
+from runtime.storage.atomic import write_atomic
 
 DEFAULT_VERSION = "1.0"
 METADATA_FILE = "model_metadata.json"

@@ -1,4 +1,5 @@
-"""The catalog: merge descriptors into an :class:`~runtime.wire.Index` and encode its documents.
+"""The catalog: merge descriptors into an :class:`~runtime.registry.wire.Index` and encode its
+documents.
 
 ``index.json`` (the Index), ``index`` (its entries as a bare array, for Xybrid's ``GET /index``)
 and ``v1/models`` (an OpenAI-style model list) are all derived from the same Index, so they can
@@ -16,8 +17,7 @@ import msgspec
 
 from runtime.errors import ImmutableConflict, KeyNotFound, RegistryError
 from runtime.names import version_key
-from runtime.store import Store
-from runtime.wire import (
+from runtime.registry.wire import (
     BundleDescriptor,
     Index,
     ModelInfo,
@@ -26,6 +26,7 @@ from runtime.wire import (
     index_entry,
     sort_descriptors,
 )
+from runtime.storage.store import Store
 
 INDEX_KEYS = ("index.json", "index", "v1/models")
 

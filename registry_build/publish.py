@@ -1,7 +1,7 @@
 """Publish a built registry to a directory or a bucket; rebuild, verify and collect its garbage.
 
 The source is a registry directory as ``registry-build build`` writes it; the destination any
-:class:`~runtime.store.Store` (a directory, ``s3://bucket/prefix``)::
+:class:`~runtime.storage.store.Store` (a directory, ``s3://bucket/prefix``)::
 
     SRC/                                     DEST/ (after publish)
       blobs/<blake3>.xyb      -- uploaded -->  blobs/<blake3>.xyb        only those DEST lacks
@@ -59,8 +59,7 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import version_key
-from runtime.store import ObjectInfo, PutMode, Store
-from runtime.wire import (
+from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,
     Index,
@@ -70,6 +69,7 @@ from runtime.wire import (
     descriptor_key,
     encode_pretty,
 )
+from runtime.storage.store import ObjectInfo, PutMode, Store
 
 MAX_ATTEMPTS = 12
 _BLOB_KEY = re.compile(r"^blobs/[0-9a-f]{64}\.xyb$")

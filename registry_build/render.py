@@ -44,7 +44,7 @@ from markupsafe import Markup, escape
 
 from runtime.errors import InvalidNameError
 from runtime.names import is_name, name_problem, version_key
-from runtime.wire import AliasIndex, AliasView, BundleDescriptor, Index
+from runtime.registry.wire import AliasIndex, AliasView, BundleDescriptor, Index
 
 PAGE_BUDGET = 2_000_000  # bytes: no page over ~2 MB
 COMMAND = "registry-runtime fetch"

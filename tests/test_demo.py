@@ -18,8 +18,8 @@ import pytest
 import zstandard
 
 from registry_build.build import build
-from runtime.wire import decode_descriptor, decode_index
-from runtime.xyb import verify_archive
+from runtime.registry.wire import decode_descriptor, decode_index
+from runtime.registry.xyb import verify_archive
 
 ROOT = Path(__file__).resolve().parent.parent
 

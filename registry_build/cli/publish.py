@@ -10,7 +10,7 @@ from typing import Any
 
 from runtime.errors import RegistryError
 from runtime.names import check_name
-from runtime.store import Store, open_store
+from runtime.storage.store import Store, open_store
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -60,7 +60,7 @@ def _command(subparsers: Subparsers, name: str, text: str) -> argparse.ArgumentP
 
 def _store(args: argparse.Namespace) -> Any:
     from runtime.names import redact
-    from runtime.store import open_store
+    from runtime.storage.store import open_store
 
     if not args.registry:
         raise NoRegistry(
@@ -105,7 +105,7 @@ def run_aliases(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     """``history MODEL ALIAS [--json]``."""
     from runtime.aliases import history
-    from runtime.wire import encode_pretty
+    from runtime.registry.wire import encode_pretty
 
     records = history(_store(args), args.model, args.alias)
     if args.json:

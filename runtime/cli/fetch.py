@@ -63,8 +63,8 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 def _registry(
     args: argparse.Namespace, from_file: str | None = None, max_extract: int | None = None
 ) -> Any:
-    from runtime.cache import Cache
-    from runtime.client import Registry, registry_location
+    from runtime.client.cache import Cache
+    from runtime.client.registry import Registry, registry_location
 
     location = registry_location(args.registry, from_file)
     cache = Cache(args.cache_dir)
@@ -73,7 +73,7 @@ def _registry(
 
 def _max_extract(args: argparse.Namespace) -> int | None:
     """The extraction ceiling: ``--max-extract``, else ``$BUNDLE_MAX_EXTRACT``, else None (the
-    automatic ceiling of :class:`runtime.xyb.Limits`)."""
+    automatic ceiling of :class:`runtime.registry.xyb.Limits`)."""
     if args.max_extract is not None:
         return int(args.max_extract)
     text = os.environ.get(MAX_EXTRACT_ENV)
@@ -85,7 +85,7 @@ def _max_extract(args: argparse.Namespace) -> int | None:
 
 def resolve_command(args: argparse.Namespace) -> int:
     """Print the bundle a ref resolves to."""
-    from runtime.wire import encode_pretty
+    from runtime.registry.wire import encode_pretty
 
     descriptor = _registry(args).resolve(args.ref, args.target)
     if args.json:
@@ -101,7 +101,7 @@ def fetch_command(args: argparse.Namespace) -> int:
     if (args.ref is None) == (args.pipeline is None):
         raise UsageError("fetch needs exactly one of REF or --pipeline FILE")
     if args.pipeline is not None:
-        from runtime.pipeline import fetch_pipeline, load_pipeline
+        from runtime.client.pipeline import fetch_pipeline, load_pipeline
 
         pipeline = load_pipeline(args.pipeline)
         registry = _registry(args, pipeline.registry, _max_extract(args))
@@ -117,7 +117,7 @@ def fetch_command(args: argparse.Namespace) -> int:
 
 def cache_ls_command(args: argparse.Namespace) -> int:
     """List the cached bundles."""
-    from runtime.cache import Cache
+    from runtime.client.cache import Cache
 
     cache = Cache(args.cache_dir)
     entries = cache.entries()
@@ -132,7 +132,7 @@ def cache_ls_command(args: argparse.Namespace) -> int:
 
 def cache_prune_command(args: argparse.Namespace) -> int:
     """Remove bundles not used for ``--keep-days`` days."""
-    from runtime.cache import Cache
+    from runtime.client.cache import Cache
 
     cache = Cache(args.cache_dir)
     report = cache.prune(args.keep_days)

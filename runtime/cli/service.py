@@ -50,7 +50,7 @@ def _positive(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from runtime.server import serve
+    from runtime.service.server import serve
 
     registry = args.registry or os.environ.get("BUNDLE_REGISTRY")
     serve(
@@ -61,7 +61,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from runtime import agent
+    from runtime.service import agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     provider: agent.Provider = agent.no_workers

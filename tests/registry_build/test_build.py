@@ -18,10 +18,10 @@ import pytest
 
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
-from runtime.atomic import is_temp_name
 from runtime.errors import ConfigError, ImmutableConflict
-from runtime.store import LocalStore
-from runtime.wire import blob_key, decode_descriptor, decode_index
+from runtime.registry.wire import blob_key, decode_descriptor, decode_index
+from runtime.storage.atomic import is_temp_name
+from runtime.storage.store import LocalStore
 
 
 def write_config(root: Path, bundles: dict[str, Any], name: str = "bundles.json") -> Path:

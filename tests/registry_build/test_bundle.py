@@ -1,7 +1,7 @@
 """Packing .xyb bundles: round trip, determinism, the digest cache, bad input.
 
 Bundles are read back with ``zstandard`` and ``tarfile`` (and the ``zstd``/``tar`` CLIs), and the
-Xybrid hash is recomputed here with hashlib and json, independently of ``runtime.xyb``.
+Xybrid hash is recomputed here with hashlib and json, independently of ``runtime.registry.xyb``.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from registry_build.bundle import (
 )
 from runtime.documents import quoted
 from runtime.errors import MissingSourceError
-from runtime.wire import FileEntry
-from runtime.xyb import safe_extract, verify_archive
+from runtime.registry.wire import FileEntry
+from runtime.registry.xyb import safe_extract, verify_archive
 
 CONTENT = {
     "model.onnx": b"onnx " * 1000,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import blake3
 import pytest
-from test_publish import make_source
+from support.sources import make_source
 
 from registry_build.cli import main
-from runtime.wire import blob_key
+from runtime.registry.wire import blob_key
 
 
 def _source(tmp_path: Path) -> Path:

@@ -9,7 +9,14 @@ import pytest
 
 from registry_build.index import index_documents, merge_index
 from runtime.errors import ImmutableConflict
-from runtime.wire import BundleDescriptor, FileEntry, Index, Location, blob_key, decode_index
+from runtime.registry.wire import (
+    BundleDescriptor,
+    FileEntry,
+    Index,
+    Location,
+    blob_key,
+    decode_index,
+)
 
 
 def desc(

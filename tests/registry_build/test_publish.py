@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import blake3
 import msgspec
 import pytest
 import urllib3
+from support.sources import Bundle, make_source
 
 from registry_build.index import index_documents
 from registry_build.publish import (
@@ -31,9 +31,7 @@ from registry_build.publish import (
     verify,
 )
 from runtime.errors import ImmutableConflict, IntegrityError
-from runtime.s3 import S3Store
-from runtime.store import LocalStore, Store
-from runtime.wire import (
+from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,
     Index,
@@ -41,10 +39,9 @@ from runtime.wire import (
     blob_key,
     decode_index,
     descriptor_key,
-    encode_pretty,
 )
-
-Bundle = tuple[str, str, str, bytes]  # model, version, target, payload
+from runtime.storage.s3 import S3Store
+from runtime.storage.store import LocalStore, Store
 
 
 def pages(index: Index, aliases: dict[str, AliasIndex]) -> dict[str, bytes]:
@@ -53,30 +50,6 @@ def pages(index: Index, aliases: dict[str, AliasIndex]) -> dict[str, bytes]:
     for model in index.models:
         found[f"models/{model}.html"] = f"<h1>{model}</h1>{aliases.get(model)}"
     return {key: text.encode() for key, text in found.items()}
-
-
-def make_source(root: Path, bundles: list[Bundle]) -> Path:
-    """A built registry directory: a blob and a descriptor per bundle."""
-    for model, version, target, payload in bundles:
-        digest = blake3.blake3(payload).hexdigest()
-        blob = root / blob_key(digest)
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(payload)
-        descriptor = BundleDescriptor(
-            id=model,
-            version=version,
-            target=target,
-            hash=digest,
-            size_bytes=len(payload),
-            location=Location("remote", blob_key(digest)),
-            sha256=hashlib.sha256(payload).hexdigest(),
-            description=f"{model} model",
-            created_at="2026-11-22T08:00:00Z",
-        )
-        path = root / descriptor_key(model, version, target)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_pretty(descriptor))
-    return root
 
 
 def bundles(model: str, versions: range, size: int = 2000) -> list[Bundle]:

@@ -41,8 +41,7 @@ from registry_build.build import BuildOptions, build
 from registry_build.render import COMMAND, REGISTRY_PLACEHOLDER, render_site
 from runtime.aliases import promote
 from runtime.errors import InvalidNameError
-from runtime.store import LocalStore
-from runtime.wire import (
+from runtime.registry.wire import (
     AliasIndex,
     AliasRecord,
     AliasView,
@@ -54,6 +53,7 @@ from runtime.wire import (
     blob_key,
     decode_index,
 )
+from runtime.storage.store import LocalStore
 
 # --- a small HTML tree, enough to query pages and Chromium's serialized DOM ----------------------
 

@@ -21,7 +21,7 @@ from runtime.names import (
     redact,
     version_key,
 )
-from runtime.wire import Name
+from runtime.registry.wire import Name
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,464 @@
+"""Hives and their workers, in memory: heartbeats, liveness, and the queries over them.
+
+A hive is a host that runs workers; it sends its whole state in a heartbeat, which replaces what
+the registry knew. Liveness is judged on a monotonic clock (injected, so tests can move time):
+a hive is online while its last heartbeat is younger than the TTL. Expiry times sit in a heap, so
+finding the hives to evict costs nothing while none are due.
+
+If half or more of the hives go stale within one TTL window (counting those already evicted in
+that window), the likelier story is that the registry lost the fleet (a partition on our side),
+not that the fleet died: eviction freezes, the state is kept, and ``frozen`` says so. Liveness
+itself does not change: a silent hive is not online, so nothing is scheduled on it. The freeze
+thaws on its own when heartbeats return, or at the latest after ``freeze_limit`` seconds (default
+ten TTLs), when the silence is taken as real and the stale hives are evicted.
+
+The registry also keeps the index the scheduler reads: idle, healthy workers grouped by the model
+they have loaded, so choosing a worker for a model does not scan every worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgspec
+
+from runtime.errors import RegistryError
+from runtime.service.types import (
+    HiveHeartbeat,
+    HiveView,
+    Resources,
+    WorkerHeartbeat,
+    WorkerReport,
+    WorkerView,
+)
+
+Clock = Callable[[], float]
+
+DEFAULT_TTL = 30.0
+
+
+class UnknownHive(RegistryError, LookupError):
+    """Raised when a query or a removal names a hive the registry does not hold."""
+
+
+class UnknownWorker(RegistryError, LookupError):
+    """Raised when a query or a worker heartbeat names a worker that no hive reports."""
+
+
+class WorkerConflict(RegistryError, ValueError):
+    """Raised when a heartbeat reports a worker id that another online hive already reports,
+    or the same worker id twice."""
+
+
+class _Hive:
+    """One hive's last heartbeat and when it arrived (monotonic seconds)."""
+
+    __slots__ = ("beat", "expires", "hive_id", "seen")
+
+    def __init__(self, beat: HiveHeartbeat, seen: float, ttl: float) -> None:
+        self.hive_id = beat.hive_id
+        self.beat = beat
+        self.seen = seen
+        self.expires = seen + ttl
+
+
+class Candidate(NamedTuple):
+    """A healthy idle worker as the scheduler sees it; the first three fields are its rank."""
+
+    gpu: float
+    vram: int
+    worker_id: str
+    report: WorkerReport
+    hive: _Hive
+
+
+def rank(worker: WorkerReport) -> tuple[float, int, str]:
+    """The sort key: lowest GPU load (missing = 100), then lowest VRAM use, then worker id."""
+    gpu = 100.0 if worker.gpu_percent is None else worker.gpu_percent
+    return gpu, worker.vram_bytes or 0, worker.worker_id
+
+
+@dataclass
+class Counters:
+    """Totals since start, for ``/metrics``."""
+
+    heartbeats: int = 0
+    worker_heartbeats: int = 0
+    evictions: int = 0
+    freezes: int = 0
+
+
+class HiveRegistry:
+    """Every hive's last heartbeat, with liveness on ``clock`` and a per-model worker index."""
+
+    def __init__(
+        self,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Clock = time.monotonic,
+        freeze_min_hives: int = 4,
+        freeze_limit: float | None = None,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self.freeze_min_hives = freeze_min_hives
+        self.freeze_limit = 10 * ttl if freeze_limit is None else freeze_limit
+        self.on_evict = on_evict
+        self.counters = Counters()
+        self._hives: dict[str, _Hive] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._owner: dict[str, _Hive] = {}  # worker id -> hive reporting it
+        self._idle: dict[str | None, dict[str, Candidate]] = {}  # model -> worker id -> entry
+        self._frozen_at: float | None = None
+        self._next_check = 0.0
+        self._recent: deque[float] = deque()  # times of evictions within the last TTL window
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def heartbeat(self, beat: HiveHeartbeat) -> bool:
+        """Replace a hive's state with ``beat``; True when the hive was not held before."""
+        self.tick()
+        old = self._hives.get(beat.hive_id)
+        self._check_workers(beat)
+        if old is not None:
+            self._unindex(old)
+        hive = _Hive(_compact(beat), self.clock(), self.ttl)
+        self._hives[hive.hive_id] = hive
+        heapq.heappush(self._heap, (hive.expires, hive.hive_id))
+        self._index(hive)
+        self.counters.heartbeats += 1
+        self._compact_heap()
+        return old is None
+
+    def worker_heartbeat(self, beat: WorkerHeartbeat) -> WorkerView:
+        """Record one worker's health between hive heartbeats; raises :class:`UnknownWorker`."""
+        self.tick()
+        hive = self._owner_of(beat.worker_id)
+        self._unindex(hive)
+        workers = [
+            msgspec.structs.replace(
+                w, health_status=beat.health_status, last_heartbeat=beat.timestamp
+            )
+            if w.worker_id == beat.worker_id
+            else w
+            for w in hive.beat.workers
+        ]
+        hive.beat = msgspec.structs.replace(hive.beat, workers=workers)
+        self._index(hive)
+        self.counters.worker_heartbeats += 1
+        return self.worker(beat.worker_id)
+
+    def remove(self, hive_id: str) -> None:
+        """Forget a hive and its workers; raises :class:`UnknownHive`."""
+        self._unindex(self._get(hive_id))
+        del self._hives[hive_id]
+
+    # -- liveness -----------------------------------------------------------------------------
+
+    @property
+    def frozen(self) -> bool:
+        """True while eviction is suspended because too many hives went stale at once."""
+        self.tick()
+        return self._frozen_at is not None
+
+    def tick(self) -> None:
+        """Evict the hives whose TTL ran out, unless that would be half the fleet (freeze)."""
+        now = self.clock()
+        if self._frozen_at is None:
+            if not self._heap or self._heap[0][0] > now:
+                return
+        elif now < self._next_check:
+            return
+        stale = self._pop_stale(now)
+        if self._should_freeze(len(stale), now):
+            if self._frozen_at is None:
+                self._frozen_at = now
+                self.counters.freezes += 1
+            self._next_check = now + min(1.0, self.ttl / 10)
+            for hive in stale:
+                heapq.heappush(self._heap, (hive.expires, hive.hive_id))
+            return
+        self._frozen_at = None
+        for hive in stale:
+            self._evict(hive)
+
+    def is_online(self, hive_id: str) -> bool:
+        """True when the hive's last heartbeat is younger than the TTL (False if unknown)."""
+        hive = self._hives.get(hive_id)
+        return hive is not None and self.clock() < hive.expires
+
+    def age(self, hive_id: str) -> float:
+        """Seconds since the hive's last heartbeat; raises :class:`UnknownHive`."""
+        return self.clock() - self._get(hive_id).seen
+
+    # -- hive queries -------------------------------------------------------------------------
+
+    def hive(self, hive_id: str) -> HiveView:
+        """A hive's state; raises :class:`UnknownHive`."""
+        self.tick()
+        return self._view(self._get(hive_id), self.clock())
+
+    def hives(self) -> list[HiveView]:
+        """Every hive held (online or stale but not yet evicted), sorted by id."""
+        self.tick()
+        now = self.clock()
+        return [self._view(self._hives[k], now) for k in sorted(self._hives)]
+
+    def online_hives(self, max_age: float | None = None) -> list[str]:
+        """Ids of hives heard from within ``max_age`` seconds (default: the TTL), sorted."""
+        self.tick()
+        limit = self.ttl if max_age is None else min(max_age, self.ttl)
+        now = self.clock()
+        return sorted(h.hive_id for h in self._hives.values() if now - h.seen < limit)
+
+    def resources(self, hive_id: str) -> Resources:
+        """A hive's resources, summed from its workers' reports; raises :class:`UnknownHive`."""
+        return summed_resources(self._get(hive_id).beat.workers)
+
+    def hive_count(self) -> tuple[int, int]:
+        """(hives held, hives online)."""
+        self.tick()
+        now = self.clock()
+        return len(self._hives), sum(1 for h in self._hives.values() if now < h.expires)
+
+    def worker_counts(self) -> dict[str, int]:
+        """Workers on online hives, in total and by state."""
+        counts = {"total": 0, "Idle": 0, "Busy": 0, "Loading": 0}
+        for _hive, worker in self._online_workers():
+            counts["total"] += 1
+            counts[worker.state] += 1
+        return counts
+
+    # -- worker queries -----------------------------------------------------------------------
+
+    def worker(self, worker_id: str) -> WorkerView:
+        """A worker by id; raises :class:`UnknownWorker`."""
+        self.tick()
+        hive = self._owner_of(worker_id)
+        report = next(w for w in hive.beat.workers if w.worker_id == worker_id)
+        return WorkerView(hive_id=hive.hive_id, online=self.clock() < hive.expires, worker=report)
+
+    def worker_url(self, worker_id: str) -> str | None:
+        """The URL a worker reported, or None; raises :class:`UnknownWorker`."""
+        return self.worker(worker_id).worker.url
+
+    def workers(
+        self,
+        *,
+        model: str | None = None,
+        backend: str | None = None,
+        state: str | None = None,
+        hive_id: str | None = None,
+    ) -> list[WorkerView]:
+        """Workers on online hives matching every given filter, sorted by worker id."""
+        self.tick()
+        if hive_id is not None:
+            self._get(hive_id)
+        found = [
+            WorkerView(hive_id=hive.hive_id, online=True, worker=w)
+            for hive, w in self._online_workers()
+            if (model is None or w.model_id == model)
+            and (backend is None or w.backend == backend)
+            and (state is None or w.state == state)
+            and (hive_id is None or hive.hive_id == hive_id)
+        ]
+        return sorted(found, key=lambda v: v.worker.worker_id)
+
+    def idle_workers(self) -> list[WorkerView]:
+        """Idle workers on online hives."""
+        return self.workers(state="Idle")
+
+    def workers_by_model(self, model: str) -> list[WorkerView]:
+        """Workers on online hives with ``model`` loaded."""
+        return self.workers(model=model)
+
+    def workers_by_backend(self, backend: str) -> list[WorkerView]:
+        """Workers on online hives running on ``backend`` (cpu, cuda, metal)."""
+        return self.workers(backend=backend)
+
+    def hive_workers(self, hive_id: str) -> list[WorkerView]:
+        """The workers a hive reported, whether or not it is online; raises UnknownHive."""
+        hive = self._get(hive_id)
+        online = self.clock() < hive.expires
+        return [WorkerView(hive_id=hive_id, online=online, worker=w) for w in hive.beat.workers]
+
+    # -- the scheduler's view -----------------------------------------------------------------
+
+    def eligible(self, model: str | None) -> dict[str, Candidate]:
+        """Healthy idle workers with ``model`` loaded (None: no model), online or not."""
+        return self._idle.get(model, {})
+
+    def candidates(self, model: str | None) -> list[Candidate]:
+        """Healthy idle workers with ``model`` loaded, on online hives: read from the index."""
+        now = self.clock()
+        return [c for c in self._idle.get(model, {}).values() if now < c[4].expires]
+
+    def other_candidates(self, model: str | None) -> list[Candidate]:
+        """Healthy idle workers on online hives that do not have ``model`` loaded."""
+        now = self.clock()
+        return [
+            c
+            for loaded, group in self._idle.items()
+            if loaded != model
+            for c in group.values()
+            if now < c[4].expires
+        ]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _get(self, hive_id: str) -> _Hive:
+        hive = self._hives.get(hive_id)
+        if hive is None:
+            raise UnknownHive(
+                f"hive {hive_id!r} is not known: it has not sent a heartbeat since the server "
+                "started, or it was evicted or removed (GET /v1/hives lists the hives held)"
+            )
+        return hive
+
+    def _owner_of(self, worker_id: str) -> _Hive:
+        hive = self._owner.get(worker_id)
+        if hive is None:
+            raise UnknownWorker(
+                f"worker {worker_id!r} is not known: no hive reports it; its hive must send a "
+                "heartbeat listing it first (GET /v1/workers lists the workers held)"
+            )
+        return hive
+
+    def _check_workers(self, beat: HiveHeartbeat) -> None:
+        seen: set[str] = set()
+        now = self.clock()
+        for i, w in enumerate(beat.workers):
+            if w.worker_id in seen:
+                raise WorkerConflict(
+                    f"$.workers[{i}].worker_id: worker {w.worker_id!r} is listed twice in the "
+                    f"heartbeat of hive {beat.hive_id!r}; list each worker once"
+                )
+            seen.add(w.worker_id)
+            owner = self._owner.get(w.worker_id)
+            if owner is not None and owner.hive_id != beat.hive_id and now < owner.expires:
+                raise WorkerConflict(
+                    f"$.workers[{i}].worker_id: worker {w.worker_id!r} is already reported by "
+                    f"online hive {owner.hive_id!r}; worker ids must be unique across hives "
+                    f"(rename the worker, or DELETE /v1/hives/{owner.hive_id} first)"
+                )
+
+    def _index(self, hive: _Hive) -> None:
+        for w in hive.beat.workers:
+            stolen = self._owner.get(w.worker_id)
+            if stolen is not None and stolen is not hive:
+                self._drop_worker(stolen, w.worker_id)
+            self._owner[w.worker_id] = hive
+            if w.state == "Idle" and w.health_status == "healthy":
+                entry = Candidate(*rank(w), w, hive)
+                self._idle.setdefault(w.model_id, {})[w.worker_id] = entry
+
+    def _unindex(self, hive: _Hive) -> None:
+        for w in hive.beat.workers:
+            if self._owner.get(w.worker_id) is hive:
+                del self._owner[w.worker_id]
+            group = self._idle.get(w.model_id)
+            entry = None if group is None else group.get(w.worker_id)
+            if group is not None and entry is not None and entry.report is w:
+                del group[w.worker_id]
+                if not group:
+                    del self._idle[w.model_id]
+
+    def _drop_worker(self, hive: _Hive, worker_id: str) -> None:
+        """A stale hive loses a worker that a live hive now reports."""
+        self._unindex(hive)
+        kept = [w for w in hive.beat.workers if w.worker_id != worker_id]
+        hive.beat = msgspec.structs.replace(hive.beat, workers=kept)
+        self._index(hive)
+
+    def _pop_stale(self, now: float) -> list[_Hive]:
+        stale: list[_Hive] = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            expires, hive_id = heapq.heappop(heap)
+            hive = self._hives.get(hive_id)
+            if hive is not None and hive.expires == expires:
+                stale.append(hive)
+        return stale
+
+    def _should_freeze(self, stale: int, now: float) -> bool:
+        """Half or more of the fleet as it was one TTL ago gone or going: freeze."""
+        while self._recent and self._recent[0] <= now - self.ttl:
+            self._recent.popleft()
+        lost = stale + len(self._recent)
+        fleet = len(self._hives) + len(self._recent)
+        if stale == 0 or fleet < self.freeze_min_hives or 2 * lost < fleet:
+            return False
+        return self._frozen_at is None or now - self._frozen_at < self.freeze_limit
+
+    def _evict(self, hive: _Hive) -> None:
+        self._unindex(hive)
+        del self._hives[hive.hive_id]
+        self.counters.evictions += 1
+        self._recent.append(self.clock())
+        if self.on_evict is not None:
+            self.on_evict(hive.hive_id)
+
+    def _compact_heap(self) -> None:
+        # Superseded entries are skipped lazily; rebuild when they outnumber the live ones.
+        if len(self._heap) > 4 * len(self._hives) + 64:
+            self._heap = [(h.expires, h.hive_id) for h in self._hives.values()]
+            heapq.heapify(self._heap)
+
+    def _online_workers(self) -> Iterator[tuple[_Hive, WorkerReport]]:
+        now = self.clock()
+        for hive in self._hives.values():
+            if now < hive.expires:
+                for w in hive.beat.workers:
+                    yield hive, w
+
+    def _view(self, hive: _Hive, now: float) -> HiveView:
+        beat = hive.beat
+        return HiveView(
+            hive_id=hive.hive_id,
+            online=now < hive.expires,
+            age_seconds=round(now - hive.seen, 3),
+            timestamp=beat.timestamp,
+            workers=list(beat.workers),
+            resources=summed_resources(beat.workers),
+        )
+
+
+def summed_resources(workers: Iterable[WorkerReport]) -> Resources:
+    """Counts by state and the sums of what the workers report (a missing value counts as 0)."""
+    res = Resources(
+        workers=0, idle=0, busy=0, loading=0, vram_bytes=0, ram_bytes=0, cpu_percent=0.0,
+        gpu_percent=0.0,
+    )  # fmt: skip
+    for w in workers:
+        res.workers += 1
+        res.idle += w.state == "Idle"
+        res.busy += w.state == "Busy"
+        res.loading += w.state == "Loading"
+        res.vram_bytes += w.vram_bytes or 0
+        res.ram_bytes += w.ram_bytes or 0
+        res.cpu_percent += w.cpu_percent or 0.0
+        res.gpu_percent += w.gpu_percent or 0.0
+    return res
+
+
+def _compact(beat: HiveHeartbeat) -> HiveHeartbeat:
+    """Share repeated strings and timestamps so a thousand hives stay small in memory.
+
+    Host, port and devices are dropped: they are catalog data (:mod:`runtime.service.catalog` keeps
+    them), not heartbeat state, and eight device names would be the biggest part of a hive.
+    """
+    if beat.devices is not None or beat.host is not None or beat.port is not None:
+        beat = msgspec.structs.replace(beat, devices=None, host=None, port=None)
+    for w in beat.workers:
+        if w.model_id is not None:
+            w.model_id = sys.intern(w.model_id)
+        if w.last_heartbeat == beat.timestamp:
+            w.last_heartbeat = beat.timestamp
+    return beat

@@ -1,0 +1,349 @@
+"""The service registry: services announce themselves, send heartbeats, and are checked.
+
+A service is healthy when its status is ``running``, it sent a heartbeat within
+``healthy_within`` seconds (default 120), and the last active check did not fail. One silent for
+``remove_after`` seconds (default 300) is removed. Every change is written to the
+:class:`~runtime.service.catalog.Catalog`, so registrations survive a restart.
+
+A service belongs to whoever registered it: ``owner`` is the hive of the registering token, or
+None for a token bound to no hive (an admin). Every write names its writer (``by``: a hive id, or
+None for an admin), and :func:`check_writer` is the one ownership rule: an admin may change any
+service, a hive only its own. Ownership is kept by overwrites and ends when the service is
+removed (DELETE, or ``remove_after`` seconds without a heartbeat).
+
+The :class:`HealthChecker` probes every service each ``interval`` (30 s) with a ``timeout`` (5 s):
+all probes run at once on the event loop, so one hung service delays no other. A probe GETs the
+service's ``url`` (or ``http://host:port/``): a 2xx answer is up, a redirect (3xx with a
+``Location``) is followed up to :data:`MAX_REDIRECTS` times, anything else (4xx, 5xx, no answer,
+too many redirects) is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import msgspec
+
+from runtime.errors import RegistryError
+from runtime.service.catalog import Catalog
+from runtime.service.types import (
+    ServiceHealth,
+    ServiceHeartbeat,
+    ServiceRegistration,
+    ServiceView,
+    Stats,
+)
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[str, float], Awaitable[bool]]
+
+MAX_REDIRECTS = 5
+MAX_HEADER_LINES = 100
+
+
+class UnknownService(RegistryError, LookupError):
+    """Raised when a request names a service that is not registered (or was removed)."""
+
+
+class ServiceNameMismatch(RegistryError, ValueError):
+    """Raised when ``PUT /services/{name}`` carries a body whose ``name`` is another service."""
+
+
+class ServiceOwned(RegistryError, PermissionError):
+    """Raised when a token bound to one hive changes a service that another hive, or an admin
+    token, registered (403)."""
+
+
+def check_writer(service: ServiceView, by: str | None) -> None:
+    """The ownership rule: ``by`` (a hive id, or None for an admin token) may change ``service``
+    when it is an admin or the hive that owns it; else raise :class:`ServiceOwned`."""
+    if by is None or by == service.owner:
+        return
+    if service.owner is None:
+        raise ServiceOwned(
+            f"service {service.name!r} was registered with an admin token and this token is "
+            f"bound to hive {by!r}; use an admin token (bound to no hive)"
+        )
+    raise ServiceOwned(
+        f"service {service.name!r} belongs to hive {service.owner!r} and this token is bound to "
+        f"hive {by!r}; use a token of hive {service.owner!r} or an admin token (bound to no hive)"
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ServiceRegistry:
+    """Registered services, persisted in ``catalog``, judged on the wall clock ``now``."""
+
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        *,
+        now: Callable[[], datetime] = _utcnow,
+        healthy_within: float = 120.0,
+        remove_after: float = 300.0,
+    ) -> None:
+        self.catalog = catalog
+        self.now = now
+        self.healthy_within = healthy_within
+        self.remove_after = remove_after
+        self.started = time.monotonic()
+        self._services = {s.name: s for s in (catalog.services() if catalog else [])}
+
+    def register(self, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
+        """Add a service owned by ``by``, or overwrite the one of the same name (``by`` must be
+        allowed to change it; its owner stays). ``by`` is the writer's hive, None for an admin."""
+        self.prune()  # a silent service's name is free again, not held by its old owner
+        current = self._services.get(reg.name)
+        if current is not None:
+            check_writer(current, by)
+        return self._put(reg, by if current is None else current.owner)
+
+    def update(self, name: str, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
+        """Replace a registered service's description; raises :class:`UnknownService`,
+        :class:`ServiceOwned` or :class:`ServiceNameMismatch`."""
+        current = self._writable(name, by)
+        if reg.name != name:
+            raise ServiceNameMismatch(
+                f"$.name: the body names service {reg.name!r} but the path names {name!r}; "
+                "use the same name in both (POST /services registers a new one)"
+            )
+        return self._put(reg, current.owner)
+
+    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: str | None = None) -> ServiceView:
+        """Record a heartbeat (and optionally a new status); raises :class:`UnknownService` or
+        :class:`ServiceOwned`."""
+        current = self._writable(name, by)
+        status = current.status if beat.status is None else beat.status
+        return self._store(
+            msgspec.structs.replace(current, last_heartbeat=self.now(), status=status)
+        )
+
+    def record_check(self, name: str, up: bool) -> None:
+        """Store an active check's result (ignored if the service went away meanwhile)."""
+        current = self._services.get(name)
+        if current is not None:
+            health = "healthy" if up else "unhealthy"
+            if current.health_status != health:
+                self._store(msgspec.structs.replace(current, health_status=health))
+
+    def remove(self, name: str, *, by: str | None = None) -> None:
+        """Deregister a service; raises :class:`UnknownService` or :class:`ServiceOwned`."""
+        self._writable(name, by)
+        self._drop(name)
+
+    def get(self, name: str) -> ServiceView:
+        """A service with fresh health fields; raises :class:`UnknownService`."""
+        return self._judged(self._get(name), self.now())
+
+    def find(self, *, healthy: bool | None = None, status: str | None = None) -> list[ServiceView]:
+        """Services by name, filtered by health and status when given."""
+        self.prune()
+        now = self.now()
+        views = [self._judged(self._services[n], now) for n in sorted(self._services)]
+        return [
+            v
+            for v in views
+            if (healthy is None or v.is_healthy == healthy)
+            and (status is None or v.status == status)
+        ]
+
+    def health(self, name: str) -> ServiceHealth:
+        """A service's health summary; raises :class:`UnknownService`."""
+        view = self.get(name)
+        return ServiceHealth(
+            name=name,
+            is_healthy=view.is_healthy,
+            health_status=view.health_status,
+            status=view.status,
+            seconds_since_heartbeat=round((self.now() - view.last_heartbeat).total_seconds(), 3),
+        )
+
+    def stats(self) -> Stats:
+        """Totals, health, status and host distributions, and uptime."""
+        views = self.find()
+        healthy = sum(v.is_healthy for v in views)
+        return Stats(
+            total=len(views),
+            healthy=healthy,
+            unhealthy=len(views) - healthy,
+            statuses=dict(Counter(v.status for v in views)),
+            hosts=dict(Counter(v.host for v in views)),
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+        )
+
+    def prune(self) -> list[str]:
+        """Remove services silent for longer than ``remove_after``; returns their names."""
+        now = self.now()
+        gone = [
+            s.name
+            for s in self._services.values()
+            if (now - s.last_heartbeat).total_seconds() > self.remove_after
+        ]
+        for name in gone:
+            self._drop(name)
+        return gone
+
+    def probe_targets(self) -> dict[str, str]:
+        """Service name -> the URL an active check asks."""
+        return {s.name: s.url or f"http://{s.host}:{s.port}/" for s in self._services.values()}
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def _get(self, name: str) -> ServiceView:
+        service = self._services.get(name)
+        if service is None:
+            raise UnknownService(
+                f"service {name!r} is not registered (or was removed after "
+                f"{self.remove_after:g} s without a heartbeat); register it with POST /services"
+            )
+        return service
+
+    def _writable(self, name: str, by: str | None) -> ServiceView:
+        service = self._get(name)
+        check_writer(service, by)
+        return service
+
+    def _drop(self, name: str) -> None:
+        del self._services[name]
+        if self.catalog:
+            self.catalog.delete_service(name)
+
+    def _put(self, reg: ServiceRegistration, owner: str | None) -> ServiceView:
+        now = self.now()
+        service = ServiceView(
+            name=reg.name,
+            host=reg.host,
+            port=reg.port,
+            hostname=reg.hostname,
+            url=reg.url,
+            status=reg.status,
+            metadata=dict(reg.metadata),
+            timestamp=now,
+            last_heartbeat=now,
+            health_status="unknown",
+            is_healthy=False,
+            owner=owner,
+        )
+        return self._store(service)
+
+    def _store(self, service: ServiceView) -> ServiceView:
+        self._services[service.name] = service
+        if self.catalog:
+            self.catalog.save_service(service)
+        return self._judged(service, self.now())
+
+    def _judged(self, service: ServiceView, now: datetime) -> ServiceView:
+        fresh = (now - service.last_heartbeat).total_seconds() <= self.healthy_within
+        healthy = service.status == "running" and fresh and service.health_status != "unhealthy"
+        return msgspec.structs.replace(service, is_healthy=healthy)
+
+
+class HealthChecker:
+    """Probes every registered service each ``interval`` seconds, all at once."""
+
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        *,
+        interval: float = 30.0,
+        timeout: float = 5.0,
+        probe: Probe | None = None,
+    ) -> None:
+        self.registry = registry
+        self.interval = interval
+        self.timeout = timeout
+        self.probe = probe or http_probe
+
+    async def check_all(self) -> dict[str, bool]:
+        """Probe every service concurrently, store the results, and return them."""
+        targets = self.registry.probe_targets()
+        names = list(targets)
+        results = await asyncio.gather(*(self._check(targets[n]) for n in names))
+        for name, up in zip(names, results, strict=True):
+            self.registry.record_check(name, up)
+        return dict(zip(names, results, strict=True))
+
+    async def run(self) -> None:
+        """Prune and check forever, every ``interval`` seconds (cancel the task to stop)."""
+        while True:
+            try:
+                self.registry.prune()
+                await self.check_all()
+            except Exception:  # a bad round must not end the checks for good
+                log.exception("service health checks failed; retrying in %g s", self.interval)
+            await asyncio.sleep(self.interval)
+
+    async def _check(self, url: str) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.probe(url, self.timeout)
+        except TimeoutError:
+            log.info("health check of %s timed out after %g s", url, self.timeout)
+            return False
+
+
+async def http_probe(url: str, timeout: float) -> bool:
+    """True when a GET of ``url`` answers 2xx within ``timeout``, following at most
+    :data:`MAX_REDIRECTS` redirects; a 4xx, a 5xx, no answer or a redirect loop is False."""
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(MAX_REDIRECTS + 1):
+                status, location = await _ask(url)
+                if not (300 <= status < 400 and location):
+                    return 200 <= status < 300
+                url = urllib.parse.urljoin(url, location)
+    except (OSError, TimeoutError, ValueError, UnicodeError):
+        return False
+    log.info("health check of %s: more than %d redirects", url, MAX_REDIRECTS)
+    return False
+
+
+async def _ask(url: str) -> tuple[int, str | None]:
+    """One GET of ``url``: the status (0 when the answer is not HTTP) and any ``Location``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url[:60]!r}")
+    https = parts.scheme == "https"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n"
+        "User-Agent: registry-runtime-health\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, parts.port or (443 if https else 80), ssl=True if https else None
+    )
+    try:
+        writer.write(request.encode())
+        await writer.drain()
+        return await _read_head(reader)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str | None]:
+    fields = (await reader.readline()).split()
+    ok = len(fields) >= 2 and fields[0].startswith(b"HTTP/") and fields[1].isdigit()
+    status = int(fields[1]) if ok else 0
+    location = None
+    for _ in range(MAX_HEADER_LINES):
+        line = await reader.readline()
+        if not line.strip():
+            break
+        key, _, value = line.decode("latin-1").partition(":")
+        if key.strip().lower() == "location":
+            location = value.strip()
+    return status, location

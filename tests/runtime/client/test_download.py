@@ -1,0 +1,232 @@
+"""Blob downloads: resume after a cut, restart on 200, retries, verification, nothing unverified."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import blake3
+import msgspec
+import pytest
+from support.faults import Faults, serve
+from support.registries import publish
+
+from runtime.client.download import (
+    HttpStatusError,
+    HttpTransport,
+    RegistryUnreachable,
+    StoreTransport,
+    default_retries,
+    download_blob,
+    is_partial_name,
+    partial_path,
+)
+from runtime.errors import IntegrityError, KeyNotFound
+from runtime.registry.wire import BundleDescriptor
+from runtime.storage.store import LocalStore
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, BundleDescriptor]:
+    """A registry folder with one bundle of ~10 MiB (more than two HTTP reads)."""
+    root = tmp_path / "site"
+    payload = os.urandom(10 << 20)
+    return root, publish(root, "big", "1.0", "universal", {"weights.bin": payload})
+
+
+@pytest.fixture
+def faults(site: tuple[Path, BundleDescriptor]) -> Faults:
+    return Faults(site[0])
+
+
+@pytest.fixture
+def url(faults: Faults) -> Iterator[str]:
+    yield from serve(faults)
+
+
+def fast_transport(url: str) -> HttpTransport:
+    return HttpTransport(url, retries=default_retries(total=3, backoff=0.01))
+
+
+def leftovers(blobs: Path) -> list[str]:
+    return sorted(p.name for p in blobs.iterdir()) if blobs.is_dir() else []
+
+
+def test_download_verifies_and_renames(
+    site: tuple[Path, BundleDescriptor], url: str, tmp_path: Path
+) -> None:
+    _, descriptor = site
+    blobs = tmp_path / "cache" / "blobs"
+    path = download_blob(fast_transport(url), descriptor, blobs, progress=False)
+    assert path == blobs / f"{descriptor.hash}.xyb"
+    assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash
+    assert leftovers(blobs) == [path.name]
+
+
+def test_cut_body_is_resumed_with_range(
+    site: tuple[Path, BundleDescriptor], faults: Faults, url: str, tmp_path: Path
+) -> None:
+    _, descriptor = site
+    faults.cut_once.add(descriptor.location.url)
+    blobs = tmp_path / "blobs"
+    path = download_blob(fast_transport(url), descriptor, blobs, progress=False)
+    ranges = [r for p, r in faults.requests if p == descriptor.location.url]
+    assert ranges[0] is None
+    assert len(ranges) == 2
+    assert ranges[1] == f"bytes={descriptor.size_bytes // 2}-"  # every byte received was kept
+    assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash
+
+
+def test_server_ignoring_range_restarts_from_zero(
+    site: tuple[Path, BundleDescriptor], faults: Faults, url: str, tmp_path: Path
+) -> None:
+    _, descriptor = site
+    faults.cut_once.add(descriptor.location.url)
+    faults.honor_range = False
+    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    ranges = [r for p, r in faults.requests if p == descriptor.location.url]
+    assert ranges == [None, f"bytes={descriptor.size_bytes // 2}-"]
+    assert path.stat().st_size == descriptor.size_bytes
+    assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash
+
+
+def test_503_is_retried(
+    site: tuple[Path, BundleDescriptor], faults: Faults, url: str, tmp_path: Path
+) -> None:
+    _, descriptor = site
+    faults.fail_503[descriptor.location.url] = 2
+    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    assert faults.paths().count(descriptor.location.url) == 3
+    assert path.is_file()
+
+
+def test_503_forever_names_the_registry(faults: Faults, url: str) -> None:
+    faults.fail_503["index.json"] = 100
+    with pytest.raises(RegistryUnreachable) as caught:
+        fast_transport(url).get("index.json")
+    assert str(caught.value) == (
+        f"the registry {url} answered HTTP 503 for index.json after retries; "
+        "try again later, or pass --offline to use the cached index"
+    )
+
+
+def test_connection_refused_is_unreachable() -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    transport = HttpTransport(f"http://127.0.0.1:{port}", retries=default_retries(1, 0.01))
+    with pytest.raises(RegistryUnreachable, match=r"^cannot reach the registry http://127"):
+        transport.get("index.json")
+
+
+def test_missing_key_and_other_status(url: str) -> None:
+    transport = fast_transport(url)
+    with pytest.raises(KeyNotFound) as caught:
+        transport.get("nothing.json")
+    assert str(caught.value) == f"nothing.json not found in {url} (HTTP 404)"
+    assert not issubclass(HttpStatusError, KeyNotFound)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("bytes", "has BLAKE3 {actual}, expected {hash}"),
+        ("size", "has {size_minus} bytes, expected {size}"),
+        ("sha256", "has SHA-256 {sha}, expected {bad}"),
+    ],
+)
+def test_mismatch_names_both_digests_and_keeps_nothing(
+    site: tuple[Path, BundleDescriptor], url: str, tmp_path: Path, change: str, expected: str
+) -> None:
+    root, descriptor = site
+    blob = root / descriptor.location.url
+    data = bytearray(blob.read_bytes())
+    bad_sha = "0" * 64
+    if change == "bytes":
+        data[len(data) // 2] ^= 0xFF
+        blob.write_bytes(bytes(data))
+    elif change == "size":
+        blob.write_bytes(bytes(data[:-1]))
+    else:
+        descriptor = msgspec.structs.replace(descriptor, sha256=bad_sha)
+    import hashlib
+
+    actual = blake3.blake3(bytes(data)).hexdigest()
+    blobs = tmp_path / "blobs"
+    with pytest.raises(IntegrityError) as caught:
+        download_blob(fast_transport(url), descriptor, blobs, progress=False)
+    detail = expected.format(
+        actual=actual,
+        hash=descriptor.hash,
+        size=descriptor.size_bytes,
+        size_minus=descriptor.size_bytes - 1,
+        sha=hashlib.sha256(bytes(data)).hexdigest(),
+        bad=bad_sha,
+    )
+    assert str(caught.value) == (
+        f"{descriptor.location.url} from {url} (big@1.0 universal) {detail}; "
+        "the blob is corrupt or the index is stale: retry, or ask the publisher to rebuild"
+    )
+    assert leftovers(blobs) == []
+
+
+def test_more_bytes_than_described_stops_early(
+    site: tuple[Path, BundleDescriptor], url: str, tmp_path: Path
+) -> None:
+    root, descriptor = site
+    blob = root / descriptor.location.url
+    blob.write_bytes(blob.read_bytes() + b"extra")
+    with pytest.raises(IntegrityError) as caught:
+        download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    assert str(caught.value) == (
+        f"big@1.0 (universal): the registry sent more than the {descriptor.size_bytes} bytes its "
+        "descriptor names; the blob or the index is wrong: ask the publisher to rebuild"
+    )
+    assert leftovers(tmp_path / "blobs") == []
+
+
+def test_store_transport_copies_a_directory_blob(
+    site: tuple[Path, BundleDescriptor], tmp_path: Path
+) -> None:
+    root, descriptor = site
+    transport = StoreTransport(LocalStore(root))
+    path = download_blob(transport, descriptor, tmp_path / "blobs", progress=False)
+    assert path.read_bytes() == (root / descriptor.location.url).read_bytes()
+
+
+def test_partial_names_are_unique_and_recognised(tmp_path: Path) -> None:
+    first, second = partial_path(tmp_path, "ab" * 32), partial_path(tmp_path, "ab" * 32)
+    assert first != second
+    assert first.name.startswith(f".{'ab' * 32}.partial-{os.getpid()}-")
+    assert is_partial_name(first.name) and not is_partial_name(f"{'ab' * 32}.xyb")
+
+
+def test_progress_bar_on_request(
+    site: tuple[Path, BundleDescriptor],
+    url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _, descriptor = site
+    download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rbig@1.0:   0%|") and "/10.0M [" in err
+    download_blob(fast_transport(url), descriptor, tmp_path / "quiet", progress=None)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here
+
+
+def test_writeback_while_downloading_keeps_the_bytes_intact(
+    site: tuple[Path, BundleDescriptor],
+    faults: Faults,
+    url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, descriptor = site
+    monkeypatch.setattr("runtime.client.download.WRITEBACK_EVERY", 1 << 20)  # sync every MiB
+    faults.cut_once.add(descriptor.location.url)
+    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash

@@ -1,0 +1,280 @@
+"""One contract suite for the storage protocol, run against every backend.
+
+The S3 run goes through moto's server over real HTTP (``moto_endpoint``/``s3_bucket``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
+from runtime.storage.store import (
+    LocalStore,
+    MemoryStore,
+    PutMode,
+    Store,
+    content_headers,
+    open_store,
+)
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Each backend in turn, empty."""
+    if request.param == "local":
+        yield LocalStore(tmp_path / "registry")
+    elif request.param == "memory":
+        yield MemoryStore()
+    else:
+        from runtime.storage.s3 import S3Store
+
+        endpoint = request.getfixturevalue("moto_endpoint")
+        bucket = request.getfixturevalue("s3_bucket")
+        yield S3Store.from_url(f"s3://{bucket}/some/prefix", endpoint_url=endpoint)
+
+
+def test_put_then_get_returns_the_bytes_and_the_same_etag_as_head(store: Store) -> None:
+    etag = store.put("descriptors/m/1.0/universal.json", b'{"a": 1}')
+    data, got_etag = store.get("descriptors/m/1.0/universal.json")
+    info = store.head("descriptors/m/1.0/universal.json")
+    assert (data, got_etag) == (b'{"a": 1}', etag)
+    assert (info.key, info.size, info.etag) == ("descriptors/m/1.0/universal.json", 8, etag)
+    assert info.modified > 0
+
+
+def test_equal_bytes_have_equal_etags_and_different_bytes_differ(store: Store) -> None:
+    first = store.put("a.json", b"same")
+    second = store.put("b.json", b"same")
+    third = store.put("c.json", b"other")
+    assert first == second != third
+
+
+@pytest.mark.parametrize("method", ["get", "head", "open", "delete"])
+def test_missing_key_raises_key_not_found_naming_key_and_location(
+    store: Store, method: str
+) -> None:
+    with pytest.raises(KeyNotFound) as caught:
+        if method == "open":
+            with store.open("blobs/missing.xyb"):
+                pass
+        else:
+            getattr(store, method)("blobs/missing.xyb")
+    assert str(caught.value) == f"blobs/missing.xyb not found in {store.location}"
+    assert isinstance(caught.value, FileNotFoundError)
+
+
+def test_list_filters_by_prefix_and_sorts_by_key(store: Store) -> None:
+    for key in ["blobs/b.xyb", "blobs/a.xyb", "blobsx/c", "index.json", "blobs/sub/d.xyb"]:
+        store.put(key, key.encode())
+    listed = list(store.list("blobs/"))
+    assert [i.key for i in listed] == ["blobs/a.xyb", "blobs/b.xyb", "blobs/sub/d.xyb"]
+    assert [i.size for i in listed] == [11, 11, 15]
+    assert [i.key for i in store.list("blobs")] == [
+        "blobs/a.xyb",
+        "blobs/b.xyb",
+        "blobs/sub/d.xyb",
+        "blobsx/c",
+    ]
+    assert len(list(store.list())) == 5
+    assert list(store.list("nothing/")) == []
+
+
+def test_open_streams_the_object(store: Store, tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 4096
+    source = tmp_path / "payload.bin"
+    source.write_bytes(payload)
+    store.put_file("blobs/p.xyb", source)
+    with store.open("blobs/p.xyb") as reader:
+        chunks = iter(lambda: reader.read(65536), b"")
+        assert b"".join(chunks) == payload
+
+
+def test_delete_removes_the_object(store: Store) -> None:
+    store.put("blobs/x.xyb", b"x")
+    store.delete("blobs/x.xyb")
+    assert list(store.list()) == []
+    with pytest.raises(KeyNotFound):
+        store.get("blobs/x.xyb")
+
+
+def test_create_succeeds_once_then_fails_without_changing_the_object(store: Store) -> None:
+    etag = store.put("descriptors/m/1/universal.json", b"first", PutMode.CREATE)
+    with pytest.raises(PreconditionFailed) as caught:
+        store.put("descriptors/m/1/universal.json", b"second", PutMode.CREATE)
+    assert str(caught.value) == f"descriptors/m/1/universal.json already exists in {store.location}"
+    assert store.get("descriptors/m/1/universal.json") == (b"first", etag)
+
+
+def test_put_file_create_fails_when_the_key_exists(store: Store, tmp_path: Path) -> None:
+    source = tmp_path / "bundle.xyb"
+    source.write_bytes(b"bundle bytes")
+    etag = store.put_file("blobs/h.xyb", source, PutMode.CREATE)
+    with pytest.raises(PreconditionFailed):
+        store.put_file("blobs/h.xyb", source, PutMode.CREATE)
+    assert store.get("blobs/h.xyb") == (b"bundle bytes", etag)
+
+
+def test_match_replaces_only_when_the_etag_is_current(store: Store) -> None:
+    etag = store.put("index.json", b"v1")
+    new_etag = store.put("index.json", b"v2", PutMode.MATCH, etag)
+    with pytest.raises(PreconditionFailed) as caught:
+        store.put("index.json", b"v3", PutMode.MATCH, etag)
+    assert str(caught.value).startswith(f"index.json in {store.location} changed since it was read")
+    assert store.get("index.json") == (b"v2", new_etag)
+
+
+def test_match_on_a_vanished_key_means_gone_not_conflict(store: Store) -> None:
+    etag = store.put("aliases/m/prod.json", b"{}")
+    store.delete("aliases/m/prod.json")
+    with pytest.raises(KeyNotFound) as caught:
+        store.put("aliases/m/prod.json", b"{}", PutMode.MATCH, etag)
+    assert str(caught.value) == f"aliases/m/prod.json is gone from {store.location}"
+
+
+def test_match_without_an_etag_is_a_programming_error(store: Store) -> None:
+    with pytest.raises(ValueError, match=r"PutMode\.MATCH needs the etag the caller read"):
+        store.put("index.json", b"x", PutMode.MATCH)
+
+
+def _increment(store: Store, key: str, times: int) -> int:
+    conflicts = 0
+    for _ in range(times):
+        while True:
+            data, etag = store.get(key)
+            time.sleep(0.001)  # think time, as a real client has: lets the writers interleave
+            try:
+                store.put(key, str(int(data) + 1).encode(), PutMode.MATCH, etag)
+                break
+            except PreconditionFailed:
+                conflicts += 1
+    return conflicts
+
+
+def test_racing_compare_and_swap_loses_no_update(store: Store) -> None:
+    store.put("counter", b"0")
+    threads, times = 4, 10
+    with ThreadPoolExecutor(threads) as pool:
+        conflicts = sum(pool.map(lambda _: _increment(store, "counter", times), range(threads)))
+    assert store.get("counter")[0] == str(threads * times).encode()
+    # The counter only proves something if the writers really collided.
+    assert conflicts > 0
+
+
+def test_racing_creates_have_exactly_one_winner(store: Store) -> None:
+    winners: list[int] = []
+    barrier = threading.Barrier(6)
+
+    def create(n: int) -> None:
+        barrier.wait()
+        try:
+            store.put("descriptors/m/1/universal.json", str(n).encode(), PutMode.CREATE)
+            winners.append(n)
+        except PreconditionFailed:
+            pass
+
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(create, range(6)))
+    assert len(winners) == 1
+    assert store.get("descriptors/m/1/universal.json")[0] == str(winners[0]).encode()
+
+
+@pytest.mark.parametrize(
+    "key", ["../escape", "/etc/passwd", "a/../../b", "a//b", ".locks/x", "a/./b", "", "dir/"]
+)
+def test_keys_that_could_escape_are_refused(store: Store, key: str) -> None:
+    message = (
+        f"store key {key!r} is not a relative path of plain names "
+        "(no leading '/', empty, '.' or '..' parts, no hidden names)"
+    )
+    for attempt in (
+        lambda: store.put(key, b"x"),
+        lambda: store.get(key),
+        lambda: store.head(key),
+        lambda: store.delete(key),
+    ):
+        with pytest.raises(StoreError) as caught:
+            attempt()
+        assert str(caught.value) == message
+    assert list(store.list()) == []
+
+
+def test_local_store_never_leaves_temporary_files(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    etag = store.put("index.json", b"1")
+    with pytest.raises(PreconditionFailed):
+        store.put("index.json", b"2", PutMode.CREATE)
+    with pytest.raises(PreconditionFailed):
+        store.put("index.json", b"2", PutMode.MATCH, "0" * 32)
+    store.put("index.json", b"3", PutMode.MATCH, etag)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["index.json"]  # no lock or temporary file left in the served tree
+
+
+@pytest.mark.parametrize(
+    ("location", "kind"),
+    [("memory://", MemoryStore), ("file:///tmp/x", LocalStore), ("/tmp/y", LocalStore)],
+)
+def test_open_store_picks_the_backend(location: str, kind: type) -> None:
+    assert isinstance(open_store(location), kind)
+
+
+def test_open_store_refuses_http_locations() -> None:
+    with pytest.raises(StoreError) as caught:
+        open_store("https://example.org/registry")
+    assert str(caught.value) == (
+        "'https://example.org/registry' is read-only over HTTP: "
+        "write to a directory or an s3:// location"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "content_type", "cache_control"),
+    [
+        ("blobs/abc.xyb", "application/zstd", "public, max-age=31536000, immutable"),
+        (
+            "descriptors/m/1/universal.json",
+            "application/json",
+            "public, max-age=31536000, immutable",
+        ),
+        ("aliases/m/prod.json", "application/json", "no-cache"),
+        ("aliases/m/prod/3.json", "application/json", "public, max-age=31536000, immutable"),
+        ("index.json", "application/json", "no-cache"),
+        ("index", "application/json", "no-cache"),
+        ("v1/models", "application/json", "no-cache"),
+        ("index.html", "text/html; charset=utf-8", "public, max-age=300"),
+        ("models/m.html", "text/html; charset=utf-8", "public, max-age=300"),
+    ],
+)
+def test_content_headers_per_object_class(key: str, content_type: str, cache_control: str) -> None:
+    assert content_headers(key) == (content_type, cache_control)
+
+
+def test_a_directory_store_reads_without_posix_locks(tmp_path: Path) -> None:
+    """Windows has no fcntl: reading and creating work, replacing says what to use instead."""
+    LocalStore(tmp_path).put("index.json", b"{}")
+    script = (
+        "import sys; sys.modules['fcntl'] = None\n"  # makes `import fcntl` fail
+        "from runtime.errors import StoreError\n"
+        "from runtime.storage.store import LocalStore, PutMode\n"
+        f"store = LocalStore({str(tmp_path)!r})\n"
+        "assert store.get('index.json')[0] == b'{}'\n"
+        "store.put('blobs/x', b'x', PutMode.CREATE)\n"
+        "try:\n"
+        "    store.put('index.json', b'[]')\n"
+        "except StoreError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == (
+        f"replacing index.json in {tmp_path} needs POSIX file locks (Linux, macOS); "
+        "on Windows write to an s3:// location or from WSL\n"
+    )

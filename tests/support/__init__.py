@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: test registries, service fixtures, a fault server."""
