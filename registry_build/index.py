@@ -13,26 +13,18 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-import msgspec
-
-from runtime.errors import ImmutableConflict, KeyNotFound, RegistryError
+from runtime.errors import ImmutableConflict, RegistryError
 from runtime.names import version_key
 from runtime.registry.wire import (
     BundleDescriptor,
     Index,
     ModelInfo,
-    decode_index,
     encode,
     index_entry,
     sort_descriptors,
 )
-from runtime.storage.store import Store
 
 INDEX_KEYS = ("index.json", "index", "v1/models")
-
-
-class IndexFormatError(RegistryError, ValueError):
-    """Raised when an existing ``index.json`` cannot be parsed."""
 
 
 def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConflict:
@@ -118,21 +110,6 @@ def _epoch(stamp: str) -> int:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return 0
-
-
-def read_index(store: Store) -> tuple[Index, str | None]:
-    """The store's ``index.json`` and its etag; an empty Index and None when there is none yet."""
-    try:
-        data, etag = store.get("index.json")
-    except KeyNotFound:
-        return Index(), None
-    try:
-        return decode_index(data), etag
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raise IndexFormatError(
-            f"index.json in {store.location} is not a valid index ({exc}); "
-            "rebuild it from descriptors/ with `registry-build reindex`"
-        ) from None
 
 
 class IndexConflict(RegistryError):

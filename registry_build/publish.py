@@ -49,7 +49,6 @@ from registry_build.index import (
     conflict,
     index_documents,
     merge_index,
-    read_index,
 )
 from runtime.errors import (
     IntegrityError,
@@ -59,6 +58,7 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import version_key
+from runtime.registry.index import read_index
 from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,

@@ -131,7 +131,7 @@ def test_verify_and_gc_name_a_broken_document_instead_of_crashing(
     assert err.startswith(f"Error: descriptors/zzz/1/universal.json in {dest} is not a valid")
     (dest / "index.json").write_text("{bad")
     assert main(["verify", str(dest)]) == 1
-    assert capsys.readouterr().err.startswith(f"Error: index.json in {dest} is not a valid index")
+    assert capsys.readouterr().err.startswith(f"Error: {dest}/index.json is not valid JSON")
 
 
 def test_publishing_into_the_source_is_refused(
