@@ -29,7 +29,8 @@ import blake3
 from bench._util import AWS_ENV, MotoLog, moto_server, row
 from runtime.aliases import AliasConflict, promote_detailed
 from runtime.registry.wire import BundleDescriptor, Index, Location, blob_key, encode
-from runtime.storage.store import PutMode, Store, open_store
+from runtime.storage.location import open_store
+from runtime.storage.store import PutMode, Store
 
 MODEL, ALIAS = "whisper", "production"
 VERSIONS = ("1.0", "1.1", "1.2")

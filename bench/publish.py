@@ -147,7 +147,7 @@ def peer(site: Path, endpoint: str, server: MotoLog, args: list[str], label: str
 
 def verified(endpoint: str, prefix: str) -> str:
     """``registry-build verify`` of ours, as the publish workflow runs it after publishing."""
-    from registry_build.publish import verify
+    from registry_build.maintenance import verify
     from runtime.storage.s3 import S3Store, make_client
 
     checked, problems = verify(S3Store(make_client(endpoint), BUCKET, prefix))

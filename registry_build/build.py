@@ -1,8 +1,12 @@
 """The build: bundles.json -> .xyb bundles -> descriptors -> index -> pages, in that order.
 
 :func:`build` reads as the pipeline. It validates the whole config first, packs every bundle
-(content only: ``blobs/``), and only when every bundle succeeded writes descriptors, then the index,
-then the pages, so a failed build leaves the registry as it was (at most unreferenced blobs).
+(content only: ``blobs/``), and only when every bundle succeeded commits (descriptors, then the
+index and pages: :mod:`registry_build.commit`), so a failed build leaves the registry as it was (at
+most unreferenced blobs). An output that is not a directory (``s3://``) is built into a local
+mirror kept with the build state, and the bundles of this build are then published from it
+(:func:`registry_build.publish.publish_registry`, the same function ``registry-build publish``
+calls); with an alias, publishing ends by promoting it.
 
 Incremental: a stat fingerprint of each target's inputs is kept in the build state; a target whose
 fingerprint, descriptor and blob are unchanged is not repacked and no source byte is read.
@@ -13,6 +17,7 @@ Build state lives outside the served tree::
       digests.json   per-file digests keyed by stat (registry_build.bundle.DigestCache)
       staging/       bundles being packed: <random>.xyb (and pack's own .<name>.tmp-* beside it)
       staging.lock   every build of the output holds it shared while it packs
+      site/          the local mirror of an output that is not a directory
 
 A bundle is packed in ``staging/`` and moved into ``blobs/`` when complete: renamed to a hidden
 temporary beside its key and then over the key (copied to that temporary instead when the cache is
@@ -42,19 +47,21 @@ from pathlib import Path
 import msgspec
 
 from registry_build.bundle import DigestCache, SourceFile, pack
+from registry_build.commit import commit
 from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config
-from registry_build.publish import commit, promote_newest, publish_registry
+from registry_build.publish import Promote, PublishReport, promote_newest, publish_registry
 from runtime.errors import RegistryError
-from runtime.names import check_name
 from runtime.registry.wire import (
     BundleDescriptor,
-    Location,
     blob_key,
-    decode_descriptor,
+    decode_document,
     descriptor_key,
 )
+from runtime.registry.wire import Location as BlobLocation
 from runtime.storage.atomic import is_temp_name, sweep_temp_files, temp_path_for, write_atomic
-from runtime.storage.store import LocalStore, PutMode, Store, open_store
+from runtime.storage.local import LocalStore
+from runtime.storage.location import Location, open_store, parse_location
+from runtime.storage.store import PutMode
 
 BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
 STALE_TEMP_SECONDS = 3600  # a temporary in blobs/ untouched this long belongs to a dead writer
@@ -72,6 +79,12 @@ class BuildOptions:
     actor: str | None = None
     endpoint_url: str | None = None  # for s3:// outputs
     progress: bool = False  # upload progress bars (s3:// outputs)
+
+    def promotion(self) -> Promote | None:
+        """The promotion ``alias`` asks for (its name checked), or None."""
+        if self.alias is None:
+            return None
+        return Promote(self.alias, self.actor, "registry-build build")
 
 
 @dataclass(frozen=True)
@@ -102,14 +115,22 @@ class BundleResult:
 
 @dataclass
 class BuildReport:
-    """What a build did."""
+    """What a build did: ``committed`` into the output directory (or the local mirror),
+    ``published`` from the mirror to an output that is not a directory, ``promoted``."""
 
     out: str
     results: list[BundleResult] = field(default_factory=list)
-    written: list[str] = field(default_factory=list)
+    committed: list[str] = field(default_factory=list)
     warnings: tuple[str, ...] = ()
+    published: PublishReport | None = None
     promoted: list[str] = field(default_factory=list)
-    publish_summary: str = ""
+
+    @property
+    def written(self) -> list[str]:
+        """The keys written to the output."""
+        if self.published is None:
+            return self.committed
+        return [*self.published.uploaded, *self.published.written]
 
 
 Reporter = Callable[[Job, BundleResult], None]
@@ -122,40 +143,64 @@ def build(
     *,
     on_bundle: Reporter | None = None,
 ) -> BuildReport:
-    """Build the registry that ``config_path`` defines into ``out`` (a directory or s3://).
-
-    An ``s3://`` output is built into a local mirror kept with the build state, then published.
-    """
+    """Build the registry that ``config_path`` defines into ``out`` (a directory or s3://), then
+    publish it from the local mirror when ``out`` is not a directory, and promote (module doc)."""
     config = load_config(config_path, strict=options.strict)
     jobs = plan(config, options.only)
-    if options.alias is not None:
-        check_name("alias", options.alias)
-    remote = out.startswith("s3://")
-    state = BuildState(state_dir(out, options.endpoint_url))
-    local = LocalStore(state.directory / "site" if remote else Path(out))
-    with staging_area(state.directory, local.root) as staging:
-        results = pack_all(jobs, local, state, staging, options, on_bundle)
-    report = BuildReport(out, results, warnings=config.warnings)
-    unchanged = all(r.status == "unchanged" for r in results)
-    if not (unchanged and state.committed == site_signature(local.root)):
-        report.written = commit(local, [r.descriptor for r in results])
-        state.committed = site_signature(local.root)
-    state.save()
-    target: Store = local
-    if remote:
-        target = open_store(out, endpoint_url=options.endpoint_url)
-        # Only this build's bundles: the mirror may hold others that the bucket lost on purpose.
-        published = publish_registry(
-            local.root, target, progress=options.progress, only={r.descriptor.key for r in results}
-        )
-        report.written = [*published.uploaded, *published.written]
-        report.publish_summary = published.summary()
-    if options.alias is not None:
-        built = [r.descriptor for r in results]
-        report.promoted = promote_newest(
-            target, built, options.alias, options.actor, "registry-build build"
-        )
+    promotion = options.promotion()
+    location = parse_location(out)
+    state = BuildState(state_dir(location, options.endpoint_url))
+    site = LocalStore(location.directory or state.directory / "site")
+    results = pack_site(jobs, site, state, options, on_bundle)
+    report = BuildReport(out, results, commit_site(site, state, results), config.warnings)
+    publish_site(report, site, location, promotion, options)
     return report
+
+
+def pack_site(
+    jobs: list[Job],
+    site: LocalStore,
+    state: BuildState,
+    options: BuildOptions,
+    on_bundle: Reporter | None,
+) -> list[BundleResult]:
+    """Pack every job into ``site``'s ``blobs/`` by way of the staging area (module doc)."""
+    with staging_area(state.directory, site.root) as staging:
+        return pack_all(jobs, site, state, staging, options, on_bundle)
+
+
+def commit_site(site: LocalStore, state: BuildState, results: list[BundleResult]) -> list[str]:
+    """Commit ``results`` into ``site`` and save the build state; returns the keys written, none
+    when nothing was built and the index and pages are as the last commit left them."""
+    written: list[str] = []
+    unchanged = all(r.status == "unchanged" for r in results)
+    if not (unchanged and state.committed == site_signature(site.root)):
+        written = commit(site, [r.descriptor for r in results])
+        state.committed = site_signature(site.root)
+    state.save()
+    return written
+
+
+def publish_site(
+    report: BuildReport,
+    site: LocalStore,
+    out: Location,
+    promotion: Promote | None,
+    options: BuildOptions,
+) -> None:
+    """Publish this build's bundles from ``site`` to ``out`` and promote them, recording both in
+    ``report``; a directory output is its own site, so there only the promotion is left to do."""
+    built = [r.descriptor for r in report.results]
+    if out.directory is None:
+        dest = open_store(out, endpoint_url=options.endpoint_url)
+        # Only this build's bundles: the mirror may hold others that the bucket lost on purpose.
+        only = {d.key for d in built}
+        report.published = publish_registry(
+            site.root, dest, promote=promotion, progress=options.progress, only=only
+        )
+        report.promoted = report.published.promoted
+    elif promotion is not None:
+        report.promoted = promote_newest(site, built, promotion)
 
 
 def plan(config: Config, only: Sequence[str]) -> list[Job]:
@@ -306,7 +351,7 @@ def describe(
         target=job.target.platform,
         hash=digest,
         size_bytes=size,
-        location=Location("remote", blob_key(digest)),
+        location=BlobLocation("remote", blob_key(digest)),
         sha256=sha256,
         model_type=job.target.model_type,
         files=tuple(files),  # type: ignore[arg-type]
@@ -323,15 +368,15 @@ def created_at() -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def state_dir(out: str | Path, endpoint_url: str | None = None) -> Path:
+def state_dir(out: Location, endpoint_url: str | None = None) -> Path:
     """Where the build state of an output lives, outside the site: per directory, or per
-    ``s3://`` URL and endpoint (the same bucket name on two endpoints is two registries)."""
+    location and endpoint (the same bucket name on two endpoints is two registries)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    if str(out).startswith("s3://"):
+    if out.directory is not None:
+        name = str(out.directory)
+    else:
         endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "aws"
         name = f"{out} at {endpoint}"
-    else:
-        name = str(Path(out).resolve())
     key = hashlib.sha1(name.encode(), usedforsecurity=False).hexdigest()[:16]
     return base / "bundle-registry" / "build" / key
 
@@ -395,9 +440,11 @@ class BuildState:
         if entry is None or entry.fingerprint != fingerprint:
             return None
         try:
-            descriptor = decode_descriptor(store.get(descriptor_key(*job.key))[0])
+            key = descriptor_key(*job.key)
+            data = store.get(key)[0]
+            descriptor = decode_document(data, BundleDescriptor, key, "it is rebuilt")
             size = (store.root / blob_key(entry.hash)).stat().st_size
-        except (RegistryError, OSError, msgspec.DecodeError):
+        except (RegistryError, OSError):
             return None
         return (
             descriptor if (descriptor.hash, descriptor.size_bytes) == (entry.hash, size) else None
@@ -419,15 +466,17 @@ class BuildState:
         self.digests.save()
 
 
-def clean(out: Path) -> bool:
+def clean(location: str) -> bool:
     """Remove a built registry directory and its build state; False if there was nothing."""
-    if str(out).startswith("s3:/"):
+    where = parse_location(location)
+    if where.directory is None:
         raise RegistryError(
             "clean removes a local registry directory; for a bucket, delete the prefix with your "
             "S3 tools, or remove unreferenced blobs with `registry-build gc`"
         )
+    out = where.directory
     if not out.exists():
-        shutil.rmtree(state_dir(out), ignore_errors=True)
+        shutil.rmtree(state_dir(where), ignore_errors=True)
         return False
     if not (out / "index.json").exists() and any(out.iterdir()):
         raise RegistryError(
@@ -442,7 +491,7 @@ def clean(out: Path) -> bool:
                 entry.unlink()
     with contextlib.suppress(OSError):
         out.rmdir()  # only when nothing else was in it
-    shutil.rmtree(state_dir(out), ignore_errors=True)
+    shutil.rmtree(state_dir(where), ignore_errors=True)
     return True
 
 

@@ -31,7 +31,8 @@ from registry_build.formats import (
     read_file,
 )
 from registry_build.formats.hf import read_json, weight_files
-from runtime.errors import RegistryError
+from runtime.documents import parse_json
+from runtime.errors import ConfigError, RegistryError
 from runtime.names import is_name
 from runtime.storage.atomic import write_atomic
 
@@ -438,14 +439,19 @@ class Result:
 
 
 def _read_document(path: Path) -> dict[str, Any]:
+    """The ``--merge`` document, read by the one bounded JSON reader (depth, duplicate keys)."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DiscoverError(
             f"{path}: no such file: use --write {path} to create it, or fix the path"
         ) from None
     except (OSError, ValueError) as exc:
-        raise DiscoverError(f"{path}: cannot be read as JSON ({exc}): fix the file") from None
+        raise DiscoverError(f"{path}: cannot be read as UTF-8 text ({exc}): fix the file") from None
+    try:
+        doc = parse_json(text, str(path))
+    except ConfigError as exc:
+        raise DiscoverError(f"{'; '.join(exc.problems)}; fix the file") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("bundles"), dict):
         raise DiscoverError(
             f'{path}: expected an object {{"bundles": {{...}}}}: merge into a bundles.json'

@@ -8,8 +8,6 @@
 - Targets have canonical names (:data:`TARGETS`); a few spellings are accepted as synonyms
   (:func:`canonical_target`); :func:`detect_target` maps this machine's OS and CPU to one.
 - A ref is ``model@selector`` or a bare ``model`` (:func:`parse_ref`).
-- A URL in a message or a log line goes through :func:`redact`, which strips every
-  ``user:password@``.
 """
 
 from __future__ import annotations
@@ -71,14 +69,6 @@ def check_name(kind: str, value: str) -> str:
 def name_problem(kind: str, value: object) -> str:
     """The message for an invalid ``kind`` name ``value``, shared by every caller that checks."""
     return f"{kind} {quoted(value)} is not a valid name: {NAME_RULE}"
-
-
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the ``user:password@`` of every URL in it removed (a location, a message)."""
-    return _URL_CREDENTIALS.sub(r"\1", text)
 
 
 def canonical_target(value: str) -> str | None:

@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_list)
 
     p = subparsers.add_parser("clean", help="remove a built registry directory and its build state")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT))
+    p.add_argument("--out", type=_location, default=DEFAULT_OUT)
     p.set_defaults(handler=_clean)
 
 
@@ -120,8 +120,8 @@ def _build(args: argparse.Namespace) -> int:
     elif not args.quiet:
         for line in report.promoted:
             print(f"promoted  {line}", file=sys.stderr)
-        if report.publish_summary:
-            print(report.publish_summary, file=sys.stderr)
+        if report.published is not None:
+            print(report.published.summary(), file=sys.stderr)
         print(_summary(report), file=sys.stderr)
     return 0
 

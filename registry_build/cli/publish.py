@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import RegistryError
-from runtime.names import check_name
-from runtime.storage.store import Store, open_store
+from runtime.storage.location import open_store
+from runtime.storage.store import Store
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -73,28 +72,20 @@ def _store(args: argparse.Namespace) -> Store:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from registry_build.publish import promote_newest, publish_registry, read_source
+    from registry_build.publish import Promote, publish_registry
 
-    if args.alias is not None:
-        check_name("alias", args.alias)
-    if "://" not in args.dest or args.dest.startswith("file://"):
-        src, dest = args.src.resolve(), Path(args.dest.removeprefix("file://")).resolve()
-        if dest == src or src in dest.parents:
-            raise RegistryError(f"{args.dest} is inside {args.src}: publish to another place")
-    store = _store(args)
-    report = publish_registry(args.src, store, progress=not args.quiet)
+    promote = (
+        None if args.alias is None else Promote(args.alias, args.actor, "registry-build publish")
+    )
+    report = publish_registry(args.src, _store(args), promote=promote, progress=not args.quiet)
     print(report.summary(), file=sys.stderr)
-    if args.alias is not None:
-        published = [b.descriptor for b in read_source(args.src)]
-        for line in promote_newest(
-            store, published, args.alias, args.actor, "registry-build publish"
-        ):
-            print(f"promoted {line}", file=sys.stderr)
+    for line in report.promoted:
+        print(f"promoted {line}", file=sys.stderr)
     return 0
 
 
 def _reindex(args: argparse.Namespace) -> int:
-    from registry_build.publish import reindex
+    from registry_build.maintenance import reindex
 
     written = reindex(_store(args))
     print(f"reindexed {args.dest}: wrote {len(written)} objects", file=sys.stderr)
@@ -102,7 +93,7 @@ def _reindex(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from registry_build.publish import verify
+    from registry_build.maintenance import verify
 
     checked, problems = verify(_store(args))
     for problem in problems:
@@ -113,7 +104,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _gc(args: argparse.Namespace) -> int:
-    from registry_build.publish import gc
+    from registry_build.maintenance import gc
 
     doomed = gc(_store(args), args.grace, dry_run=args.dry_run)
     for info in doomed:

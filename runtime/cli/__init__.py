@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from runtime.errors import RegistryError, UsageError
+from runtime.storage.location import Location, parse_location
 
 Handler = Callable[[argparse.Namespace], int]
+REGISTRY_ENV = "BUNDLE_REGISTRY"
 
 # Modules that contribute subcommands, in help order.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -22,6 +25,25 @@ COMMAND_MODULES: tuple[str, ...] = (
     "runtime.cli.fetch",
     "runtime.cli.aliases",
 )
+
+
+class NoRegistryError(RegistryError, ValueError):
+    """Raised when a command needs a registry and none was given (flag, pipeline or env)."""
+
+
+def registry_location(explicit: str | None, from_file: Location | None = None) -> Location:
+    """The registry to use: ``--registry``, else the pipeline's ``registry:``, else
+    ``$BUNDLE_REGISTRY``; parsed here, once."""
+    if explicit:
+        return parse_location(explicit)
+    if from_file is not None:
+        return from_file
+    chosen = os.environ.get(REGISTRY_ENV)
+    if not chosen:
+        raise NoRegistryError(
+            f"no registry given: pass --registry URL|DIR|s3://BUCKET or set {REGISTRY_ENV}"
+        )
+    return parse_location(chosen)
 
 
 def build_parser(prog: str, description: str, modules: Sequence[str]) -> argparse.ArgumentParser:

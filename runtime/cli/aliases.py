@@ -1,23 +1,19 @@
 """``registry-runtime promote | aliases | history | verify``: alias promotion and its audit trail.
 
-Every command takes ``--registry LOC`` (a directory or ``s3://bucket/prefix``), defaulting to
-``$BUNDLE_REGISTRY``.
+Every command takes ``--registry LOC``, defaulting to ``$BUNDLE_REGISTRY``. ``aliases``,
+``history`` and ``verify`` only read, so any location serves, ``http(s)://`` included;
+``promote`` writes, so it needs a directory or an ``s3://`` location.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from runtime.errors import RegistryError
+from runtime.cli import registry_location
 
 Subparsers = Any  # argparse's _SubParsersAction is private
-
-
-class NoRegistry(RegistryError, ValueError):
-    """Raised when a command gets neither ``--registry`` nor ``$BUNDLE_REGISTRY``."""
 
 
 def register(subparsers: Subparsers) -> None:
@@ -52,27 +48,16 @@ def _command(subparsers: Subparsers, name: str, text: str) -> argparse.ArgumentP
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
     parser.add_argument(
         "--registry",
-        default=os.environ.get("BUNDLE_REGISTRY"),
-        help="registry location: a directory or s3://bucket/prefix (default: $BUNDLE_REGISTRY)",
+        help="registry location: a directory, s3://bucket/prefix, or a URL to read "
+        "(default: $BUNDLE_REGISTRY)",
     )
     return parser
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from runtime.names import redact
-    from runtime.storage.store import open_store
+    from runtime.storage.location import open_store
 
-    if not args.registry:
-        raise NoRegistry(
-            "no registry given: pass --registry DIR or s3://BUCKET/PREFIX, or set BUNDLE_REGISTRY"
-        )
-    if args.registry.startswith(("http://", "https://")):
-        raise NoRegistry(
-            f"{args.command} lists and writes the registry's files, which plain HTTP cannot do: "
-            f"pass --registry with the directory or s3:// location {redact(args.registry)} is "
-            "served from (over HTTP, `resolve` and `fetch` work)"
-        )
-    return open_store(args.registry)
+    return open_store(registry_location(args.registry))
 
 
 def run_promote(args: argparse.Namespace) -> int:

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.cli import registry_location
 from runtime.documents import quoted
 from runtime.errors import UsageError
+from runtime.storage.location import Location
 
 MAX_EXTRACT_ENV = "BUNDLE_MAX_EXTRACT"
 _UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -61,10 +63,10 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _registry(
-    args: argparse.Namespace, from_file: str | None = None, max_extract: int | None = None
+    args: argparse.Namespace, from_file: Location | None = None, max_extract: int | None = None
 ) -> Any:
     from runtime.client.cache import Cache
-    from runtime.client.registry import Registry, registry_location
+    from runtime.client.registry import Registry
 
     location = registry_location(args.registry, from_file)
     cache = Cache(args.cache_dir)
@@ -98,18 +100,17 @@ def resolve_command(args: argparse.Namespace) -> int:
 
 def fetch_command(args: argparse.Namespace) -> int:
     """Fetch one ref or every stage of a pipeline; print the paths."""
+    from runtime.client.pipeline import fetch_pipeline, load_pipeline
+
     if (args.ref is None) == (args.pipeline is None):
         raise UsageError("fetch needs exactly one of REF or --pipeline FILE")
-    if args.pipeline is not None:
-        from runtime.client.pipeline import fetch_pipeline, load_pipeline
-
-        pipeline = load_pipeline(args.pipeline)
-        registry = _registry(args, pipeline.registry, _max_extract(args))
+    ceiling = _max_extract(args)
+    pipeline = None if args.pipeline is None else load_pipeline(args.pipeline)
+    registry = _registry(args, pipeline.registry if pipeline else None, ceiling)
+    if pipeline is not None:
         paths = fetch_pipeline(pipeline, registry, target=args.target, extract=args.extract)
     else:
-        registry = _registry(args, max_extract=_max_extract(args))
-        get = registry.extract if args.extract else registry.fetch
-        paths = [get(args.ref, args.target)]
+        paths = [(registry.extract if args.extract else registry.fetch)(args.ref, args.target)]
     for path in paths:
         print(path)
     return 0

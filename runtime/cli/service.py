@@ -19,7 +19,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
     p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
     p.add_argument("--registry", help="also serve /v1/promote, resolve, aliases, history, verify "
-                   "over this registry (directory or s3://); default $BUNDLE_REGISTRY")  # fmt: skip
+                   "over this registry (a directory, s3:// or, read-only, http(s)://); default "
+                   "$BUNDLE_REGISTRY")  # fmt: skip
     p.set_defaults(handler=_serve)
 
     p = subparsers.add_parser("agent", help="send this hive's heartbeats to a server")

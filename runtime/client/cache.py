@@ -1,4 +1,4 @@
-"""The client's local cache: verified blobs, their descriptors, extracted trees, last indexes seen.
+"""The client's local cache: verified blobs, their descriptors, extracted trees.
 
 Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry``)::
 
@@ -6,10 +6,8 @@ Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry`
     blobs/.<blake3>.partial-<pid>-<rand>    a download in progress, private to one process
     descriptors/<blake3>.json               the full descriptor (with ``files``) of a cached blob
     trees/<blake3>/                         the extracted model files of a blob
-    registries/<key>/                       the last state seen of one registry, <key> = sha1 of
-      location                                its location (kept here in plain text)
-      index.json                              the last index.json fetched
-      aliases/<model>/<alias>.json            the last pointer file read for each alias used
+    registries/<key>/                       one registry's mutable documents as last seen
+                                            (:mod:`runtime.client.mirror` owns each)
     build/                                  registry_build's own state (never touched here)
 
 Only verified bytes are ever renamed into ``blobs/``; every other write goes through a temporary
@@ -17,14 +15,13 @@ file and a rename, so a reader sees a whole file or none. ``prune`` removes blob
 descriptor and tree) not used for N days, and partial downloads abandoned for a day.
 
 Every path here is built from a digest (64 lowercase hex, checked again where it becomes a path),
-a name (:func:`runtime.names.is_name`) or the sha1 of a location, never from other text a registry
-sent, so nothing a registry says can name a file outside the cache.
+never from other text a registry sent, so nothing a registry says can name a file outside the
+cache.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import shutil
@@ -36,11 +33,9 @@ from pathlib import Path
 from runtime.client.download import is_partial_name
 from runtime.documents import quoted
 from runtime.errors import CorruptDocument, InvalidNameError
-from runtime.names import check_name
 from runtime.registry.wire import (
     DIGEST_PATTERN,
     VALUE_SHOWN,
-    AliasPointer,
     BundleDescriptor,
     FileEntry,
     decode_document,
@@ -121,6 +116,10 @@ class Cache:
             os.utime(path)
         return path
 
+    def has_blob(self, digest: str) -> bool:
+        """Whether the blob of ``digest`` is cached (not marked used, nor checked)."""
+        return self.blob_path(digest).exists()
+
     def blob_path(self, digest: str) -> Path:
         """Where the blob of ``digest`` lives (may not exist)."""
         return self.blobs / f"{_checked(digest)}.xyb"
@@ -158,47 +157,6 @@ class Cache:
     def save_descriptor(self, descriptor: BundleDescriptor) -> None:
         """Keep a blob's full descriptor (before the blob itself, so a cached blob has one)."""
         write_atomic(self._descriptor_path(descriptor.hash), encode_pretty(descriptor))
-
-    def registry_dir(self, location: str) -> Path:
-        """The folder that holds the last state seen of the registry at ``location``."""
-        key = hashlib.sha1(location.encode(), usedforsecurity=False).hexdigest()[:16]
-        return self.root / "registries" / key
-
-    def index_path(self, location: str) -> Path:
-        """Where the last ``index.json`` of ``location`` is kept."""
-        return self.registry_dir(location) / "index.json"
-
-    def save_index(self, location: str, data: bytes) -> None:
-        """Keep the ``index.json`` just fetched from ``location``."""
-        folder = self.registry_dir(location)
-        if not (folder / "location").exists():
-            write_atomic(folder / "location", location.encode() + b"\n")
-        write_atomic(folder / "index.json", data)
-
-    def _pointer_path(self, location: str, model: str, alias: str) -> Path:
-        folder = self.registry_dir(location) / "aliases" / check_name("model", model)
-        return folder / f"{check_name('alias', alias)}.json"
-
-    def pointer(self, location: str, model: str, alias: str) -> AliasPointer | None:
-        """The last pointer file read for ``model``'s ``alias``, or None."""
-        path = self._pointer_path(location, model, alias)
-        try:
-            return decode_document(path.read_bytes(), AliasPointer, str(path), "")
-        except (FileNotFoundError, CorruptDocument):
-            return None
-
-    def aliases(self, location: str, model: str) -> list[str]:
-        """The aliases of ``model`` whose pointers are cached."""
-        folder = self.registry_dir(location) / "aliases" / check_name("model", model)
-        return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-
-    def save_pointer(self, location: str, model: str, alias: str, data: bytes | None) -> None:
-        """Keep a pointer file just read; None records that the alias no longer exists."""
-        path = self._pointer_path(location, model, alias)
-        if data is None:
-            path.unlink(missing_ok=True)
-        else:
-            write_atomic(path, data)
 
     def entries(self) -> list[CacheEntry]:
         """Every cached blob, most recently used first."""

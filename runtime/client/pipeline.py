@@ -23,6 +23,7 @@ from runtime.client.registry import Registry
 from runtime.documents import parse_yaml
 from runtime.errors import ConfigError, RegistryError
 from runtime.names import TARGETS, canonical_target, parse_ref
+from runtime.storage.location import Location, parse_location
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Pipeline:
     """A validated pipeline file."""
 
     path: Path
-    registry: str | None
+    registry: Location | None  # a relative directory is relative to the file
     stages: tuple[Stage, ...]
 
 
@@ -55,20 +56,26 @@ def load_pipeline(path: Path) -> Pipeline:
     if not isinstance(raw, dict):
         raise ConfigError([f"{path}: expected a mapping with 'stages:' at the top level"])
     problems: list[str] = []
-    registry = raw.get("registry")
-    if registry is not None and (not isinstance(registry, str) or not registry):
-        problems.append(f"{path}: registry: expected a URL, directory or s3:// location")
+    registry = _registry(Path(path), raw.get("registry"), problems)
     stages = _stages(path, raw.get("stages"), problems)
     if problems:
         raise ConfigError(problems)
-    return Pipeline(Path(path), _relative_to(Path(path), registry), stages)
+    return Pipeline(Path(path), registry, stages)
 
 
-def _relative_to(path: Path, registry: str | None) -> str | None:
-    """A relative directory in the file means relative to the file, not to where we run."""
-    if registry is None or "://" in registry or Path(registry).is_absolute():
-        return registry
-    return str(path.parent / registry)
+def _registry(path: Path, raw: Any, problems: list[str]) -> Location | None:
+    """The file's registry; a relative directory means relative to the file, not to where we
+    run."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw:
+        problems.append(f"{path}: registry: expected a URL, directory or s3:// location")
+        return None
+    try:
+        return parse_location(raw, base=path.parent)
+    except RegistryError as exc:
+        problems.append(f"{path}: registry: {exc}")
+        return None
 
 
 def _stages(path: Path, raw: Any, problems: list[str]) -> tuple[Stage, ...]:

@@ -1,14 +1,15 @@
 """Reading ``index.json``: the one place that decodes a registry's catalog and checks its format.
 
 Every reader (the client, the alias commands, the HTTP routes, a publisher merging into an index)
-goes through :func:`decode_index` or :func:`read_index`, so a document of a newer format is refused
-the same way everywhere, and a publisher never merges into (and so overwrites) an index it does not
-understand. Decoding validates every field (:func:`runtime.registry.wire.decode_document`).
+goes through :func:`decode_index` (over a store: :func:`read_index`, :func:`fetch_index`,
+:func:`load_index`), so a document of a newer format is refused the same way everywhere, and a
+publisher never merges into (and so overwrites) an index it does not understand. Decoding
+validates every field (:func:`runtime.registry.wire.decode_document`).
 """
 
 from __future__ import annotations
 
-from runtime.errors import KeyNotFound, RegistryError
+from runtime.errors import KeyNotFound, RegistryError, ResolveError
 from runtime.registry.wire import INDEX_FORMAT, Index, decode_document
 from runtime.storage.store import Store
 
@@ -20,7 +21,7 @@ class IndexFormatError(RegistryError, ValueError):
     """Raised when an ``index.json`` is of a newer format than this version reads."""
 
 
-class NoIndex(RegistryError, FileNotFoundError):
+class NoIndex(ResolveError, FileNotFoundError):
     """Raised when a location holds no ``index.json``: it is not (yet) a registry."""
 
 
@@ -45,12 +46,19 @@ def read_index(store: Store) -> tuple[Index, str | None]:
     return decode_index(data, f"{store.location}/{INDEX_KEY}"), etag
 
 
-def load_index(store: Store) -> Index:
-    """The store's index; :class:`NoIndex` when the location holds none."""
-    index, etag = read_index(store)
-    if etag is None:
+def fetch_index(store: Store, fix: str = REBUILD) -> tuple[Index, bytes]:
+    """The store's index and the bytes it was decoded from; :class:`NoIndex` when the location
+    holds none."""
+    try:
+        data, _ = store.get(INDEX_KEY)
+    except KeyNotFound:
         raise NoIndex(
             f"{store.location} has no {INDEX_KEY}: is it a registry? Build one with "
             "`registry-build build`, or check --registry / BUNDLE_REGISTRY"
-        )
-    return index
+        ) from None
+    return decode_index(data, f"{store.location}/{INDEX_KEY}", fix), data
+
+
+def load_index(store: Store) -> Index:
+    """The store's index; :class:`NoIndex` when the location holds none."""
+    return fetch_index(store)[0]

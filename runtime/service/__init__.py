@@ -1,0 +1,17 @@
+"""The runtime service: hives, workers, scheduling and services over HTTP (``registry-runtime
+serve``), and the agent that sends a hive's heartbeats.
+
+The state: :mod:`~runtime.service.hives` (heartbeats, liveness, the per-model worker index),
+:mod:`~runtime.service.scheduler`, :mod:`~runtime.service.services` (the service registry and its
+health checks), :mod:`~runtime.service.catalog` (what survives a restart) and their wire types in
+:mod:`~runtime.service.types`.
+
+The routes, one :class:`~runtime.service.endpoints.Endpoint` row each, by concern:
+:mod:`~runtime.service.hive_routes`, :mod:`~runtime.service.service_routes`,
+:mod:`~runtime.service.alias_routes`.
+
+The one HTTP layer under them: :mod:`~runtime.service.http` (rows to an app),
+:mod:`~runtime.service.endpoints` (the row, reading a request), :mod:`~runtime.service.tokens`
+(access), :mod:`~runtime.service.errors` (the status table), :mod:`~runtime.service.openapi`,
+:mod:`~runtime.service.metrics`. :mod:`~runtime.service.server` assembles it all and serves it.
+"""

@@ -31,10 +31,10 @@ from typing import Any
 import msgspec
 import urllib3
 
-from runtime.client.registry import redact
 from runtime.errors import RegistryError
 from runtime.names import is_name, name_problem
 from runtime.service.types import HiveHeartbeat, WorkerReport
+from runtime.storage.location import redact
 
 log = logging.getLogger(__name__)
 

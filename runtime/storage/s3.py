@@ -1,14 +1,16 @@
 """The storage protocol on S3 (and S3-compatible stores: MinIO, R2, moto), via boto3.
 
-This is the only module that imports boto3; :func:`runtime.storage.store.open_store` imports it
-lazily for ``s3://`` locations, so a device that reads from a directory or over HTTP needs no boto3.
+This is the only module that imports boto3; :func:`runtime.storage.location.open_store` imports
+it for ``s3://`` locations only, so a device that reads from a directory or over HTTP needs no
+boto3.
 
 - Keys live under ``s3://<bucket>/<prefix>/``; ``location`` is that URL.
 - Conditions: ``PutMode.CREATE`` sends ``If-None-Match: *``, ``PutMode.MATCH`` sends
   ``If-Match: "<etag>"``. A failed condition (412, or 409 ``ConditionalRequestConflict`` when a
   concurrent write raced ours) raises :class:`PreconditionFailed`; a 404 on ``If-Match`` means the
-  key is gone and raises :class:`KeyNotFound`. Anything else raises :class:`StoreError` naming the
-  bucket, the key and what to check.
+  key is gone and raises :class:`KeyNotFound`. No answer (endpoint unreachable, timeouts) or a 5xx
+  that outlasts the retries raises :class:`StoreUnreachable`; anything else :class:`StoreError`,
+  naming the bucket, the key and what to check.
 - Every write sends ``ChecksumAlgorithm=SHA256`` so S3 verifies what it stores, and the
   Content-Type and Cache-Control of the key's object class (:func:`content_headers`).
 - Files above ``multipart_threshold`` go up as a multipart upload with parts sent in parallel. We
@@ -18,8 +20,8 @@ lazily for ``s3://`` locations, so a device that reads from a directory or over 
 - Credentials come from the standard chain (env, profile, SSO, instance or OIDC role); the
   endpoint from ``endpoint_url``, else ``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3`` (botocore reads
   those itself), else AWS. An endpoint URL may carry ``user:password@`` (a proxy's, say): every
-  message made here goes through :func:`runtime.names.redact`, since botocore's own texts quote
-  the endpoint URL whole.
+  message made here goes through :func:`runtime.storage.location.redact`, since botocore's own
+  texts quote the endpoint URL whole.
 """
 
 from __future__ import annotations
@@ -36,8 +38,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
-from runtime.names import redact
-from runtime.storage.store import ObjectInfo, PutMode, _check_mode, check_key, content_headers
+from runtime.storage.location import Location, parse_location, redact
+from runtime.storage.store import (
+    ObjectInfo,
+    PutMode,
+    StoreUnreachable,
+    check_key,
+    check_mode,
+    content_headers,
+)
 
 MiB = 1 << 20
 MULTIPART_THRESHOLD = 64 * MiB
@@ -68,18 +77,11 @@ def make_client(endpoint_url: str | None = None) -> Any:
         ) from None
 
 
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
-    if not url.startswith("s3://"):
-        raise StoreError(
-            f"{redact(url)!r} is not an S3 location: write s3://BUCKET or s3://BUCKET/PREFIX"
-        )
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    if not bucket:
-        raise StoreError(
-            f"{redact(url)!r} names no bucket: write s3://BUCKET or s3://BUCKET/PREFIX"
-        )
-    return bucket, prefix.strip("/")
+def open_location(location: Location, endpoint_url: str | None = None) -> S3Store:
+    """The store of an ``s3://BUCKET/PREFIX`` location, with a client from the standard
+    credential chain (and ``endpoint_url``, for S3-compatible services)."""
+    bucket, _, prefix = location.rest.partition("/")
+    return S3Store(make_client(endpoint_url), bucket, prefix)
 
 
 class S3Store:
@@ -114,8 +116,10 @@ class S3Store:
     @classmethod
     def from_url(cls, url: str, endpoint_url: str | None = None) -> S3Store:
         """A store for ``s3://bucket/prefix`` with a client from the standard credential chain."""
-        bucket, prefix = parse_url(url)
-        return cls(make_client(endpoint_url), bucket, prefix)
+        location = parse_location(url)
+        if location.scheme != "s3":
+            raise StoreError(f"{location.shown!r} is not an S3 location: write s3://BUCKET/PREFIX")
+        return open_location(location, endpoint_url)
 
     def _full(self, key: str) -> str:
         check_key(key)
@@ -168,7 +172,7 @@ class S3Store:
         self, key: str, data: bytes, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None
     ) -> str:
         """Write ``data`` under ``key`` with the semantics of ``mode``; returns the new etag."""
-        _check_mode(mode, etag)
+        check_mode(mode, etag)
         with self._errors(key, "PUT", mode):
             response = self.client.put_object(
                 Body=data, **self._write_args(key), **_condition(mode, etag)
@@ -179,7 +183,7 @@ class S3Store:
         self, key: str, path: Path, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None
     ) -> str:
         """Upload the file at ``path`` without reading it into memory; multipart when large."""
-        _check_mode(mode, etag)
+        check_mode(mode, etag)
         size = Path(path).stat().st_size
         if size > self.multipart_threshold:
             return self._multipart(key, Path(path), size, _condition(mode, etag), mode)
@@ -255,8 +259,8 @@ class S3Store:
                 f"{action} s3://{self.bucket}/{self._full(key)}: no AWS credentials found; set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role applies"
             ) from None
-        except BotoCoreError as exc:
-            raise StoreError(
+        except BotoCoreError as exc:  # no answer: endpoint unreachable, timeouts
+            raise StoreUnreachable(
                 f"{action} s3://{self.bucket}/{self._full(key)} failed: {redact(str(exc))}; "
                 "check the endpoint (--endpoint-url or AWS_ENDPOINT_URL) and the network"
             ) from None
@@ -288,7 +292,8 @@ class S3Store:
                 "bucket policy or role allows this action"
             ) from None
         message = redact(str(error.get("Message", "") or exc))
-        raise StoreError(
+        failed = StoreUnreachable if status >= 500 else StoreError  # 5xx outlasted the retries
+        raise failed(
             f"{action} {where} failed: {code or status} {message}; check the bucket, the "
             "credentials and the endpoint"
         ) from None

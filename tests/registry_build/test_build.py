@@ -18,10 +18,13 @@ import pytest
 
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
+from runtime.aliases import resolve_alias
 from runtime.errors import ConfigError, ImmutableConflict
 from runtime.registry.wire import blob_key, decode_descriptor, decode_index
 from runtime.storage.atomic import is_temp_name
-from runtime.storage.store import LocalStore
+from runtime.storage.local import LocalStore
+from runtime.storage.location import parse_location
+from runtime.storage.s3 import S3Store
 
 
 def write_config(root: Path, bundles: dict[str, Any], name: str = "bundles.json") -> Path:
@@ -61,6 +64,11 @@ def make_sources(root: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def state_of(out: str | Path, endpoint_url: str | None = None) -> Path:
+    """The build state directory of the output ``out``."""
+    return state_dir(parse_location(str(out)), endpoint_url)
 
 
 def files_under(root: Path) -> dict[str, bytes]:
@@ -207,7 +215,7 @@ def test_failed_validation_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         build(config, str(tmp_path / "site"))
     assert not (tmp_path / "site").exists()
-    assert not state_dir(tmp_path / "site").exists()
+    assert not state_of(tmp_path / "site").exists()
 
 
 def test_cli_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -310,6 +318,25 @@ def test_build_to_s3_publishes_and_rebuilds_incrementally(
     assert again.written == []
 
 
+def test_an_s3_build_publishes_and_promotes_as_publish_does(
+    tmp_path: Path, moto_endpoint: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_sources(tmp_path)
+    out = f"s3://{s3_bucket}/promoted"
+    argv = ["build", "--config", str(config), "--out", out, "--endpoint-url", moto_endpoint]
+    assert main([*argv, "--alias", "latest", "--actor", "ci"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "promoted  bert@latest -> 2.1 (seq 1)" in err
+    assert any(line.startswith("uploaded 4 blobs (") for line in err)
+    bucket = S3Store.from_url(out, endpoint_url=moto_endpoint)
+    assert resolve_alias(bucket, "tiny", "latest").version == "1.0"
+    assert resolve_alias(bucket, "bert", "latest").version == "2.1"
+    assert ">latest<" in bucket.get("index.html")[0].decode()  # the pages show the alias
+    assert not list(bucket.list("aliases/ghost/"))  # a placeholder is not promoted
+    mirror = state_of(out, moto_endpoint) / "site"
+    assert not (mirror / "aliases").exists()  # promoted in the bucket, not in the mirror
+
+
 def test_an_s3_build_publishes_only_what_it_built(
     tmp_path: Path, moto_endpoint: str, s3_bucket: str
 ) -> None:
@@ -340,8 +367,8 @@ def test_an_s3_build_publishes_only_what_it_built(
 
 
 def test_the_build_state_of_an_s3_output_is_per_endpoint() -> None:
-    assert state_dir("s3://b/p", "http://a:1") != state_dir("s3://b/p", "http://b:2")
-    assert state_dir("s3://b/p", "http://a:1") == state_dir("s3://b/p", "http://a:1")
+    assert state_of("s3://b/p", "http://a:1") != state_of("s3://b/p", "http://b:2")
+    assert state_of("s3://b/p", "http://a:1") == state_of("s3://b/p/", "http://a:1")
 
 
 def test_an_output_that_is_a_file_is_a_user_error(
@@ -417,14 +444,14 @@ def test_no_staging_in_the_site_after_a_build_or_a_failed_one(tmp_path: Path) ->
     with pytest.raises(ImmutableConflict):
         build(config, str(site))
     assert site_leftovers(site) == []
-    assert list((state_dir(site) / "staging").iterdir()) == []
+    assert list((state_of(site) / "staging").iterdir()) == []
 
 
 def test_leftovers_of_killed_builds_are_swept_when_no_build_runs(tmp_path: Path) -> None:
     config = make_sources(tmp_path)
     site = tmp_path / "site"
     build(config, str(site))
-    staging = state_dir(site) / "staging"
+    staging = state_of(site) / "staging"
     (staging / "0123abcd.xyb").write_bytes(b"half a bundle")
     (site / ".staging").mkdir()  # where earlier versions packed, inside the site
     (site / ".staging" / ".pack-x1.xyb").write_bytes(b"half a bundle")
@@ -432,7 +459,7 @@ def test_leftovers_of_killed_builds_are_swept_when_no_build_runs(tmp_path: Path)
     stale.write_bytes(b"copy of a dead build")
     fresh.write_bytes(b"a copy going on now")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    with open(state_dir(site) / "staging.lock", "rb") as other:  # another build is running
+    with open(state_of(site) / "staging.lock", "rb") as other:  # another build is running
         fcntl.flock(other.fileno(), fcntl.LOCK_SH)
         build(config, str(site))
         assert (staging / "0123abcd.xyb").exists() and (site / ".staging").exists()
@@ -453,7 +480,7 @@ def test_a_build_killed_mid_pack_leaves_nothing_in_the_site(tmp_path: Path) -> N
     doc["bundles"]["tiny"]["version"] = "2.0"
     config.write_text(json.dumps(doc))
     (tmp_path / "src" / "tiny.gguf").write_bytes(os.urandom(16 << 20))  # ~5 s at level 19
-    staging = state_dir(site) / "staging"
+    staging = state_of(site) / "staging"
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_BUILD, "build", "--config", str(config),
          "--out", str(site), "--level", "19", "--quiet"],
@@ -489,7 +516,7 @@ def test_a_cache_on_another_filesystem_copies_the_bundle_in(
         config = make_sources(tmp_path)
         report = build(config, str(tmp_path / "site"))
         assert [r.status for r in report.results] == ["built"] * 4
-        assert list((state_dir(tmp_path / "site") / "staging").iterdir()) == []
+        assert list((state_of(tmp_path / "site") / "staging").iterdir()) == []
         assert site_leftovers(tmp_path / "site") == []
         assert main(["verify", str(tmp_path / "site")]) == 0
     finally:

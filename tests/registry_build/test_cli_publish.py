@@ -127,18 +127,21 @@ def test_verify_and_gc_name_a_broken_document_instead_of_crashing(
     bad.write_text('{"x": 1}')
     capsys.readouterr()
     assert main(["gc", str(dest), "--dry-run"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"Error: descriptors/zzz/1/universal.json in {dest} is not a valid")
+    assert capsys.readouterr().err == (
+        f"Error: {dest}/descriptors/zzz/1/universal.json: $: object missing required field `id`; "
+        "the registry is corrupt or hostile: fix or remove it, then run the command again\n"
+    )
     (dest / "index.json").write_text("{bad")
     assert main(["verify", str(dest)]) == 1
     assert capsys.readouterr().err.startswith(f"Error: {dest}/index.json is not valid JSON")
 
 
+@pytest.mark.parametrize("scheme", ["", "file://"])
 def test_publishing_into_the_source_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], scheme: str
 ) -> None:
     src = _source(tmp_path)
-    assert main(["publish", str(src), str(src / "sub")]) == 1
+    assert main(["publish", str(src), f"{scheme}{src / 'sub'}"]) == 1
     assert capsys.readouterr().err == (
         f"Error: {src / 'sub'} is inside {src}: publish to another place\n"
     )

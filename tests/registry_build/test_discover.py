@@ -284,8 +284,22 @@ def test_merge_matches_by_model_id_and_version_and_adds_a_target(tmp_path: Path)
         (
             lambda p: (p / "b.json").write_text("{oops"),
             {"merge_into": "b.json"},
-            "{d}/b.json: cannot be read as JSON (Expecting property name enclosed in double "
-            "quotes: line 1 column 2 (char 1)): fix the file",
+            "{d}/b.json: line 1 column 2: invalid JSON: Expecting property name enclosed in "
+            "double quotes; fix the file",
+        ),
+        (
+            lambda p: (p / "b.json").write_text(
+                '{"bundles": ' + "[" * 200_000 + "]" * 200_000 + "}"
+            ),
+            {"merge_into": "b.json"},
+            "{d}/b.json: line 1 column 76: nested more than 64 arrays or objects deep: flatten "
+            "the document; fix the file",
+        ),
+        (
+            lambda p: (p / "b.json").write_bytes(b'{"bundles": {"\xff": 1}}'),
+            {"merge_into": "b.json"},
+            "{d}/b.json: cannot be read as UTF-8 text ('utf-8' codec can't decode byte 0xff in "
+            "position 14: invalid start byte): fix the file",
         ),
     ],
 )

@@ -6,7 +6,6 @@ import json
 import os
 import random
 import signal
-import threading
 import time
 import traceback
 import warnings
@@ -17,70 +16,22 @@ import blake3
 import msgspec
 import pytest
 import urllib3
-from support.sources import Bundle, make_source
+from support.sources import assert_consistent, bundles, make_source, pages, publish
 
-from registry_build.index import index_documents
-from registry_build.publish import (
-    CountingStore,
-    PublishReport,
-    SourceRegistryError,
-    commit,
-    gc,
-    publish_registry,
-    reindex,
-    verify,
-)
-from runtime.errors import ImmutableConflict, IntegrityError
+from registry_build.publish import Promote, SourceRegistryError, publish_registry
+from runtime.aliases import resolve_alias
+from runtime.errors import CorruptDocument, ImmutableConflict, IntegrityError, InvalidNameError
+from runtime.registry.index import IndexFormatError
 from runtime.registry.wire import (
-    AliasIndex,
-    BundleDescriptor,
-    Index,
-    Location,
     blob_key,
+    decode_descriptor,
     decode_index,
     descriptor_key,
+    encode_pretty,
 )
+from runtime.storage.local import LocalStore
 from runtime.storage.s3 import S3Store
-from runtime.storage.store import LocalStore, Store
-
-
-def pages(index: Index, aliases: dict[str, AliasIndex]) -> dict[str, bytes]:
-    """A small stand-in for the browse pages: one list page and one page per model."""
-    found = {"index.html": "".join(f"<li>{d.id}@{d.version} {d.target}" for d in index.bundles)}
-    for model in index.models:
-        found[f"models/{model}.html"] = f"<h1>{model}</h1>{aliases.get(model)}"
-    return {key: text.encode() for key, text in found.items()}
-
-
-def bundles(model: str, versions: range, size: int = 2000) -> list[Bundle]:
-    """One universal bundle per version with distinct random bytes."""
-    return [(model, f"1.{v}", "universal", os.urandom(size)) for v in versions]
-
-
-@pytest.fixture(params=["s3", "directory"])
-def dest(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """A fresh destination: a moto bucket prefix over HTTP, or a directory."""
-    if request.param == "directory":
-        return LocalStore(tmp_path / "published")
-    endpoint = request.getfixturevalue("moto_endpoint")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Store.from_url(f"s3://{bucket}/registry", endpoint_url=endpoint)
-
-
-def publish(src: Path, store: Store) -> PublishReport:
-    return publish_registry(src, store, progress=False, render=pages)
-
-
-def assert_consistent(store: Store) -> Index:
-    """index, v1/models and pages derive from index.json; every blob it names is complete."""
-    data, _ = store.get("index.json")
-    index = decode_index(data)
-    for key, expected in {**index_documents(index), **pages(index, {})}.items():
-        assert store.get(key)[0] == expected, key
-    for entry in index.bundles:
-        blob, _ = store.get(blob_key(entry.hash))
-        assert (len(blob), blake3.blake3(blob).hexdigest()) == (entry.size_bytes, entry.hash)
-    return index
+from runtime.storage.store import Store
 
 
 def test_publish_writes_content_then_index_then_pages(dest: Store, tmp_path: Path) -> None:
@@ -360,78 +311,6 @@ def test_threads_publishing_to_one_directory_lose_no_bundle(tmp_path: Path) -> N
 # -- reindex, verify, gc ---------------------------------------------------------------------
 
 
-def test_reindex_rebuilds_from_descriptors_without_reading_a_blob(
-    dest: Store, tmp_path: Path
-) -> None:
-    publish(make_source(tmp_path / "src", bundles("tiny", range(3)) + bundles("b", range(2))), dest)
-    expected = dest.get("index.json")[0]
-    dest.put("index.json", b"{not json")
-    dest.delete("index")
-    counting = ReadSpy(dest)
-    written = reindex(counting, render=pages)
-    assert sorted(written) == ["index", "index.json"]
-    assert dest.get("index.json")[0] == expected
-    assert not [key for key in counting.read if key.startswith("blobs/")]
-    assert_consistent(dest)
-
-
-class ReadSpy(CountingStore):
-    """Remembers which keys were read."""
-
-    def __init__(self, inner: Store) -> None:
-        super().__init__(inner)
-        self.read: list[str] = []
-
-    def get(self, key: str) -> tuple[bytes, str]:
-        self.read.append(key)
-        return super().get(key)
-
-
-def test_verify_reports_missing_and_corrupt_blobs_by_bundle(dest: Store, tmp_path: Path) -> None:
-    made = [("tiny", "1.0", "universal", b"one"), ("tiny", "1.1", "linux-x86_64", b"two"),
-            ("tiny", "1.2", "universal", b"three")]  # fmt: skip
-    publish(make_source(tmp_path / "src", made), dest)
-    assert verify(dest) == (3, [])
-    one, two = (blake3.blake3(p).hexdigest() for p in (b"one", b"two"))
-    dest.delete(blob_key(one))
-    dest.put(blob_key(two), b"twx")
-    checked, problems = verify(dest)
-    assert checked == 3
-    assert sorted(map(str, problems)) == [
-        f"tiny@1.0 (universal): blobs/{one}.xyb is missing",
-        f"tiny@1.1 (linux-x86_64): blobs/{two}.xyb has BLAKE3 "
-        f"{blake3.blake3(b'twx').hexdigest()}, the index names {two}",
-    ]
-
-
-def test_gc_deletes_only_unreferenced_blobs_older_than_the_grace(
-    dest: Store, tmp_path: Path
-) -> None:
-    publish(make_source(tmp_path / "src", bundles("tiny", range(2))), dest)
-    dest.put("blobs/" + "f" * 64 + ".xyb", b"orphan")
-    kept = sorted(i.key for i in dest.list("blobs/"))[:2]
-    week = 7 * 86400
-    assert gc(dest, week, dry_run=True) == []  # everything is young
-    doomed = gc(dest, week, dry_run=True, now=time.time() + week + 60)
-    assert [(i.key, i.size) for i in doomed] == [("blobs/" + "f" * 64 + ".xyb", 6)]
-    assert len(list(dest.list("blobs/"))) == 3  # a dry run deletes nothing
-    gc(dest, week, dry_run=False, now=time.time() + week + 60)
-    assert sorted(i.key for i in dest.list("blobs/")) == sorted(
-        k for k in kept if not k.startswith("blobs/fff")
-    )
-    assert verify(dest)[1] == []
-
-
-def test_gc_keeps_blobs_of_descriptors_not_yet_indexed(dest: Store, tmp_path: Path) -> None:
-    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", b"pending")])
-    digest = blake3.blake3(b"pending").hexdigest()
-    dest.put_file(blob_key(digest), src / blob_key(digest))
-    key = descriptor_key("tiny", "1.0", "universal")
-    dest.put(key, (src / key).read_bytes())
-    assert gc(dest, 0, dry_run=False, now=time.time() + 3600) == []
-    assert msgspec.json.decode(dest.get(key)[0])["hash"] == digest
-
-
 def test_s3_blob_listing_costs_fewer_requests_than_heads(
     s3_bucket: str, moto_endpoint: str, tmp_path: Path
 ) -> None:
@@ -441,52 +320,57 @@ def test_s3_blob_listing_costs_fewer_requests_than_heads(
     assert report.requests == 2 + 30 + 30 + 5
 
 
-# -- commit: how a build records descriptors into its own directory ----------------------------
+NEWER_INDEX = json.dumps(
+    {"format": 2, "models": {"tiny": {"aliases": {"prod": "1.0"}, "shard": {
+        "url": f"shards/tiny/{'c' * 64}.json", "hash": "c" * 64, "size": 123}}}}
+).encode()  # fmt: skip
 
 
-def desc(model: str = "tiny", version: str = "1.0", digest: str = "a" * 64) -> BundleDescriptor:
-    return BundleDescriptor(
-        id=model, version=version, target="universal", hash=digest, size_bytes=1234,
-        location=Location("remote", blob_key(digest)), created_at="2026-11-22T08:00:00Z",
-    )  # fmt: skip
+def newer_format_message(store: Store) -> str:
+    return (
+        f"{store.location}/index.json has format 2, newer than the 1 this version of "
+        "bundle-registry reads: upgrade bundle-registry (pip install -U bundle-registry)"
+    )
 
 
-def test_commit_writes_nothing_when_unchanged(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    written = commit(store, [desc()], render=pages)
-    assert written == [
-        "descriptors/tiny/1.0/universal.json", "index", "v1/models", "index.html",
-        "models/tiny.html", "index.json",
-    ]  # fmt: skip
-    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
-    assert commit(store, [desc()], render=pages) == []
-    assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+def test_a_newer_index_format_is_refused_and_never_overwritten(dest: Store, tmp_path: Path) -> None:
+    dest.put("index.json", NEWER_INDEX)
+    with pytest.raises(IndexFormatError) as caught:
+        publish(make_source(tmp_path / "src", bundles("tiny", range(2))), dest)
+    assert str(caught.value) == newer_format_message(dest)
+    assert dest.get("index.json")[0] == NEWER_INDEX
+    assert [i.key for i in dest.list()] == ["index.json"]  # not a blob was sent
 
 
-def test_concurrent_commits_lose_nothing(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    barrier = threading.Barrier(8)
-
-    def publish(i: int) -> None:
-        barrier.wait()
-        for j in range(5):
-            commit(store, [desc(f"m{i}", f"1.{j}", digest=f"{i * 10 + j:064x}")], render=pages)
-
-    threads = [threading.Thread(target=publish, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(decode_index(store.get("index.json")[0]).bundles) == 40
-    assert json.loads(store.get("index")[0]) == json.loads(store.get("index.json")[0])["bundles"]
+def test_a_deeply_nested_source_descriptor_is_named(tmp_path: Path) -> None:
+    src = make_source(tmp_path / "src", [("tiny", "1.0", "universal", b"abc")])
+    path = src / descriptor_key("tiny", "1.0", "universal")
+    path.write_bytes(b'{"metadata": ' + b'{"a": ' * 100_000 + b"1" + b"}" * 100_001)
+    with pytest.raises(CorruptDocument) as caught:
+        publish(src, LocalStore(tmp_path / "dest"))
+    assert str(caught.value) == (
+        f"{path} nests arrays or objects too deeply to be a registry document; the registry is "
+        "corrupt or hostile: rebuild the registry"
+    )
 
 
-def test_descriptor_conflict_names_both_digests(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    assert commit(store, [desc()], render=pages)[0] == "descriptors/tiny/1.0/universal.json"
-    assert commit(store, [desc()], render=pages) == []
-    with pytest.raises(
-        ImmutableConflict,
-        match=f"already published with digest {'a' * 64}; this build produced {'9' * 64}",
-    ):
-        commit(store, [desc(digest="9" * 64)], render=pages)
+def test_publish_promotes_the_newest_version_of_each_model(dest: Store, tmp_path: Path) -> None:
+    made = [*bundles("tiny", range(9, 11)), ("ghost", "2.0", "universal", b"x")]
+    src = make_source(tmp_path / "src", made)
+    ghost = src / descriptor_key("ghost", "2.0", "universal")
+    placeholder = msgspec.structs.replace(
+        decode_descriptor(ghost.read_bytes()), metadata={"placeholder": True}
+    )
+    ghost.write_bytes(encode_pretty(placeholder))
+    promote = Promote("prod", "ci", "a test")
+    report = publish_registry(src, dest, promote=promote, progress=False, render=pages)
+    assert report.promoted == ["tiny@prod -> 1.10 (seq 1)"]  # a placeholder is not promoted
+    assert resolve_alias(dest, "tiny", "prod").version == "1.10"
+    again = publish_registry(src, dest, promote=promote, progress=False, render=pages)
+    assert again.promoted == ["tiny@prod -> 1.10 (already)"]
+
+
+def test_an_alias_that_is_not_a_name_is_refused_before_anything() -> None:
+    with pytest.raises(InvalidNameError) as caught:
+        Promote("../prod", None, "a test")
+    assert str(caught.value).startswith("alias '../prod' is not a valid name: ")

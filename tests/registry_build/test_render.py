@@ -53,7 +53,7 @@ from runtime.registry.wire import (
     blob_key,
     decode_index,
 )
-from runtime.storage.store import LocalStore
+from runtime.storage.local import LocalStore
 
 # --- a small HTML tree, enough to query pages and Chromium's serialized DOM ----------------------
 

@@ -30,7 +30,7 @@ from runtime.registry.wire import (
     encode_pretty,
     index_entry,
 )
-from runtime.storage.store import LocalStore
+from runtime.storage.local import LocalStore
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 

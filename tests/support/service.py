@@ -1,5 +1,5 @@
-"""Helpers for the runtime-service tests: a fake clock, uvicorn on a loopback port, a client,
-and small real HTTP servers to check and to refuse."""
+"""Helpers for the runtime-service tests: tokens, a fake clock, uvicorn on a loopback port, a
+client, a small fleet, and small real HTTP servers to check and to refuse."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +20,9 @@ import uvicorn
 from starlette.applications import Starlette
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ADMIN = "admin-token"
+HIVE_A = "token-of-a"
+HIVE_B = "token-of-b"
 
 
 class FakeClock:
@@ -238,3 +241,46 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/"
+
+
+def fleet(client: Client) -> None:
+    """Hive a (workers a1 with llama idle, a2 with llama busy) and hive b (b1 with whisper)."""
+    beats = [
+        heartbeat(
+            "a",
+            worker("a1", model_id="llama", backend="cuda", gpu_percent=40.0, vram_bytes=100,
+                   url="http://10.0.0.1:9001"),
+            worker("a2", model_id="llama", backend="cuda", state="Busy", gpu_percent=95.0),
+            host="gpu-a", port=9000, devices=["cuda:0", "cuda:1"],
+        ),
+        heartbeat("b", worker("b1", model_id="whisper", backend="cpu", gpu_percent=0.0)),
+    ]  # fmt: skip
+    for beat in beats:
+        answer = client.post("/v1/heartbeat", beat)
+        assert answer.status == 200, answer.body
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def reachable(client: Client) -> bool:
+    """Whether the server behind ``client`` answers ``/health``."""
+    try:
+        return client.get("/health").status == 200
+    except Exception:
+        return False
+
+
+def free_port() -> int:
+    """A loopback port free now (for a server started in a subprocess)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

@@ -39,7 +39,10 @@ from runtime.registry.wire import (
     blob_key,
     encode,
 )
-from runtime.storage.store import LocalStore, MemoryStore, PutMode, Store, open_store
+from runtime.storage.local import LocalStore
+from runtime.storage.location import open_store
+from runtime.storage.memory import MemoryStore
+from runtime.storage.store import PutMode, Store
 
 MODEL = "whisper"
 VERSIONS = ("1.0", "1.1", "1.10")
@@ -236,7 +239,7 @@ def test_resolve(
             InvalidNameError,
             "target 'ios-x64' is not a known target (known: macos-arm64, macos-x86_64, "
             "linux-x86_64, linux-arm64, ios-arm64, android-arm64, android-arm32, "
-            "windows-x86_64, wasm-wgpu, universal)",
+            "windows-x86_64, wasm-wgpu, universal); pass one of them with --target",
         ),
         (
             "vad@3",
@@ -262,7 +265,8 @@ def test_resolve_without_a_bundle_for_the_target(tmp_path: Path) -> None:
     with pytest.raises(ResolveError) as caught:
         al.resolve(store, "vad", "linux-x86_64")
     assert str(caught.value) == (
-        "vad@2.0 has no bundle for target 'linux-x86_64' or 'universal' (targets: macos-arm64)"
+        f"vad@2.0 has no bundle for target 'linux-x86_64' or 'universal' in {store.location} "
+        "(targets of 2.0: macos-arm64): pass one of those with --target, or pick another version"
     )
 
 
@@ -296,7 +300,8 @@ def test_a_registry_without_index_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ResolveError) as caught:
         al.promote(store, MODEL, "production", "1.0", "alice", "")
     assert str(caught.value) == (
-        f"{tmp_path} has no index.json: build or publish the registry there first"
+        f"{tmp_path} has no index.json: is it a registry? Build one with `registry-build build`, "
+        "or check --registry / BUNDLE_REGISTRY"
     )
 
 
@@ -521,7 +526,7 @@ def test_a_deleted_pointer_is_rolled_forward_from_its_records(store: LocalStore)
 
 def test_a_hundred_records_cost_a_few_reads() -> None:
     reads: list[str] = []
-    records = {al.alias_record_key(MODEL, "prod", n) for n in range(1, 101)}
+    records = {alias_record_key(MODEL, "prod", n) for n in range(1, 101)}
 
     def get(key: str) -> bytes:
         reads.append(key)
@@ -721,7 +726,7 @@ def test_verify_names_a_missing_blob(store: LocalStore) -> None:
 WORKER = """
 import json, sys
 from runtime.aliases import AliasConflict, promote_detailed
-from runtime.storage.store import open_store
+from runtime.storage.location import open_store
 
 location, endpoint, tag, count = sys.argv[1:5]
 store = open_store(location, endpoint_url=endpoint or None)

@@ -1,8 +1,12 @@
-"""``registry-runtime promote | aliases | history | verify`` against a real directory."""
+"""``registry-runtime promote | aliases | history | verify`` against a real directory, and the
+reading commands over HTTP against ``python -m http.server`` serving a built site."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import blake3
@@ -11,7 +15,9 @@ from support.registries import whisper_registry
 
 from runtime.cli import main
 from runtime.registry.wire import blob_key
-from runtime.storage.store import LocalStore
+from runtime.storage.local import LocalStore
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -130,18 +136,7 @@ def test_a_registry_is_required(registry: LocalStore, capsys: pytest.CaptureFixt
     code, _, err = _run(capsys, "aliases", "whisper")
     assert (code, err) == (
         1,
-        "Error: no registry given: pass --registry DIR or s3://BUCKET/PREFIX, "
-        "or set BUNDLE_REGISTRY\n",
-    )
-
-
-def test_an_http_registry_says_what_to_pass_instead(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _run(capsys, "history", "whisper", "prod", "--registry", "https://m.example")
-    assert (code, err) == (
-        1,
-        "Error: history lists and writes the registry's files, which plain HTTP cannot do: "
-        "pass --registry with the directory or s3:// location https://m.example is served from "
-        "(over HTTP, `resolve` and `fetch` work)\n",
+        "Error: no registry given: pass --registry URL|DIR|s3://BUCKET or set BUNDLE_REGISTRY\n",
     )
 
 
@@ -186,3 +181,97 @@ def test_a_damaged_alias_is_one_line_that_does_not_contradict_itself(
         f"Error: alias 'production' of model 'whisper' in {registry.location} is damaged: "
         f"{damage}; restore the files, or promote the alias again\n"
     )
+
+
+# --- over HTTP: a built site with promotions, served by python -m http.server -----------------
+
+
+@pytest.fixture
+def site(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """The repository's tiny-llama built by ``registry-build build --alias staging``, then
+    promoted to production twice (by alice, then bob)."""
+    out = tmp_path / "site"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    subprocess.run(
+        ["registry-build", "build", "--config", "bundles.json", "--out", str(out),
+         "--only", "tiny-llama", "--alias", "staging", "--actor", "ci", "--quiet"],
+        cwd=REPO, env=env, check=True, capture_output=True,
+    )  # fmt: skip
+    for actor in ("alice", "bob"):
+        promote = ["promote", "tiny-llama", "production", "1.0", "--actor", actor]
+        assert _run(capsys, *promote, "--registry", str(out))[0] == 0
+    return out
+
+
+READING = [
+    ["aliases", "tiny-llama"],
+    ["history", "tiny-llama", "production"],
+    ["history", "tiny-llama", "staging", "--json"],
+    ["verify", "tiny-llama@production"],
+    ["verify", "tiny-llama@staging", "--target", "macos-arm64"],
+]
+
+
+@pytest.mark.parametrize("argv", READING, ids=[" ".join(a) for a in READING])
+def test_reading_commands_answer_over_http_as_from_the_directory(
+    site: Path,
+    http_server: Callable[[Path], str],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    url = http_server(site)
+    from_directory = _run(capsys, *argv, "--registry", str(site))
+    assert _run(capsys, *argv, "--registry", url) == from_directory
+    assert from_directory[0] == 0 and from_directory[2] == ""
+
+
+def test_aliases_and_history_over_http_say_what_was_promoted(
+    site: Path, http_server: Callable[[Path], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server(site)
+    code, out, _ = _run(capsys, "aliases", "tiny-llama", "--registry", url)
+    assert code == 0
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(f[0], f[1], f[2], f[4]) for f in lines] == [
+        ("production", "1.0", "record 2", "bob"),
+        ("staging", "1.0", "record 1", "ci"),
+    ]
+    code, out, _ = _run(capsys, "history", "tiny-llama", "production", "--registry", url)
+    assert code == 0
+    lines = [line.split("\t") for line in out.splitlines()]
+    assert [(f[0], f[2], f[3]) for f in lines] == [
+        ("1", "- -> 1.0", "alice"),
+        ("2", "1.0 -> 1.0", "bob"),
+    ]
+
+
+def test_a_lost_pointer_over_http_is_answered_from_the_view_and_the_records(
+    site: Path, http_server: Callable[[Path], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No listing over HTTP: the alias is named by aliases/<id>/index.json, its records probed."""
+    (site / "aliases/tiny-llama/production.json").unlink()
+    url = http_server(site)
+    code, out, err = _run(capsys, "aliases", "tiny-llama", "--registry", url)
+    assert (code, err) == (0, "")
+    assert out.startswith("production\t1.0\trecord 2\t")
+    code, out, err = _run(capsys, "verify", "tiny-llama@production", "--registry", url)
+    assert (code, err.splitlines()[1:]) == (
+        1,
+        ["  - aliases/tiny-llama/production.json: missing although 2 record(s) exist (the next "
+         "promote restores it)"],
+    )  # fmt: skip
+
+
+def test_promote_over_http_says_it_needs_a_writable_location(
+    site: Path, http_server: Callable[[Path], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = http_server(site)
+    code, out, err = _run(
+        capsys, "promote", "tiny-llama", "production", "1.0", "--actor", "eve", "--registry", url
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        f"Error: {url} is read-only (HTTP): writing aliases/tiny-llama/production/3.json needs "
+        "a writable location; use the directory or s3:// location it is served from\n"
+    )
+    assert not (site / "aliases/tiny-llama/production/3.json").exists()

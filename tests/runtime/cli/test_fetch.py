@@ -101,7 +101,7 @@ def test_offline_says_so_on_stderr(
         ),
         (
             ["resolve", "ghost"],
-            "Error: ghost: no model 'ghost' in {root} (models: mac-only, tiny)\n",
+            "Error: model 'ghost' is not in the index of {root} (models: mac-only, tiny)\n",
         ),
     ],
 )
@@ -221,7 +221,7 @@ def test_resolve_rolls_a_missing_pointer_forward(
 ) -> None:
     """issue 10: `resolve m@prod` failed with "no alias 'prod'" and "aliases: prod" at once."""
     from runtime.aliases import promote
-    from runtime.storage.store import LocalStore
+    from runtime.storage.local import LocalStore
 
     root, published = site
     store = LocalStore(root)

@@ -1,4 +1,5 @@
-"""Blob downloads: resume after a cut, restart on 200, retries, verification, nothing unverified."""
+"""Blob downloads through a store: resume after a cut, a 200 to a Range request, retries,
+verification, nothing unverified left behind."""
 
 from __future__ import annotations
 
@@ -12,19 +13,11 @@ import pytest
 from support.faults import Faults, serve
 from support.registries import publish
 
-from runtime.client.download import (
-    HttpStatusError,
-    HttpTransport,
-    RegistryUnreachable,
-    StoreTransport,
-    default_retries,
-    download_blob,
-    is_partial_name,
-    partial_path,
-)
-from runtime.errors import IntegrityError, KeyNotFound
+from runtime.client.download import download_blob, is_partial_name, partial_path
+from runtime.errors import IntegrityError
 from runtime.registry.wire import BundleDescriptor
-from runtime.storage.store import LocalStore
+from runtime.storage.http import HttpStore, default_retries
+from runtime.storage.local import LocalStore
 
 
 @pytest.fixture
@@ -45,8 +38,8 @@ def url(faults: Faults) -> Iterator[str]:
     yield from serve(faults)
 
 
-def fast_transport(url: str) -> HttpTransport:
-    return HttpTransport(url, retries=default_retries(total=3, backoff=0.01))
+def fast_store(url: str) -> HttpStore:
+    return HttpStore(url, retries=default_retries(total=3, backoff=0.01))
 
 
 def leftovers(blobs: Path) -> list[str]:
@@ -58,7 +51,7 @@ def test_download_verifies_and_renames(
 ) -> None:
     _, descriptor = site
     blobs = tmp_path / "cache" / "blobs"
-    path = download_blob(fast_transport(url), descriptor, blobs, progress=False)
+    path = download_blob(fast_store(url), descriptor, blobs, progress=False)
     assert path == blobs / f"{descriptor.hash}.xyb"
     assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash
     assert leftovers(blobs) == [path.name]
@@ -70,7 +63,7 @@ def test_cut_body_is_resumed_with_range(
     _, descriptor = site
     faults.cut_once.add(descriptor.location.url)
     blobs = tmp_path / "blobs"
-    path = download_blob(fast_transport(url), descriptor, blobs, progress=False)
+    path = download_blob(fast_store(url), descriptor, blobs, progress=False)
     ranges = [r for p, r in faults.requests if p == descriptor.location.url]
     assert ranges[0] is None
     assert len(ranges) == 2
@@ -78,13 +71,13 @@ def test_cut_body_is_resumed_with_range(
     assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash
 
 
-def test_server_ignoring_range_restarts_from_zero(
+def test_server_ignoring_range_sends_it_all_again_and_the_rest_is_kept(
     site: tuple[Path, BundleDescriptor], faults: Faults, url: str, tmp_path: Path
 ) -> None:
     _, descriptor = site
     faults.cut_once.add(descriptor.location.url)
     faults.honor_range = False
-    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    path = download_blob(fast_store(url), descriptor, tmp_path / "blobs", progress=False)
     ranges = [r for p, r in faults.requests if p == descriptor.location.url]
     assert ranges == [None, f"bytes={descriptor.size_bytes // 2}-"]
     assert path.stat().st_size == descriptor.size_bytes
@@ -96,38 +89,9 @@ def test_503_is_retried(
 ) -> None:
     _, descriptor = site
     faults.fail_503[descriptor.location.url] = 2
-    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    path = download_blob(fast_store(url), descriptor, tmp_path / "blobs", progress=False)
     assert faults.paths().count(descriptor.location.url) == 3
     assert path.is_file()
-
-
-def test_503_forever_names_the_registry(faults: Faults, url: str) -> None:
-    faults.fail_503["index.json"] = 100
-    with pytest.raises(RegistryUnreachable) as caught:
-        fast_transport(url).get("index.json")
-    assert str(caught.value) == (
-        f"the registry {url} answered HTTP 503 for index.json after retries; "
-        "try again later, or pass --offline to use the cached index"
-    )
-
-
-def test_connection_refused_is_unreachable() -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    transport = HttpTransport(f"http://127.0.0.1:{port}", retries=default_retries(1, 0.01))
-    with pytest.raises(RegistryUnreachable, match=r"^cannot reach the registry http://127"):
-        transport.get("index.json")
-
-
-def test_missing_key_and_other_status(url: str) -> None:
-    transport = fast_transport(url)
-    with pytest.raises(KeyNotFound) as caught:
-        transport.get("nothing.json")
-    assert str(caught.value) == f"nothing.json not found in {url} (HTTP 404)"
-    assert not issubclass(HttpStatusError, KeyNotFound)
 
 
 @pytest.mark.parametrize(
@@ -157,7 +121,7 @@ def test_mismatch_names_both_digests_and_keeps_nothing(
     actual = blake3.blake3(bytes(data)).hexdigest()
     blobs = tmp_path / "blobs"
     with pytest.raises(IntegrityError) as caught:
-        download_blob(fast_transport(url), descriptor, blobs, progress=False)
+        download_blob(fast_store(url), descriptor, blobs, progress=False)
     detail = expected.format(
         actual=actual,
         hash=descriptor.hash,
@@ -180,7 +144,7 @@ def test_more_bytes_than_described_stops_early(
     blob = root / descriptor.location.url
     blob.write_bytes(blob.read_bytes() + b"extra")
     with pytest.raises(IntegrityError) as caught:
-        download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+        download_blob(fast_store(url), descriptor, tmp_path / "blobs", progress=False)
     assert str(caught.value) == (
         f"big@1.0 (universal): the registry sent more than the {descriptor.size_bytes} bytes its "
         "descriptor names; the blob or the index is wrong: ask the publisher to rebuild"
@@ -188,12 +152,11 @@ def test_more_bytes_than_described_stops_early(
     assert leftovers(tmp_path / "blobs") == []
 
 
-def test_store_transport_copies_a_directory_blob(
+def test_a_directory_blob_is_copied_the_same_way(
     site: tuple[Path, BundleDescriptor], tmp_path: Path
 ) -> None:
     root, descriptor = site
-    transport = StoreTransport(LocalStore(root))
-    path = download_blob(transport, descriptor, tmp_path / "blobs", progress=False)
+    path = download_blob(LocalStore(root), descriptor, tmp_path / "blobs", progress=False)
     assert path.read_bytes() == (root / descriptor.location.url).read_bytes()
 
 
@@ -211,10 +174,10 @@ def test_progress_bar_on_request(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, descriptor = site
-    download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=True)
+    download_blob(fast_store(url), descriptor, tmp_path / "blobs", progress=True)
     err = capsys.readouterr().err
     assert err.startswith("\rbig@1.0:   0%|") and "/10.0M [" in err
-    download_blob(fast_transport(url), descriptor, tmp_path / "quiet", progress=None)
+    download_blob(fast_store(url), descriptor, tmp_path / "quiet", progress=None)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
 
 
@@ -228,5 +191,5 @@ def test_writeback_while_downloading_keeps_the_bytes_intact(
     _, descriptor = site
     monkeypatch.setattr("runtime.client.download.WRITEBACK_EVERY", 1 << 20)  # sync every MiB
     faults.cut_once.add(descriptor.location.url)
-    path = download_blob(fast_transport(url), descriptor, tmp_path / "blobs", progress=False)
+    path = download_blob(fast_store(url), descriptor, tmp_path / "blobs", progress=False)
     assert blake3.blake3(path.read_bytes()).hexdigest() == descriptor.hash

@@ -11,6 +11,7 @@ from runtime.client.cache import Cache
 from runtime.client.pipeline import Pipeline, Stage, fetch_pipeline, load_pipeline
 from runtime.client.registry import Registry
 from runtime.errors import ConfigError
+from runtime.storage.location import parse_location
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -36,7 +37,7 @@ stages:
     )
     assert load_pipeline(path) == Pipeline(
         path,
-        "http://127.0.0.1:8000",
+        parse_location("http://127.0.0.1:8000"),
         (
             Stage("tiny@1.2"),
             Stage("tiny@stable", "macos-arm64"),
@@ -83,6 +84,7 @@ stages:
         ("stages: []", "stages: expected a non-empty list of refs or {model, target}"),
         ("- a", "expected a mapping with 'stages:' at the top level"),
         ("stages: [", "line 1 column 10: invalid YAML: expected the node content"),
+        ("registry: gs://b\nstages: [a]", "registry: 'gs://b' is not a registry location: write"),
     ],
 )
 def test_bad_shapes(tmp_path: Path, text: str, problem: str) -> None:
@@ -116,7 +118,8 @@ def test_every_bad_stage_is_reported_before_any_download(tmp_path: Path) -> None
     demo_registry(tmp_path / "site")
     path = write(tmp_path, "registry: site\nstages:\n  - tiny@stable\n  - nope\n  - tiny@9.9\n")
     pipeline = load_pipeline(path)
-    assert pipeline.registry == str(tmp_path / "site")  # relative to the file
+    assert pipeline.registry is not None
+    assert pipeline.registry.directory == tmp_path / "site"  # relative to the file
     cache = Cache(tmp_path / "cache")
     registry = Registry(pipeline.registry, cache=cache, progress=False)
     with pytest.raises(ConfigError) as caught:

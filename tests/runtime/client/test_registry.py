@@ -27,7 +27,6 @@ from support.registries import (
 )
 
 from runtime.client.cache import Cache
-from runtime.client.download import HttpTransport, default_retries
 from runtime.client.registry import OfflineMiss, Registry
 from runtime.errors import (
     BundleFormatError,
@@ -38,6 +37,7 @@ from runtime.errors import (
 )
 from runtime.names import detect_target
 from runtime.registry.wire import BundleDescriptor, Index, encode
+from runtime.storage.http import HttpStore, default_retries
 
 Key = tuple[str, str, str]
 
@@ -158,7 +158,9 @@ def test_unknown_model_lists_models(
     root, _ = site
     with pytest.raises(ResolveError) as caught:
         Registry(str(root), cache=cache).resolve("tinny@1.0", "universal")
-    assert str(caught.value) == f"tinny@1.0: no model 'tinny' in {root} (models: mac-only, tiny)"
+    assert str(caught.value) == (
+        f"model 'tinny' is not in the index of {root} (models: mac-only, tiny)"
+    )
 
 
 def test_unknown_version_lists_versions_and_aliases(
@@ -169,8 +171,8 @@ def test_unknown_version_lists_versions_and_aliases(
         Registry(str(root), cache=cache).resolve("tiny@1.3", "universal")
     # The directory has no aliases/<id>/index.json view, so no alias is listed from it.
     assert str(caught.value) == (
-        f"tiny@1.3: tiny has no version or alias '1.3' in {root} "
-        "(versions: 1.10, 1.2, 1.0; aliases: none)"
+        f"model 'tiny' has no version or alias '1.3' in {root} "
+        "(versions: 1.0, 1.2, 1.10; aliases: none)"
     )
 
 
@@ -182,7 +184,7 @@ def test_aliases_listed_from_the_alias_view(
     root, _ = site
     view = AliasIndex("tiny", (AliasView("stable", "1.2", 1, "", "ci", ""),))
     (root / alias_index_key("tiny")).write_bytes(encode(view))
-    with pytest.raises(ResolveError, match=r"\(versions: 1.10, 1.2, 1.0; aliases: stable\)$"):
+    with pytest.raises(ResolveError, match=r"\(versions: 1.0, 1.2, 1.10; aliases: stable\)$"):
         Registry(str(root), cache=cache).resolve("tiny@beta", "universal")
 
 
@@ -193,9 +195,8 @@ def test_missing_target_lists_targets(
     with pytest.raises(ResolveError) as caught:
         Registry(str(root), cache=cache).resolve("mac-only@2.0", "linux-x86_64")
     assert str(caught.value) == (
-        f"mac-only@2.0: mac-only@2.0 has no bundle for linux-x86_64 or universal in {root} "
-        "(targets of 2.0: macos-arm64); pass --target with one of them, or pick another version "
-        "(versions: 2.0; aliases: none)"
+        f"mac-only@2.0 has no bundle for target 'linux-x86_64' or 'universal' in {root} "
+        "(targets of 2.0: macos-arm64): pass one of those with --target, or pick another version"
     )
 
 
@@ -206,8 +207,9 @@ def test_alias_to_unpublished_version(
     write_alias(root, "tiny", "next", "9.9")
     with pytest.raises(ResolveError) as caught:
         Registry(str(root), cache=cache).resolve("tiny@next", "universal")
-    assert str(caught.value).startswith(
-        f"tiny@next: tiny has alias 'next' names version '9.9', which is not published in {root}"
+    assert str(caught.value) == (
+        f"tiny@next points at version '9.9', which the index of {root} no longer holds "
+        "(versions: 1.0, 1.2, 1.10): promote the alias to one of those"
     )
 
 
@@ -350,8 +352,8 @@ def test_unreachable_registry_falls_back_to_the_cache(
     Registry(url, cache=cache, progress=False).fetch("tiny", "universal")
     serving.close()  # the server is gone now
     notices = Notices()
-    transport = HttpTransport(url, retries=default_retries(total=1, backoff=0.01))
-    down = Registry(url, cache=cache, transport=transport, notice=notices)
+    store = HttpStore(url, retries=default_retries(total=1, backoff=0.01))
+    down = Registry(url, cache=cache, store=store, notice=notices)
     path = down.fetch("tiny", "universal")
     assert path.name == f"{site[1][('tiny', '1.10', 'universal')].hash}.xyb"
     assert len(notices) == 1
@@ -553,8 +555,9 @@ def test_credentials_in_the_url_go_in_a_header_and_nowhere_else(
 
 
 def test_a_location_without_host_or_bucket_is_refused(cache: Cache) -> None:
-    with pytest.raises(RegistryError, match="'s3://' names no host or bucket"):
+    with pytest.raises(RegistryError) as caught:
         Registry("s3://", cache=cache)
+    assert str(caught.value) == "'s3://' names no host or bucket: write s3://BUCKET/PREFIX"
 
 
 def test_an_index_from_a_newer_format_says_to_upgrade(tmp_path: Path, cache: Cache) -> None:
@@ -562,8 +565,8 @@ def test_an_index_from_a_newer_format_says_to_upgrade(tmp_path: Path, cache: Cac
     with pytest.raises(RegistryError) as caught:
         Registry(str(tmp_path), cache=cache, progress=False).resolve("tiny")
     assert str(caught.value) == (
-        f"{tmp_path}/index.json has format 99, newer than the 1 this client reads: "
-        "upgrade bundle-registry"
+        f"{tmp_path}/index.json has format 99, newer than the 1 this version of bundle-registry "
+        "reads: upgrade bundle-registry (pip install -U bundle-registry)"
     )
 
 
@@ -601,7 +604,7 @@ def promoted(root: Path, versions: tuple[str, ...]) -> None:
     """tiny@prod promoted through ``versions`` (real records), then its pointer file lost."""
     from runtime.aliases import promote
     from runtime.registry.wire import alias_pointer_key
-    from runtime.storage.store import LocalStore
+    from runtime.storage.local import LocalStore
 
     store = LocalStore(root)
     for version in versions:
@@ -628,7 +631,7 @@ def test_a_missing_pointer_is_rolled_forward_over_http(
     ]
     probes = [p for p in faults.paths() if p.startswith("aliases/tiny/prod/")]
     assert probes == [f"aliases/tiny/prod/{n}.json" for n in (1, 3, 7, 5, 4)]
-    assert cache.pointer(counting_url, "tiny", "prod") is not None  # offline answers it too
+    assert registry.mirror.saved_pointer("tiny", "prod") is not None  # offline answers it too
     offline = Registry(counting_url, cache=cache, offline=True, notice=notices)
     assert offline.resolve("tiny@prod", "universal").version == "1.2"
 
@@ -650,16 +653,16 @@ def test_an_alias_listed_but_unreadable_does_not_contradict_itself(
 
     root, _ = site
     promoted(root, ("1.0", "1.2"))
-    from runtime.storage.store import LocalStore
+    from runtime.storage.local import LocalStore
 
     refresh_view(LocalStore(root), "tiny")
     (root / "aliases/tiny/prod/1.json").unlink()
     with pytest.raises(ResolveError) as caught:
         Registry(str(root), cache=cache).resolve("tiny@prod", "universal")
     assert str(caught.value) == (
-        f"tiny@prod: tiny has no version 'prod' in {root}, and its alias 'prod' has neither a "
-        "pointer nor a first record there (only aliases/tiny/index.json lists it): promote it "
-        "again (versions: 1.10, 1.2, 1.0; aliases: prod)"
+        f"alias 'prod' of model 'tiny' in {root} is damaged: neither its pointer "
+        "aliases/tiny/prod.json nor its first record aliases/tiny/prod/1.json exists; restore "
+        "the files, or promote the alias again"
     )
 
 

@@ -36,7 +36,8 @@ from runtime.service.agent import (
     no_workers,
     read_token,
 )
-from runtime.service.server import Runtime, Tokens, build_runtime, create_app
+from runtime.service.server import Runtime, build_runtime, create_app
+from runtime.service.tokens import Tokens
 
 TOKEN = "hive-token"
 CLI = [sys.executable, "-c", "import sys; from runtime.cli import main; sys.exit(main())"]

@@ -1,6 +1,8 @@
 """One contract suite for the storage protocol, run against every backend.
 
-The S3 run goes through moto's server over real HTTP (``moto_endpoint``/``s3_bucket``).
+The S3 run goes through moto's server over real HTTP (``moto_endpoint``/``s3_bucket``). The read
+contract runs against HTTP too (``python -m http.server`` over a directory written first); what
+HTTP refuses is in ``test_http.py``.
 """
 
 from __future__ import annotations
@@ -9,43 +11,60 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
-from runtime.storage.store import (
-    LocalStore,
-    MemoryStore,
-    PutMode,
-    Store,
-    content_headers,
-    open_store,
-)
+from runtime.storage.http import HttpStore
+from runtime.storage.local import LocalStore
+from runtime.storage.memory import MemoryStore
+from runtime.storage.store import PutMode, Store, content_headers
+
+Pair = tuple[Store, Store]  # (where a test writes, what the contract reads through)
+
+
+def _empty(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if kind == "local":
+        return LocalStore(tmp_path / "registry")
+    if kind == "memory":
+        return MemoryStore()
+    from runtime.storage.s3 import S3Store
+
+    endpoint = request.getfixturevalue("moto_endpoint")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store.from_url(f"s3://{bucket}/some/prefix", endpoint_url=endpoint)
 
 
 @pytest.fixture(params=["local", "memory", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """Each backend in turn, empty."""
-    if request.param == "local":
-        yield LocalStore(tmp_path / "registry")
-    elif request.param == "memory":
-        yield MemoryStore()
-    else:
-        from runtime.storage.s3 import S3Store
-
-        endpoint = request.getfixturevalue("moto_endpoint")
-        bucket = request.getfixturevalue("s3_bucket")
-        yield S3Store.from_url(f"s3://{bucket}/some/prefix", endpoint_url=endpoint)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """Each writable backend in turn, empty."""
+    return _empty(request.param, request, tmp_path)
 
 
-def test_put_then_get_returns_the_bytes_and_the_same_etag_as_head(store: Store) -> None:
+@pytest.fixture(params=["local", "memory", "s3", "http"])
+def pair(request: pytest.FixtureRequest, tmp_path: Path) -> Pair:
+    """Each backend in turn, read-only HTTP included: a directory served by http.server."""
+    if request.param != "http":
+        writable = _empty(request.param, request, tmp_path)
+        return writable, writable
+    root = tmp_path / "served"
+    root.mkdir()
+    return LocalStore(root), HttpStore(request.getfixturevalue("http_server")(root))
+
+
+def test_put_then_get_returns_the_bytes_and_the_etag_that_put_gave(store: Store) -> None:
     etag = store.put("descriptors/m/1.0/universal.json", b'{"a": 1}')
-    data, got_etag = store.get("descriptors/m/1.0/universal.json")
-    info = store.head("descriptors/m/1.0/universal.json")
-    assert (data, got_etag) == (b'{"a": 1}', etag)
+    assert store.get("descriptors/m/1.0/universal.json") == (b'{"a": 1}', etag)
+
+
+def test_get_and_head_agree_on_size_and_etag(pair: Pair) -> None:
+    writer, reader = pair
+    writer.put("descriptors/m/1.0/universal.json", b'{"a": 1}')
+    data, etag = reader.get("descriptors/m/1.0/universal.json")
+    info = reader.head("descriptors/m/1.0/universal.json")
+    assert data == b'{"a": 1}'
     assert (info.key, info.size, info.etag) == ("descriptors/m/1.0/universal.json", 8, etag)
     assert info.modified > 0
 
@@ -57,18 +76,23 @@ def test_equal_bytes_have_equal_etags_and_different_bytes_differ(store: Store) -
     assert first == second != third
 
 
-@pytest.mark.parametrize("method", ["get", "head", "open", "delete"])
-def test_missing_key_raises_key_not_found_naming_key_and_location(
-    store: Store, method: str
-) -> None:
+@pytest.mark.parametrize("method", ["get", "head", "open"])
+def test_missing_key_raises_key_not_found_naming_key_and_location(pair: Pair, method: str) -> None:
+    _, reader = pair
     with pytest.raises(KeyNotFound) as caught:
         if method == "open":
-            with store.open("blobs/missing.xyb"):
+            with reader.open("blobs/missing.xyb"):
                 pass
         else:
-            getattr(store, method)("blobs/missing.xyb")
-    assert str(caught.value) == f"blobs/missing.xyb not found in {store.location}"
+            getattr(reader, method)("blobs/missing.xyb")
+    assert str(caught.value) == f"blobs/missing.xyb not found in {reader.location}"
     assert isinstance(caught.value, FileNotFoundError)
+
+
+def test_deleting_a_missing_key_raises_key_not_found(store: Store) -> None:
+    with pytest.raises(KeyNotFound) as caught:
+        store.delete("blobs/missing.xyb")
+    assert str(caught.value) == f"blobs/missing.xyb not found in {store.location}"
 
 
 def test_list_filters_by_prefix_and_sorts_by_key(store: Store) -> None:
@@ -87,11 +111,12 @@ def test_list_filters_by_prefix_and_sorts_by_key(store: Store) -> None:
     assert list(store.list("nothing/")) == []
 
 
-def test_open_streams_the_object(store: Store, tmp_path: Path) -> None:
+def test_open_streams_the_object(pair: Pair, tmp_path: Path) -> None:
+    writer, store = pair
     payload = bytes(range(256)) * 4096
     source = tmp_path / "payload.bin"
     source.write_bytes(payload)
-    store.put_file("blobs/p.xyb", source)
+    writer.put_file("blobs/p.xyb", source)
     with store.open("blobs/p.xyb") as reader:
         chunks = iter(lambda: reader.read(65536), b"")
         assert b"".join(chunks) == payload
@@ -186,23 +211,34 @@ def test_racing_creates_have_exactly_one_winner(store: Store) -> None:
     assert store.get("descriptors/m/1/universal.json")[0] == str(winners[0]).encode()
 
 
-@pytest.mark.parametrize(
-    "key", ["../escape", "/etc/passwd", "a/../../b", "a//b", ".locks/x", "a/./b", "", "dir/"]
-)
-def test_keys_that_could_escape_are_refused(store: Store, key: str) -> None:
-    message = (
+ESCAPING = ["../escape", "/etc/passwd", "a/../../b", "a//b", ".locks/x", "a/./b", "", "dir/"]
+
+
+def _escape_message(key: str) -> str:
+    return (
         f"store key {key!r} is not a relative path of plain names "
         "(no leading '/', empty, '.' or '..' parts, no hidden names)"
     )
-    for attempt in (
-        lambda: store.put(key, b"x"),
-        lambda: store.get(key),
-        lambda: store.head(key),
-        lambda: store.delete(key),
-    ):
+
+
+@pytest.mark.parametrize("key", ESCAPING)
+def test_keys_that_could_escape_are_refused_by_every_reader(pair: Pair, key: str) -> None:
+    _, reader = pair
+    for attempt in (lambda: reader.get(key), lambda: reader.head(key)):
         with pytest.raises(StoreError) as caught:
             attempt()
-        assert str(caught.value) == message
+        assert str(caught.value) == _escape_message(key)
+    with pytest.raises(StoreError) as caught, reader.open(key):
+        pass
+    assert str(caught.value) == _escape_message(key)
+
+
+@pytest.mark.parametrize("key", ESCAPING)
+def test_keys_that_could_escape_are_refused_by_every_writer(store: Store, key: str) -> None:
+    for attempt in (lambda: store.put(key, b"x"), lambda: store.delete(key)):
+        with pytest.raises(StoreError) as caught:
+            attempt()
+        assert str(caught.value) == _escape_message(key)
     assert list(store.list()) == []
 
 
@@ -216,23 +252,6 @@ def test_local_store_never_leaves_temporary_files(tmp_path: Path) -> None:
     store.put("index.json", b"3", PutMode.MATCH, etag)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["index.json"]  # no lock or temporary file left in the served tree
-
-
-@pytest.mark.parametrize(
-    ("location", "kind"),
-    [("memory://", MemoryStore), ("file:///tmp/x", LocalStore), ("/tmp/y", LocalStore)],
-)
-def test_open_store_picks_the_backend(location: str, kind: type) -> None:
-    assert isinstance(open_store(location), kind)
-
-
-def test_open_store_refuses_http_locations() -> None:
-    with pytest.raises(StoreError) as caught:
-        open_store("https://example.org/registry")
-    assert str(caught.value) == (
-        "'https://example.org/registry' is read-only over HTTP: "
-        "write to a directory or an s3:// location"
-    )
 
 
 @pytest.mark.parametrize(
@@ -263,7 +282,8 @@ def test_a_directory_store_reads_without_posix_locks(tmp_path: Path) -> None:
     script = (
         "import sys; sys.modules['fcntl'] = None\n"  # makes `import fcntl` fail
         "from runtime.errors import StoreError\n"
-        "from runtime.storage.store import LocalStore, PutMode\n"
+        "from runtime.storage.local import LocalStore\n"
+        "from runtime.storage.store import PutMode\n"
         f"store = LocalStore({str(tmp_path)!r})\n"
         "assert store.get('index.json')[0] == b'{}'\n"
         "store.put('blobs/x', b'x', PutMode.CREATE)\n"

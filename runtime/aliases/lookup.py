@@ -1,0 +1,107 @@
+"""Reading what aliases name: one alias (:func:`resolve_alias`), a ref through the one resolver
+(:func:`resolve`), and a model's aliases (:func:`aliases`).
+
+Everything here only reads, so it works on every store, HTTP included. A pointer file that is
+missing while records exist (a crash during an alias's first promotion, or a deleted pointer) is
+answered from the newest record, found by probing (no listing needed); with ``repair`` the
+pointer and the view are then fixed too, where the store takes writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from runtime.aliases.pointer import newest, read_pointer, read_record, roll_forward
+from runtime.aliases.view import alias_names, refresh_view
+from runtime.errors import KeyNotFound, RegistryError, ResolveError
+from runtime.names import Ref, parse_ref
+from runtime.registry import resolver
+from runtime.registry.index import load_index
+from runtime.registry.resolver import Catalog, Resolution, target_order, versions_of
+from runtime.registry.wire import AliasPointer, AliasView, alias_record_key
+from runtime.storage.store import Store
+
+
+def no_alias(store: Store, model: str, alias: str, damage: str | None = None) -> ResolveError:
+    """The error for an alias that cannot be read: unknown, or known by files that are damaged
+    (``damage`` says how, when the caller knows better than "no pointer and no record 1")."""
+    known = alias_names(store, model)
+    if alias in known:
+        return resolver.damaged_alias(model, alias, store.location, damage)
+    return ResolveError(
+        f"model {model!r} has no alias {alias!r} in {store.location} "
+        f"(aliases: {', '.join(known) or 'none'})"
+    )
+
+
+def resolve_alias(store: Store, model: str, alias: str, *, repair: bool = True) -> AliasPointer:
+    """The pointer of ``model@alias``, rolled forward first if a record lies ahead of it, or made
+    from the newest record when the pointer file is missing.
+
+    With ``repair`` the store is fixed as well (pointer and view); without it, or when the store
+    refuses the write, the newest record's pointer is returned and the store left as it was.
+    """
+    found = find_alias(store, model, alias, repair)
+    if found is None:
+        raise no_alias(store, model, alias)
+    return found
+
+
+def find_alias(store: Store, model: str, alias: str, repair: bool) -> AliasPointer | None:
+    """:func:`resolve_alias`, or None when the alias has neither a pointer nor a first record."""
+    read = read_pointer(store, model, alias)
+    ahead = newest(store, model, alias, read.seq)
+    if ahead is None:
+        return read.value
+    if repair:  # a read-only or contended store may refuse: the answer above is still right
+        with contextlib.suppress(RegistryError):
+            ahead = roll_forward(store, model, alias, attempts=8) or ahead
+            refresh_view(store, model, alias, attempts=8)
+    return ahead
+
+
+def resolve(
+    store: Store, ref: str, target: str | None = None, *, repair: bool = True
+) -> Resolution:
+    """What ``ref`` names: ``model`` (highest version), ``model@version`` or ``model@alias``
+    (:func:`runtime.registry.resolver.resolve`). A selector is an alias when a pointer (or a
+    record) of that name exists, else a version. With ``target`` the one bundle for it (or
+    ``universal``) is returned, else every target of the version."""
+    parsed = parse_ref(ref)
+    catalog = Catalog.of(load_index(store))
+    targets = None if target is None else target_order(target)
+    return resolver.resolve(
+        catalog,
+        parsed,
+        _alias_version(store, catalog, parsed, repair),
+        targets=targets,
+        where=store.location,
+        known_aliases=lambda: alias_names(store, parsed.model),
+    )
+
+
+def _alias_version(store: Store, catalog: Catalog, ref: Ref, repair: bool) -> str | None:
+    """The version the selector names as an alias; None when it is no alias (or the model is
+    unknown, which the resolver reports without a read)."""
+    if ref.selector is None or not catalog.versions(ref.model):
+        return None
+    pointer = find_alias(store, ref.model, ref.selector, repair)
+    return pointer.version if pointer else None
+
+
+def aliases(store: Store, model: str) -> tuple[AliasView, ...]:
+    """Every alias of ``model`` with its current version and latest record (no history)."""
+    versions_of(Catalog.of(load_index(store)), model, store.location)
+    return tuple(_current(store, model, name) for name in alias_names(store, model))
+
+
+def _current(store: Store, model: str, alias: str) -> AliasView:
+    pointer = resolve_alias(store, model, alias, repair=False)
+    key = alias_record_key(model, alias, pointer.seq)
+    try:
+        data = store.get(key)[0]
+    except KeyNotFound:
+        damage = f"its pointer names record {pointer.seq}, but {key} does not exist"
+        raise no_alias(store, model, alias, damage) from None
+    record = read_record(data, f"{store.location}/{key}", model, alias, pointer.seq)
+    return AliasView(alias, pointer.version, pointer.seq, record.time, record.actor, record.reason)

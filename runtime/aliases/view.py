@@ -1,0 +1,113 @@
+"""The derived view of a model's aliases, and the names of its aliases.
+
+::
+
+    aliases/<id>/index.json           AliasIndex: every alias of the model with its history
+
+The view is rewritten after each promotion (compare-and-swap, merged from the records), so a
+browse page shows current aliases without a rebuild. Readers of an alias never depend on it,
+except where nothing else can name the aliases: a store without a listing (HTTP) learns a model's
+alias names from the view alone (:func:`alias_names`).
+"""
+
+from __future__ import annotations
+
+from runtime.aliases.pointer import DEFAULT_ATTEMPTS, AliasConflict, backoff, decode, records_after
+from runtime.errors import CorruptDocument, KeyNotFound, PreconditionFailed
+from runtime.names import check_name, is_name
+from runtime.registry.wire import AliasIndex, AliasView, alias_index_key, encode
+from runtime.storage.store import PutMode, ReadOnlyStore, Store
+
+RESERVED_ALIASES = frozenset({"index"})  # aliases/<id>/index.json is the model's alias view
+
+
+def alias_names(store: Store, model: str) -> list[str]:
+    """Every alias of ``model`` that has a pointer or a file under its folder, sorted; a name
+    that is not a valid alias (a stray file) is left out, so no such name becomes a key.
+
+    A store that cannot list (HTTP) answers with the aliases its derived view names."""
+    prefix = f"aliases/{check_name('model', model)}/"
+    try:
+        keys = [info.key[len(prefix) :] for info in store.list(prefix)]
+    except ReadOnlyStore:
+        view = read_view(store, model)[0]
+        return sorted(v.alias for v in view.aliases) if view else []
+    names = {_alias_of(rest) for rest in keys}
+    return sorted(n for n in names if is_name(n) and n not in RESERVED_ALIASES)
+
+
+def _alias_of(rest: str) -> str:
+    """The alias a key under ``aliases/<id>/`` belongs to: its folder, or its pointer's name
+    ("" for a stray file, which is no name)."""
+    folder, slash, _ = rest.partition("/")
+    if slash:
+        return folder
+    return rest.removesuffix(".json") if rest.endswith(".json") else ""
+
+
+def read_view(store: Store, model: str) -> tuple[AliasIndex | None, str | None]:
+    """The view and its etag; (None, etag) when it exists but is unreadable (it is rebuilt)."""
+    key = alias_index_key(model)
+    try:
+        data, etag = store.get(key)
+    except KeyNotFound:
+        return AliasIndex(model), None
+    try:
+        return decode(data, AliasIndex, key, store), etag
+    except CorruptDocument:
+        return None, etag
+
+
+def _merged(
+    store: Store, model: str, view: AliasView | None, alias: str, until: int | None
+) -> AliasView | None:
+    """``view`` extended by the records after its last one (up to seq ``until`` when given, which
+    saves probing for the end); None when there is nothing new."""
+    history = list(view.history) if view else []
+    if [r.seq for r in history] != list(range(1, len(history) + 1)):
+        history = []  # not a prefix of the chain: rebuild this alias from its records
+    new = [record for record, _ in records_after(store, model, alias, len(history), until)]
+    if not new:
+        return None
+    full = (*history, *new)
+    last = full[-1]
+    return AliasView(alias, last.version, last.seq, last.time, last.actor, last.reason, full)
+
+
+def refresh_view(
+    store: Store,
+    model: str,
+    alias: str | None = None,
+    *,
+    covering: int = 0,
+    attempts: int = DEFAULT_ATTEMPTS,
+) -> AliasIndex:
+    """Bring ``aliases/<model>/index.json`` up to the records of ``alias`` (all when None).
+
+    The view only ever grows by records read from the store, and is written by compare-and-swap,
+    so concurrent refreshes converge on the full history. With ``covering``, stop as soon as the
+    view holds that seq of ``alias``: whoever wrote it had read everything up to there, and a
+    later promotion refreshes it for its own record.
+    """
+    for attempt in range(attempts):
+        view, etag = read_view(store, model)
+        names = [alias] if alias and view is not None else alias_names(store, model)
+        current = {v.alias: v for v in (view.aliases if view else ())}
+        if view is not None and alias in current and 0 < covering <= current[alias].seq:
+            return view
+        until = covering if alias and view is not None and covering else None
+        changed = {n: m for n in names if (m := _merged(store, model, current.get(n), n, until))}
+        if not changed and view is not None:
+            return view
+        current.update(changed)
+        updated = AliasIndex(model, tuple(current[n] for n in sorted(current)))
+        mode = PutMode.CREATE if etag is None else PutMode.MATCH
+        try:
+            store.put(alias_index_key(model), encode(updated), mode, etag)
+            return updated
+        except (PreconditionFailed, KeyNotFound):
+            backoff(attempt)
+    raise AliasConflict(
+        f"could not refresh {alias_index_key(model)} in {store.location} after {attempts} "
+        "attempts: other promotions keep rewriting it; it catches up on the next promotion"
+    )

@@ -1,0 +1,130 @@
+"""The one reader of ``index.json``: every runtime reader refuses an index of a newer format.
+
+(The publisher's side, that publish, commit and reindex never overwrite one, is tested in
+``tests/registry_build``.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from support.registries import whisper_registry
+
+from runtime import aliases as al
+from runtime.cli import main
+from runtime.client.cache import Cache
+from runtime.client.registry import Registry
+from runtime.errors import CorruptDocument
+from runtime.registry.index import (
+    IndexFormatError,
+    NoIndex,
+    decode_index,
+    fetch_index,
+    load_index,
+    read_index,
+)
+from runtime.storage.local import LocalStore
+from runtime.storage.memory import MemoryStore
+
+NEWER = b'{"format": 2, "models": {"whisper": {"shard": {"url": "shards/whisper/x.json"}}}}'
+
+
+def refusal(where: str) -> str:
+    return (
+        f"{where}/index.json has format 2, newer than the 1 this version of bundle-registry "
+        "reads: upgrade bundle-registry (pip install -U bundle-registry)"
+    )
+
+
+@pytest.fixture
+def newer(tmp_path: Path) -> LocalStore:
+    """A registry whose index.json is of format 2."""
+    store = whisper_registry(tmp_path / "site")
+    store.put("index.json", NEWER)
+    return store
+
+
+def test_decode_refuses_a_newer_format_and_names_the_document() -> None:
+    with pytest.raises(IndexFormatError) as caught:
+        decode_index(NEWER, "s3://b/index.json")
+    assert str(caught.value) == refusal("s3://b")
+    with pytest.raises(CorruptDocument, match=r"^here: \$\.format: "):
+        decode_index(b'{"format": "two"}', "here")
+
+
+def test_the_store_readers() -> None:
+    store = MemoryStore()
+    assert read_index(store) == (decode_index(b"{}", ""), None)
+    with pytest.raises(NoIndex) as caught:
+        load_index(store)
+    assert str(caught.value) == (
+        "memory:// has no index.json: is it a registry? Build one with `registry-build build`, "
+        "or check --registry / BUNDLE_REGISTRY"
+    )
+    store.put("index.json", NEWER)
+    for read in (read_index, load_index, fetch_index):
+        with pytest.raises(IndexFormatError):
+            read(store)
+
+
+READERS: dict[str, Callable[[LocalStore, Path], object]] = {
+    "client resolve": lambda s, cache: Registry(s.location, cache=Cache(cache)).resolve("whisper"),
+    "client fetch": lambda s, cache: Registry(s.location, cache=Cache(cache)).fetch("whisper@1.0"),
+    "aliases.resolve": lambda s, _: al.resolve(s, "whisper@1.0"),
+    "aliases.aliases": lambda s, _: al.aliases(s, "whisper"),
+    "aliases.verify": lambda s, _: al.verify(s, "whisper@1.0"),
+    "aliases.promote": lambda s, _: al.promote(s, "whisper", "production", "1.0", "ci", ""),
+}
+
+
+@pytest.mark.parametrize("reader", sorted(READERS))
+def test_every_reader_refuses_a_newer_index_and_writes_nothing(
+    newer: LocalStore, tmp_path: Path, reader: str
+) -> None:
+    before = sorted(p for p in Path(newer.location).rglob("*"))
+    with pytest.raises(IndexFormatError) as caught:
+        READERS[reader](newer, tmp_path / "cache")
+    assert str(caught.value) == refusal(newer.location)
+    assert sorted(p for p in Path(newer.location).rglob("*")) == before
+    assert newer.get("index.json")[0] == NEWER
+
+
+def test_over_http_too(
+    newer: LocalStore, tmp_path: Path, http_server: Callable[[Path], str]
+) -> None:
+    url = http_server(Path(newer.location))
+    with pytest.raises(IndexFormatError) as caught:
+        Registry(url, cache=Cache(tmp_path / "cache")).resolve("whisper@1.0")
+    assert str(caught.value) == refusal(url)
+
+
+def test_a_cached_index_of_a_newer_format_is_refused_offline(
+    newer: LocalStore, tmp_path: Path
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    offline = Registry(newer.location, cache=cache, offline=True)
+    offline.mirror.save_index(NEWER)
+    with pytest.raises(IndexFormatError) as caught:
+        offline.resolve("whisper")
+    assert str(caught.value).startswith(f"{cache.root}/registries/")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["resolve", "whisper"],
+        ["fetch", "whisper@1.0"],
+        ["aliases", "whisper"],
+        ["verify", "whisper@1.0"],
+        ["promote", "whisper", "production", "1.0", "--actor", "ci"],
+    ],
+)
+def test_every_command_says_to_upgrade(
+    newer: LocalStore, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    cache = ["--cache-dir", str(tmp_path / "cache")] if argv[0] in ("resolve", "fetch") else []
+    assert main([*argv, "--registry", newer.location, *cache]) == 1
+    assert capsys.readouterr() == ("", f"Error: {refusal(newer.location)}\n")
+    assert newer.get("index.json")[0] == NEWER
