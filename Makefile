@@ -1,4 +1,4 @@
-.PHONY: install lint test bench site clean
+.PHONY: install lint test test-fast bench site clean
 
 install:
 	pip install -e '.[dev]'
@@ -11,6 +11,9 @@ lint:
 
 test:
 	python -m pytest -q
+
+test-fast:
+	python -m pytest -q -m 'not slow'
 
 bench:
 	python -m bench
