@@ -14,8 +14,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="run the hive/worker and service registry server")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=_port, default=8081, help="port to listen on (default 8081)")
-    p.add_argument("--db", type=Path, default=Path("registry-runtime.db"),
-                   help="SQLite file for services and the hive catalog")  # fmt: skip
+    p.add_argument("--state", help="where hives, workers and services live: memory (this "
+                   "process) or redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS), shared "
+                   "by replicas; default $BUNDLE_REGISTRY_STATE, else memory")  # fmt: skip
+    p.add_argument("--db", type=Path, help="with --state memory: the SQLite file for services "
+                   "and the hive catalog (default registry-runtime.db)")  # fmt: skip
     p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
     p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
     p.add_argument("--registry", help="also serve /v1/promote, resolve, aliases, history, verify "
@@ -52,11 +55,13 @@ def _positive(text: str) -> float:
 
 def _serve(args: argparse.Namespace) -> int:
     from runtime.service.server import serve
+    from runtime.service.state import STATE_ENV
 
     registry = args.registry or os.environ.get("BUNDLE_REGISTRY")
+    state = args.state or os.environ.get(STATE_ENV) or "memory"
     serve(
         host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl,
-        registry=registry,
+        registry=registry, state=state,
     )  # fmt: skip
     return 0
 

@@ -4,7 +4,10 @@ serve``), and the agent that sends a hive's heartbeats.
 The state: :mod:`~runtime.service.hives` (heartbeats, liveness, the per-model worker index),
 :mod:`~runtime.service.scheduler`, :mod:`~runtime.service.services` (the service registry and its
 health checks), :mod:`~runtime.service.catalog` (what survives a restart) and their wire types in
-:mod:`~runtime.service.types`.
+:mod:`~runtime.service.types`. Where it lives is one protocol, :mod:`~runtime.service.state`,
+with two implementations: :mod:`~runtime.service.state_memory` (this process and SQLite, the
+default) and :mod:`~runtime.service.state_redis` (Redis, shared by replicas; its keys and Lua
+scripts in :mod:`~runtime.service.redis_layout`).
 
 The routes, one :class:`~runtime.service.endpoints.Endpoint` row each, by concern:
 :mod:`~runtime.service.hive_routes`, :mod:`~runtime.service.service_routes`,

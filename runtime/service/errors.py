@@ -39,6 +39,7 @@ from runtime.registry.index import IndexFormatError
 from runtime.service.hives import UnknownHive, UnknownWorker, WorkerConflict
 from runtime.service.scheduler import NoWorkerAvailable, ScheduleRequestError
 from runtime.service.services import ServiceNameMismatch, ServiceOwned, UnknownService
+from runtime.service.state import StateUnavailable
 from runtime.service.tokens import Forbidden, Unauthorized
 from runtime.service.types import ErrorBody
 from runtime.storage.store import ReadOnlyStore
@@ -93,6 +94,7 @@ STATUS: dict[type[BaseException], int] = {
     CorruptDocument: 502,
     IndexFormatError: 502,
     IntegrityError: 502,
+    StateUnavailable: 503,
     OSError: 503,
 }
 UNMAPPED = 500

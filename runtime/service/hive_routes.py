@@ -1,7 +1,9 @@
 """The routes of hives and their workers: heartbeats, the queries, and scheduling.
 
 Heartbeats need a token; a token bound to a hive speaks only for that hive (its heartbeat, its
-workers' heartbeats, forgetting it). Reads need none.
+workers' heartbeats, forgetting it). Reads need none. Writes go to the state
+(:mod:`runtime.service.state`); reads come from its in-process views, so ``/v1/schedule`` never
+waits on anything outside the process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from prometheus_client import Histogram
 from starlette.requests import Request
 
 from runtime.names import is_name, name_problem
-from runtime.service.catalog import Catalog
 from runtime.service.endpoints import (
     Endpoint,
     caller,
@@ -24,8 +25,8 @@ from runtime.service.endpoints import (
     speaks_for,
 )
 from runtime.service.errors import BadRequest
-from runtime.service.hives import HiveRegistry
 from runtime.service.scheduler import Scheduler
+from runtime.service.state import State
 from runtime.service.types import (
     Accepted,
     HiveHeartbeat,
@@ -39,14 +40,12 @@ from runtime.service.types import (
 
 
 class HiveRoutes:
-    """The handlers over the hive registry, the scheduler and the hive catalog."""
+    """The handlers over the state's hives and the scheduler."""
 
-    def __init__(
-        self, hives: HiveRegistry, scheduler: Scheduler, catalog: Catalog, latency: Histogram
-    ) -> None:
-        self.hives = hives
+    def __init__(self, state: State, scheduler: Scheduler, latency: Histogram) -> None:
+        self.state = state
+        self.hives = state.hives
         self.scheduler = scheduler
-        self.catalog = catalog
         self.latency = latency
 
     def endpoints(self) -> list[Endpoint]:
@@ -72,15 +71,12 @@ class HiveRoutes:
     async def heartbeat(self, request: Request) -> Accepted:
         beat = await read_body(request, HiveHeartbeat)
         speaks_for(request, beat.hive_id)
-        self.hives.heartbeat(beat)
-        self.catalog.record_heartbeat(beat)
+        await self.state.heartbeat(beat)
         return Accepted(hive_id=beat.hive_id, workers=len(beat.workers), ttl_seconds=self.hives.ttl)
 
     async def worker_heartbeat(self, request: Request) -> WorkerView:
         beat = await read_body(request, WorkerHeartbeat)
-        if caller(request) is not None:  # a hive's token: the worker must be one of its own
-            speaks_for(request, self.hives.worker(beat.worker_id).hive_id)
-        return self.hives.worker_heartbeat(beat)
+        return await self.state.worker_heartbeat(beat, caller(request))
 
     async def list_hives(self, request: Request) -> HiveList:
         online_only = query_bool(request, "online")
@@ -90,7 +86,10 @@ class HiveRoutes:
             keep = set(self.hives.online_hives(max_age))
             views = [v for v in views if v.hive_id in keep]
         total, online = self.hives.hive_count()
-        return HiveList(total=total, online=online, frozen=self.hives.frozen, hives=views)
+        stale = self.state.stale_for() is not None
+        return HiveList(
+            total=total, online=online, frozen=self.hives.frozen, hives=views, stale=stale
+        )
 
     async def get_hive(self, request: Request) -> HiveView:
         return self.hives.hive(request.path_params["hive_id"])
@@ -98,8 +97,7 @@ class HiveRoutes:
     async def delete_hive(self, request: Request) -> None:
         hive_id = request.path_params["hive_id"]
         speaks_for(request, hive_id)
-        self.hives.remove(hive_id)
-        self.catalog.forget_hive(hive_id)
+        await self.state.remove_hive(hive_id)
 
     async def list_workers(self, request: Request) -> WorkerList:
         found = self.hives.workers(
@@ -122,8 +120,10 @@ class HiveRoutes:
         spread = query_choice(request, "spread", ("1", "2")) or "1"
         started = time.perf_counter()
         try:
-            return self.scheduler.best_worker(
+            answer = self.scheduler.best_worker(
                 model, fallback="any" if fallback == "any" else "none", spread=int(spread)
             )
         finally:
             self.latency.observe(time.perf_counter() - started)
+        answer.stale = self.state.stale_for() is not None
+        return answer

@@ -14,6 +14,13 @@ ten TTLs), when the silence is taken as real and the stale hives are evicted.
 
 The registry also keeps the index the scheduler reads: idle, healthy workers grouped by the model
 they have loaded, so choosing a worker for a model does not scan every worker.
+
+The same class is the in-memory *mirror* of a shared state (:mod:`runtime.service.state_redis`):
+built with ``evicts=False`` it never evicts or freezes on its own; the shared state decides that
+once for every replica (with :func:`should_freeze`, the one freeze rule) and the mirror applies
+the outcome (:meth:`HiveRegistry.apply`, :meth:`~HiveRegistry.evict`,
+:meth:`~HiveRegistry.set_frozen`). Its ``clock`` is then the shared state's clock, and a hive's
+``seen`` time the one the shared state stamped, so every replica judges liveness alike.
 """
 
 from __future__ import annotations
@@ -105,8 +112,10 @@ class HiveRegistry:
         freeze_min_hives: int = 4,
         freeze_limit: float | None = None,
         on_evict: Callable[[str], None] | None = None,
+        evicts: bool = True,
     ) -> None:
         self.ttl = ttl
+        self.evicts = evicts
         self.clock = clock
         self.freeze_min_hives = freeze_min_hives
         self.freeze_limit = 10 * ttl if freeze_limit is None else freeze_limit
@@ -125,15 +134,25 @@ class HiveRegistry:
     def heartbeat(self, beat: HiveHeartbeat) -> bool:
         """Replace a hive's state with ``beat``; True when the hive was not held before."""
         self.tick()
+        check_duplicates(beat)
+        now = self.clock()
+        for i, w in enumerate(beat.workers):
+            owner = self._owner.get(w.worker_id)
+            if owner is not None and owner.hive_id != beat.hive_id and now < owner.expires:
+                raise worker_conflict(i, w.worker_id, owner.hive_id)
+        self.counters.heartbeats += 1
+        return self.apply(beat, now)
+
+    def apply(self, beat: HiveHeartbeat, seen: float) -> bool:
+        """Hold ``beat`` as the hive's state, heard at ``seen`` (on ``clock``), without checks;
+        True when the hive was not held before. A worker that a stale hive still lists moves."""
         old = self._hives.get(beat.hive_id)
-        self._check_workers(beat)
         if old is not None:
             self._unindex(old)
-        hive = _Hive(_compact(beat), self.clock(), self.ttl)
+        hive = _Hive(_compact(beat), seen, self.ttl)
         self._hives[hive.hive_id] = hive
         heapq.heappush(self._heap, (hive.expires, hive.hive_id))
         self._index(hive)
-        self.counters.heartbeats += 1
         self._compact_heap()
         return old is None
 
@@ -142,15 +161,7 @@ class HiveRegistry:
         self.tick()
         hive = self._owner_of(beat.worker_id)
         self._unindex(hive)
-        workers = [
-            msgspec.structs.replace(
-                w, health_status=beat.health_status, last_heartbeat=beat.timestamp
-            )
-            if w.worker_id == beat.worker_id
-            else w
-            for w in hive.beat.workers
-        ]
-        hive.beat = msgspec.structs.replace(hive.beat, workers=workers)
+        hive.beat = with_worker_health(hive.beat, beat)
         self._index(hive)
         self.counters.worker_heartbeats += 1
         return self.worker(beat.worker_id)
@@ -159,6 +170,31 @@ class HiveRegistry:
         """Forget a hive and its workers; raises :class:`UnknownHive`."""
         self._unindex(self._get(hive_id))
         del self._hives[hive_id]
+
+    def evict(self, hive_id: str) -> None:
+        """Evict a hive that the shared state evicted (no-op when not held)."""
+        hive = self._hives.get(hive_id)
+        if hive is not None:
+            self._evict(hive)
+
+    def set_frozen(self, since: float | None) -> None:
+        """Take the shared state's freeze: frozen ``since`` that time, or thawed (None)."""
+        if since is not None and self._frozen_at is None:
+            self.counters.freezes += 1
+        self._frozen_at = since
+
+    def held(self) -> list[tuple[HiveHeartbeat, float]]:
+        """Every hive held, as (last heartbeat, when it was heard), oldest first."""
+        return [(h.beat, h.seen) for h in sorted(self._hives.values(), key=lambda h: h.seen)]
+
+    def replace_all(self, hives: Iterable[tuple[HiveHeartbeat, float]]) -> None:
+        """Hold exactly ``hives`` (heartbeat, when heard), as a shared state's snapshot says."""
+        self._hives.clear()
+        self._heap.clear()
+        self._owner.clear()
+        self._idle.clear()
+        for beat, seen in sorted(hives, key=lambda pair: pair[1]):  # the newest claim wins
+            self.apply(beat, seen)
 
     # -- liveness -----------------------------------------------------------------------------
 
@@ -169,7 +205,10 @@ class HiveRegistry:
         return self._frozen_at is not None
 
     def tick(self) -> None:
-        """Evict the hives whose TTL ran out, unless that would be half the fleet (freeze)."""
+        """Evict the hives whose TTL ran out, unless that would be half the fleet (freeze).
+        A mirror (``evicts=False``) does nothing here: the shared state decides."""
+        if not self.evicts:
+            return
         now = self.clock()
         if self._frozen_at is None:
             if not self._heap or self._heap[0][0] > now:
@@ -316,38 +355,14 @@ class HiveRegistry:
     def _get(self, hive_id: str) -> _Hive:
         hive = self._hives.get(hive_id)
         if hive is None:
-            raise UnknownHive(
-                f"hive {hive_id!r} is not known: it has not sent a heartbeat since the server "
-                "started, or it was evicted or removed (GET /v1/hives lists the hives held)"
-            )
+            raise unknown_hive(hive_id)
         return hive
 
     def _owner_of(self, worker_id: str) -> _Hive:
         hive = self._owner.get(worker_id)
         if hive is None:
-            raise UnknownWorker(
-                f"worker {worker_id!r} is not known: no hive reports it; its hive must send a "
-                "heartbeat listing it first (GET /v1/workers lists the workers held)"
-            )
+            raise unknown_worker(worker_id)
         return hive
-
-    def _check_workers(self, beat: HiveHeartbeat) -> None:
-        seen: set[str] = set()
-        now = self.clock()
-        for i, w in enumerate(beat.workers):
-            if w.worker_id in seen:
-                raise WorkerConflict(
-                    f"$.workers[{i}].worker_id: worker {w.worker_id!r} is listed twice in the "
-                    f"heartbeat of hive {beat.hive_id!r}; list each worker once"
-                )
-            seen.add(w.worker_id)
-            owner = self._owner.get(w.worker_id)
-            if owner is not None and owner.hive_id != beat.hive_id and now < owner.expires:
-                raise WorkerConflict(
-                    f"$.workers[{i}].worker_id: worker {w.worker_id!r} is already reported by "
-                    f"online hive {owner.hive_id!r}; worker ids must be unique across hives "
-                    f"(rename the worker, or DELETE /v1/hives/{owner.hive_id} first)"
-                )
 
     def _index(self, hive: _Hive) -> None:
         for w in hive.beat.workers:
@@ -388,20 +403,20 @@ class HiveRegistry:
         return stale
 
     def _should_freeze(self, stale: int, now: float) -> bool:
-        """Half or more of the fleet as it was one TTL ago gone or going: freeze."""
         while self._recent and self._recent[0] <= now - self.ttl:
             self._recent.popleft()
-        lost = stale + len(self._recent)
-        fleet = len(self._hives) + len(self._recent)
-        if stale == 0 or fleet < self.freeze_min_hives or 2 * lost < fleet:
-            return False
-        return self._frozen_at is None or now - self._frozen_at < self.freeze_limit
+        frozen_for = None if self._frozen_at is None else now - self._frozen_at
+        return should_freeze(
+            stale, len(self._hives), len(self._recent), frozen_for,
+            min_hives=self.freeze_min_hives, limit=self.freeze_limit,
+        )  # fmt: skip
 
     def _evict(self, hive: _Hive) -> None:
         self._unindex(hive)
         del self._hives[hive.hive_id]
         self.counters.evictions += 1
-        self._recent.append(self.clock())
+        if self.evicts:  # the window the freeze rule counts (a mirror's is the shared state's)
+            self._recent.append(self.clock())
         if self.on_evict is not None:
             self.on_evict(hive.hive_id)
 
@@ -428,6 +443,69 @@ class HiveRegistry:
             workers=list(beat.workers),
             resources=summed_resources(beat.workers),
         )
+
+
+def should_freeze(
+    stale: int, held: int, recent: int, frozen_for: float | None, *, min_hives: int, limit: float
+) -> bool:
+    """The freeze rule: True when ``stale`` hives due for eviction now, with the ``recent`` ones
+    evicted within the last TTL, are half or more of the fleet as it was one TTL ago (``held``
+    now, stale ones included, plus ``recent``), the fleet has at least ``min_hives``, and the
+    freeze (on for ``frozen_for`` seconds, None when off) has not reached its ``limit``."""
+    lost = stale + recent
+    fleet = held + recent
+    if stale == 0 or fleet < min_hives or 2 * lost < fleet:
+        return False
+    return frozen_for is None or frozen_for < limit
+
+
+def check_duplicates(beat: HiveHeartbeat) -> None:
+    """Refuse (:class:`WorkerConflict`) a heartbeat that lists one worker id twice."""
+    seen: set[str] = set()
+    for i, w in enumerate(beat.workers):
+        if w.worker_id in seen:
+            raise WorkerConflict(
+                f"$.workers[{i}].worker_id: worker {w.worker_id!r} is listed twice in the "
+                f"heartbeat of hive {beat.hive_id!r}; list each worker once"
+            )
+        seen.add(w.worker_id)
+
+
+def worker_conflict(index: int, worker_id: str, owner: str) -> WorkerConflict:
+    """The error for a heartbeat listing (at ``index``) a worker that online hive ``owner``
+    reports."""
+    return WorkerConflict(
+        f"$.workers[{index}].worker_id: worker {worker_id!r} is already reported by online hive "
+        f"{owner!r}; worker ids must be unique across hives (rename the worker, or "
+        f"DELETE /v1/hives/{owner} first)"
+    )
+
+
+def unknown_hive(hive_id: str) -> UnknownHive:
+    """The error for a hive that is not held."""
+    return UnknownHive(
+        f"hive {hive_id!r} is not known: it has not sent a heartbeat since the server "
+        "started, or it was evicted or removed (GET /v1/hives lists the hives held)"
+    )
+
+
+def unknown_worker(worker_id: str) -> UnknownWorker:
+    """The error for a worker that no hive reports."""
+    return UnknownWorker(
+        f"worker {worker_id!r} is not known: no hive reports it; its hive must send a "
+        "heartbeat listing it first (GET /v1/workers lists the workers held)"
+    )
+
+
+def with_worker_health(hive: HiveHeartbeat, beat: WorkerHeartbeat) -> HiveHeartbeat:
+    """``hive`` with the health and heartbeat time of worker ``beat.worker_id`` replaced."""
+    workers = [
+        msgspec.structs.replace(w, health_status=beat.health_status, last_heartbeat=beat.timestamp)
+        if w.worker_id == beat.worker_id
+        else w
+        for w in hive.workers
+    ]
+    return msgspec.structs.replace(hive, workers=workers)
 
 
 def summed_resources(workers: Iterable[WorkerReport]) -> Resources:

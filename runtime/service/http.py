@@ -7,7 +7,8 @@ For every row, and for every request to it, the layer
 2. runs the handler, which reads its body and query through :mod:`runtime.service.endpoints`;
 3. encodes the answer with the row's status, or turns the error into an answer through the one
    status table of :mod:`runtime.service.errors` (an unexpected exception is a 500 with a generic
-   message and a log line with its traceback);
+   message and a log line with its traceback; an error with a ``retry_after`` adds
+   ``Retry-After``);
 4. counts the answer and its time under the route's template (:mod:`runtime.service.metrics`).
 
 The app also serves ``GET /openapi.json``, generated from the same table, and ``GET /metrics``.
@@ -42,6 +43,7 @@ from runtime.service.types import ErrorBody
 log = logging.getLogger(__name__)
 
 Answer = Callable[[Request], Awaitable[Response]]
+Headers = Callable[[], "dict[str, str] | None"]
 
 _ENCODER = msgspec.json.Encoder()
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -53,14 +55,18 @@ def http_app(
     *,
     registry: CollectorRegistry | None = None,
     lifespan: Lifespan[Starlette] | None = None,
+    headers: Headers | None = None,
 ) -> Starlette:
     """The app serving ``table``, ``/openapi.json`` and ``/metrics`` (from ``registry``, to which
-    the per-route request metrics are added); ``tokens`` decide ``access``."""
+    the per-route request metrics are added); ``tokens`` decide ``access``; ``headers()``, when
+    it returns any, are added to every routed answer (the stale marker)."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = RequestMetrics(registry)
     own = _own_endpoints(_ENCODER.encode(openapi_document(table)), registry)
     routes = [
-        Route(e.path, _answer(e, tokens, metrics.route(e.method, e.path)), methods=[e.method])
+        Route(
+            e.path, _answer(e, tokens, metrics.route(e.method, e.path), headers), methods=[e.method]
+        )
         for e in [*table, *own]
     ]
     return Starlette(
@@ -88,7 +94,7 @@ def _own_endpoints(document: bytes, registry: CollectorRegistry) -> list[Endpoin
     ]
 
 
-def _answer(e: Endpoint, tokens: Tokens, meter: RouteMeter) -> Answer:
+def _answer(e: Endpoint, tokens: Tokens, meter: RouteMeter, headers: Headers | None) -> Answer:
     async def answer(request: Request) -> Response:
         started = time.perf_counter()
         try:
@@ -100,6 +106,9 @@ def _answer(e: Endpoint, tokens: Tokens, meter: RouteMeter) -> Answer:
             log.exception("%s %s failed", e.method, e.path)
             message = f"internal error in {e.method} {e.path}; the server's log has the details"
             response = respond(ErrorBody(error=message), 500)
+        extra = None if headers is None else headers()
+        if extra:
+            response.headers.update(extra)
         meter.record(response.status_code, time.perf_counter() - started)
         return response
 
@@ -135,6 +144,9 @@ def _refusal(e: Endpoint, exc: RegistryError) -> Response:
     response = respond(error_body(exc), status)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
+    retry_after: int | None = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 

@@ -4,8 +4,10 @@
 ``runtime_http_requests_total``        requests answered, by ``method``, ``route`` and ``status``
 ``runtime_http_request_seconds``       time to answer (histogram), by ``method`` and ``route``
 ``runtime_schedule_seconds``           time to choose a worker (histogram)
-``runtime_heartbeats_total`` ...       the hive registry's counters and gauges, read at scrape
-                                       time (:class:`RuntimeCollector`)
+``runtime_heartbeats_total`` ...       the state's counters and gauges, read at scrape time
+                                       (:class:`RuntimeCollector`); with a shared state, every
+                                       replica counts the fleet's heartbeats
+``runtime_state_stale_seconds``        how long this replica's mirror has been out of touch
 =====================================  ======================================================
 
 ``route`` is the route's template (``/v1/hives/{hive_id}``), never the raw path, so the number of
@@ -18,8 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runtime.service.hives import HiveRegistry
-from runtime.service.services import ServiceRegistry
+from runtime.service.state import State
 
 UNMATCHED = "unmatched"
 _HTTP_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0)
@@ -79,16 +80,17 @@ def schedule_latency(registry: CollectorRegistry) -> Histogram:
 
 
 class RuntimeCollector(Collector):
-    """Reads the registries' counters at scrape time."""
+    """Reads the state's counters at scrape time."""
 
-    def __init__(self, hives: HiveRegistry, services: ServiceRegistry) -> None:
-        self.hives = hives
-        self.services = services
+    def __init__(self, state: State) -> None:
+        self.state = state
 
     def collect(self) -> list[Metric]:
-        """The registries' figures now."""
-        total, online = self.hives.hive_count()
-        c = self.hives.counters
+        """The state's figures now."""
+        hives = self.state.hives
+        total, online = hives.hive_count()
+        c = hives.counters
+        stale = self.state.stale_for()
         return [
             CounterMetricFamily("runtime_heartbeats", "Hive heartbeats received", c.heartbeats),
             CounterMetricFamily(
@@ -98,8 +100,11 @@ class RuntimeCollector(Collector):
             CounterMetricFamily("runtime_freezes", "Times eviction froze", c.freezes),
             GaugeMetricFamily("runtime_hives_online", "Hives heard from within the TTL", online),
             GaugeMetricFamily("runtime_hives", "Hives held", total),
+            GaugeMetricFamily("runtime_frozen", "1 while eviction is frozen", int(hives.frozen)),
+            GaugeMetricFamily("runtime_services", "Registered services", len(self.state.services)),
             GaugeMetricFamily(
-                "runtime_frozen", "1 while eviction is frozen", int(self.hives.frozen)
+                "runtime_state_stale_seconds",
+                "Seconds this replica has been out of touch with the shared state (0 in sync)",
+                stale or 0.0,
             ),
-            GaugeMetricFamily("runtime_services", "Registered services", len(self.services)),
         ]

@@ -18,8 +18,7 @@ import time
 from starlette.requests import Request
 
 from runtime.service.endpoints import Endpoint, caller, query_bool, read_body
-from runtime.service.hives import HiveRegistry
-from runtime.service.services import ServiceRegistry
+from runtime.service.state import State
 from runtime.service.types import (
     Health,
     ServiceHealth,
@@ -32,11 +31,12 @@ from runtime.service.types import (
 
 
 class ServiceRoutes:
-    """The handlers over the service registry; ``/health`` reads the hive registry too."""
+    """The handlers over the state's services; ``/health`` reads its hives too."""
 
-    def __init__(self, services: ServiceRegistry, hives: HiveRegistry, started: float) -> None:
-        self.services = services
-        self.hives = hives
+    def __init__(self, state: State, started: float) -> None:
+        self.state = state
+        self.services = state.services
+        self.hives = state.hives
         self.started = started  # time.monotonic() when the server started
 
     def endpoints(self) -> list[Endpoint]:
@@ -62,7 +62,7 @@ class ServiceRoutes:
 
     async def register_service(self, request: Request) -> ServiceView:
         reg = await read_body(request, ServiceRegistration)
-        return self.services.register(reg, by=caller(request))
+        return await self.state.register_service(reg, caller(request))
 
     async def list_services(self, request: Request) -> ServiceList:
         found = self.services.find(
@@ -75,15 +75,15 @@ class ServiceRoutes:
 
     async def put_service(self, request: Request) -> ServiceView:
         reg = await read_body(request, ServiceRegistration)
-        return self.services.update(request.path_params["name"], reg, by=caller(request))
+        return await self.state.update_service(request.path_params["name"], reg, caller(request))
 
     async def delete_service(self, request: Request) -> None:
-        self.services.remove(request.path_params["name"], by=caller(request))
+        await self.state.remove_service(request.path_params["name"], caller(request))
 
     async def service_heartbeat(self, request: Request) -> ServiceView:
         beat = await read_body(request, ServiceHeartbeat, empty=ServiceHeartbeat())
         name = request.path_params["name"]
-        return self.services.heartbeat(name, beat, by=caller(request))
+        return await self.state.service_heartbeat(name, beat, caller(request))
 
     async def service_health(self, request: Request) -> ServiceHealth:
         return self.services.health(request.path_params["name"])
@@ -91,14 +91,17 @@ class ServiceRoutes:
     async def health(self, request: Request) -> Health:
         total, online = self.hives.hive_count()
         frozen = self.hives.frozen
+        stale = self.state.stale_for()
         return Health(
-            status="frozen" if frozen else "ok",
+            status="degraded" if stale is not None else "frozen" if frozen else "ok",
             frozen=frozen,
             hives_total=total,
             hives_online=online,
             workers=self.hives.worker_counts()["total"],
             services=len(self.services),
             uptime_seconds=round(time.monotonic() - self.started, 3),
+            state=self.state.kind,
+            stale_seconds=stale,
         )
 
     async def stats(self, request: Request) -> Stats:

@@ -11,8 +11,15 @@ None for an admin), and :func:`check_writer` is the one ownership rule: an admin
 service, a hive only its own. Ownership is kept by overwrites and ends when the service is
 removed (DELETE, or ``remove_after`` seconds without a heartbeat).
 
+The write methods are the memory state's; the rules they apply (:meth:`ServiceRegistry.registered`,
+``updated``, ``beaten``, ``removable``, ``checked``) take the current value and return the new one,
+so a shared state (:mod:`runtime.service.state_redis`) applies the very same rules in its
+compare-and-set loop, and keeps a ServiceRegistry as its read-only mirror.
+
 The :class:`HealthChecker` probes every service each ``interval`` (30 s) with a ``timeout`` (5 s):
-all probes run at once on the event loop, so one hung service delays no other. A probe GETs the
+all probes run at once on the event loop, so one hung service delays no other. Replicas sharing a
+state each run one; a service is probed by the replica that claims it for the interval
+(:meth:`Checks.claim_check`), so once per interval in all. A probe GETs the
 service's ``url`` (or ``http://host:port/``): a 2xx answer is up, a redirect (3xx with a
 ``Location``) is followed up to :data:`MAX_REDIRECTS` times, anything else (4xx, 5xx, no answer,
 too many redirects) is down.
@@ -26,8 +33,9 @@ import logging
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 
@@ -100,47 +108,102 @@ class ServiceRegistry:
         self.started = time.monotonic()
         self._services = {s.name: s for s in (catalog.services() if catalog else [])}
 
+    # -- writes (the memory state's) -----------------------------------------------------------
+
     def register(self, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
         """Add a service owned by ``by``, or overwrite the one of the same name (``by`` must be
         allowed to change it; its owner stays). ``by`` is the writer's hive, None for an admin."""
-        self.prune()  # a silent service's name is free again, not held by its old owner
-        current = self._services.get(reg.name)
-        if current is not None:
-            check_writer(current, by)
-        return self._put(reg, by if current is None else current.owner)
+        return self._store(self.registered(self._services.get(reg.name), reg, by))
 
     def update(self, name: str, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
         """Replace a registered service's description; raises :class:`UnknownService`,
         :class:`ServiceOwned` or :class:`ServiceNameMismatch`."""
-        current = self._writable(name, by)
+        return self._store(self.updated(self._services.get(name), name, reg, by))
+
+    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: str | None = None) -> ServiceView:
+        """Record a heartbeat (and optionally a new status); raises :class:`UnknownService` or
+        :class:`ServiceOwned`."""
+        return self._store(self.beaten(self._services.get(name), name, beat, by))
+
+    def record_check(self, name: str, up: bool) -> None:
+        """Store an active check's result (ignored if the service went away meanwhile)."""
+        changed = self.checked(self._services.get(name), up)
+        if changed is not None:
+            self._store(changed)
+
+    def remove(self, name: str, *, by: str | None = None) -> None:
+        """Deregister a service; raises :class:`UnknownService` or :class:`ServiceOwned`."""
+        self.removable(self._services.get(name), name, by)
+        self._drop(name)
+
+    # -- the rules: what a write makes of the current value (None: not registered) ------------
+
+    def registered(
+        self, current: ServiceView | None, reg: ServiceRegistration, by: str | None
+    ) -> ServiceView:
+        """The service ``reg`` registers over ``current``: a silent service's name is free
+        again, not held by its old owner; else ``by`` must be allowed to change it."""
+        current = self._live(current)
+        if current is not None:
+            check_writer(current, by)
+        return self._new(reg, by if current is None else current.owner)
+
+    def updated(
+        self, current: ServiceView | None, name: str, reg: ServiceRegistration, by: str | None
+    ) -> ServiceView:
+        """``current`` with the description ``reg`` (``PUT /services/{name}``)."""
+        found = self._writable(current, name, by)
         if reg.name != name:
             raise ServiceNameMismatch(
                 f"$.name: the body names service {reg.name!r} but the path names {name!r}; "
                 "use the same name in both (POST /services registers a new one)"
             )
-        return self._put(reg, current.owner)
+        return self._new(reg, found.owner)
 
-    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: str | None = None) -> ServiceView:
-        """Record a heartbeat (and optionally a new status); raises :class:`UnknownService` or
-        :class:`ServiceOwned`."""
-        current = self._writable(name, by)
-        status = current.status if beat.status is None else beat.status
-        return self._store(
-            msgspec.structs.replace(current, last_heartbeat=self.now(), status=status)
-        )
+    def beaten(
+        self, current: ServiceView | None, name: str, beat: ServiceHeartbeat, by: str | None
+    ) -> ServiceView:
+        """``current`` after a heartbeat (and optionally a new status)."""
+        found = self._writable(current, name, by)
+        status = found.status if beat.status is None else beat.status
+        return msgspec.structs.replace(found, last_heartbeat=self.now(), status=status)
 
-    def record_check(self, name: str, up: bool) -> None:
-        """Store an active check's result (ignored if the service went away meanwhile)."""
-        current = self._services.get(name)
-        if current is not None:
-            health = "healthy" if up else "unhealthy"
-            if current.health_status != health:
-                self._store(msgspec.structs.replace(current, health_status=health))
+    def removable(self, current: ServiceView | None, name: str, by: str | None) -> None:
+        """Raise unless ``by`` may deregister ``current``."""
+        self._writable(current, name, by)
 
-    def remove(self, name: str, *, by: str | None = None) -> None:
-        """Deregister a service; raises :class:`UnknownService` or :class:`ServiceOwned`."""
-        self._writable(name, by)
-        self._drop(name)
+    def checked(self, current: ServiceView | None, up: bool) -> ServiceView | None:
+        """``current`` with an active check's result; None when nothing changes."""
+        health = "healthy" if up else "unhealthy"
+        if current is None or current.health_status == health:
+            return None
+        return msgspec.structs.replace(current, health_status=health)
+
+    def silent(self, current: ServiceView) -> bool:
+        """Whether ``current`` has been silent longer than ``remove_after`` (it is removed)."""
+        return (self.now() - current.last_heartbeat).total_seconds() > self.remove_after
+
+    # -- the view (the memory state's, or a mirror of a shared one) ---------------------------
+
+    def put(self, service: ServiceView) -> None:
+        """Hold ``service`` as a shared state stored it (no catalog write)."""
+        self._services[service.name] = service
+
+    def discard(self, name: str) -> None:
+        """Forget a service the shared state removed (no-op when not held)."""
+        self._services.pop(name, None)
+
+    def held(self) -> dict[str, ServiceView]:
+        """Every service held, by name (as stored, without fresh health fields)."""
+        return dict(self._services)
+
+    def replace_all(self, services: Iterable[ServiceView]) -> None:
+        """Hold exactly ``services``, as a shared state's snapshot says."""
+        self._services = {s.name: s for s in services}
+
+    def judged(self, service: ServiceView) -> ServiceView:
+        """``service`` with its health fields as of now."""
+        return self._judged(service, self.now())
 
     def get(self, name: str) -> ServiceView:
         """A service with fresh health fields; raises :class:`UnknownService`."""
@@ -184,12 +247,7 @@ class ServiceRegistry:
 
     def prune(self) -> list[str]:
         """Remove services silent for longer than ``remove_after``; returns their names."""
-        now = self.now()
-        gone = [
-            s.name
-            for s in self._services.values()
-            if (now - s.last_heartbeat).total_seconds() > self.remove_after
-        ]
+        gone = [s.name for s in self._services.values() if self.silent(s)]
         for name in gone:
             self._drop(name)
         return gone
@@ -204,23 +262,30 @@ class ServiceRegistry:
     def _get(self, name: str) -> ServiceView:
         service = self._services.get(name)
         if service is None:
-            raise UnknownService(
-                f"service {name!r} is not registered (or was removed after "
-                f"{self.remove_after:g} s without a heartbeat); register it with POST /services"
-            )
+            raise self._unknown(name)
         return service
 
-    def _writable(self, name: str, by: str | None) -> ServiceView:
-        service = self._get(name)
-        check_writer(service, by)
-        return service
+    def _unknown(self, name: str) -> UnknownService:
+        return UnknownService(
+            f"service {name!r} is not registered (or was removed after "
+            f"{self.remove_after:g} s without a heartbeat); register it with POST /services"
+        )
+
+    def _live(self, current: ServiceView | None) -> ServiceView | None:
+        return None if current is None or self.silent(current) else current
+
+    def _writable(self, current: ServiceView | None, name: str, by: str | None) -> ServiceView:
+        if current is None:
+            raise self._unknown(name)
+        check_writer(current, by)
+        return current
 
     def _drop(self, name: str) -> None:
         del self._services[name]
         if self.catalog:
             self.catalog.delete_service(name)
 
-    def _put(self, reg: ServiceRegistration, owner: str | None) -> ServiceView:
+    def _new(self, reg: ServiceRegistration, owner: str | None) -> ServiceView:
         now = self.now()
         service = ServiceView(
             name=reg.name,
@@ -236,7 +301,7 @@ class ServiceRegistry:
             is_healthy=False,
             owner=owner,
         )
-        return self._store(service)
+        return service
 
     def _store(self, service: ServiceView) -> ServiceView:
         self._services[service.name] = service
@@ -250,36 +315,54 @@ class ServiceRegistry:
         return msgspec.structs.replace(service, is_healthy=healthy)
 
 
+class Checks(Protocol):
+    """What the health checker needs from a state (:class:`runtime.service.state.State`)."""
+
+    @property
+    def services(self) -> ServiceRegistry:
+        """The services to check."""
+        ...
+
+    async def claim_check(self, name: str, interval: float) -> bool:
+        """Whether this process checks ``name`` in this interval (no other replica does)."""
+        ...
+
+    async def record_check(self, name: str, up: bool) -> None:
+        """Store a check's result."""
+        ...
+
+
 class HealthChecker:
-    """Probes every registered service each ``interval`` seconds, all at once."""
+    """Probes every registered service each ``interval`` seconds, all at once; with replicas
+    sharing a state, each service is probed by the one replica that claims it."""
 
     def __init__(
         self,
-        registry: ServiceRegistry,
+        state: Checks,
         *,
         interval: float = 30.0,
         timeout: float = 5.0,
         probe: Probe | None = None,
     ) -> None:
-        self.registry = registry
+        self.state = state
         self.interval = interval
         self.timeout = timeout
         self.probe = probe or http_probe
 
     async def check_all(self) -> dict[str, bool]:
-        """Probe every service concurrently, store the results, and return them."""
-        targets = self.registry.probe_targets()
-        names = list(targets)
+        """Probe every service this process claims, concurrently; store and return the
+        results."""
+        targets = self.state.services.probe_targets()
+        names = [n for n in targets if await self.state.claim_check(n, self.interval)]
         results = await asyncio.gather(*(self._check(targets[n]) for n in names))
         for name, up in zip(names, results, strict=True):
-            self.registry.record_check(name, up)
+            await self.state.record_check(name, up)
         return dict(zip(names, results, strict=True))
 
     async def run(self) -> None:
-        """Prune and check forever, every ``interval`` seconds (cancel the task to stop)."""
+        """Check forever, every ``interval`` seconds (cancel the task to stop)."""
         while True:
             try:
-                self.registry.prune()
                 await self.check_all()
             except Exception:  # a bad round must not end the checks for good
                 log.exception("service health checks failed; retrying in %g s", self.interval)

@@ -101,12 +101,14 @@ class HiveView(msgspec.Struct, kw_only=True):
 
 
 class HiveList(msgspec.Struct, kw_only=True):
-    """``GET /v1/hives``: every hive the server holds, and how many are online."""
+    """``GET /v1/hives``: every hive the server holds, and how many are online; ``stale`` when
+    the list comes from a replica's mirror out of touch with the shared state."""
 
     total: int
     online: int
     frozen: bool
     hives: list[HiveView]
+    stale: bool = False
 
 
 class WorkerList(msgspec.Struct, kw_only=True):
@@ -118,13 +120,15 @@ class WorkerList(msgspec.Struct, kw_only=True):
 
 
 class ScheduleAnswer(msgspec.Struct, kw_only=True):
-    """``GET /v1/schedule``: the chosen worker and how old the data behind the choice is."""
+    """``GET /v1/schedule``: the chosen worker and how old the data behind the choice is;
+    ``stale`` when it comes from a replica's mirror out of touch with the shared state."""
 
     model: str
     model_loaded: bool
     candidates: int
     data_age_seconds: float
     worker: WorkerView
+    stale: bool = False
 
 
 class Accepted(msgspec.Struct, kw_only=True):
@@ -203,15 +207,19 @@ class Stats(msgspec.Struct, kw_only=True):
 
 
 class Health(msgspec.Struct, kw_only=True):
-    """``GET /health``: the server's own state; ``frozen`` when eviction is suspended."""
+    """``GET /health``: the server's own state: ``frozen`` when eviction is suspended,
+    ``degraded`` while the shared state is unreachable (reads come from this replica's mirror,
+    ``stale_seconds`` old; writes are refused). ``state`` is ``memory`` or ``redis``."""
 
-    status: Literal["ok", "frozen"]
+    status: Literal["ok", "frozen", "degraded"]
     frozen: bool
     hives_total: int
     hives_online: int
     workers: int
     services: int
     uptime_seconds: float
+    state: str = "memory"
+    stale_seconds: float | None = None
 
 
 class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -1,10 +1,13 @@
 """Helpers for the runtime-service tests: tokens, a fake clock, uvicorn on a loopback port, a
-client, a small fleet, and small real HTTP servers to check and to refuse."""
+client, a small fleet, small real HTTP servers to check and to refuse, and a real redis-server."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -13,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import urllib3
@@ -143,7 +147,10 @@ def heartbeat(hive_id: str, *workers: dict[str, Any], **fields: Any) -> dict[str
 
 
 class _OkHandler(BaseHTTPRequestHandler):
+    hits: list[float]  # set per server: when each GET arrived
+
     def do_GET(self) -> None:
+        self.hits.append(time.monotonic())
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -162,11 +169,13 @@ class LocalService:
         self.port: int = probe.getsockname()[1]
         probe.close()
         self.url = f"http://127.0.0.1:{self.port}/health"
+        self.hits: list[float] = []  # when each request arrived (monotonic)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), _OkHandler)
+        handler = type("Handler", (_OkHandler,), {"hits": self.hits})
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
@@ -284,3 +293,61 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def redis_missing() -> str | None:
+    """Why the Redis tests cannot run here (None when they can)."""
+    if shutil.which("redis-server") is None and not os.path.exists(REDIS_SERVER):
+        return "redis-server is not installed (Debian: apt-get install redis-server; .ci/run does)"
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        return "redis-py is not installed: pip install 'bundle-registry[redis]'"
+    return None
+
+
+class RedisServer:
+    """Debian's redis-server on a free loopback port, its files in ``root``, keeping nothing on
+    disk (``--save '' --appendonly no``): stopped and started again on the same port, it comes
+    back empty, as a Redis without persistence does after a restart."""
+
+    def __init__(self, root: Path, password: str | None = None) -> None:
+        self.root = root
+        self.port = free_port()
+        self.password = password
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or REDIS_SERVER
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.root)]  # fmt: skip
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(self._answers, timeout=10):
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def client(self) -> Any:
+        """A redis-py client of this server."""
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False

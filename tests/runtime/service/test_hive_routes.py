@@ -59,18 +59,18 @@ def test_heartbeats_then_every_query(client: Client, clock: FakeClock) -> None:
         assert f"\n{series}\n" in metrics, series
 
 
-def test_worker_heartbeat(client: Client) -> None:
-    fleet(client)
+def test_worker_heartbeat(any_client: Client) -> None:
+    fleet(any_client)
     body = {"worker_id": "a1", "timestamp": "2026-01-01T00:01:00Z", "health_status": "degraded"}
-    answer = client.post("/v1/worker-heartbeat", body)
+    answer = any_client.post("/v1/worker-heartbeat", body)
     assert answer.body["worker"]["health_status"] == "degraded"
-    gone = client.get("/v1/schedule?model=llama")
+    gone = any_client.get("/v1/schedule?model=llama")
     assert gone.status == 404
     assert gone.body == {
         "error": "no healthy idle worker on an online hive has model 'llama' loaded; ask with "
         "fallback=any to accept an idle worker without it"
     }
-    assert client.post("/v1/worker-heartbeat", {**body, "worker_id": "zz"}).status == 404
+    assert any_client.post("/v1/worker-heartbeat", {**body, "worker_id": "zz"}).status == 404
 
 
 @pytest.mark.parametrize(
@@ -96,57 +96,62 @@ def test_worker_heartbeat(client: Client) -> None:
     ],
 )  # fmt: skip
 def test_bad_bodies_name_the_field(
-    client: Client, body: bytes, status: int, error: str, field: str
+    any_client: Client, body: bytes, status: int, error: str, field: str
 ) -> None:
-    answer = client.post("/v1/heartbeat", raw=body)
+    answer = any_client.post("/v1/heartbeat", raw=body)
     assert (answer.status, answer.body) == (status, {"error": error, "field": field})
 
 
-def test_body_size_limit(client: Client) -> None:
-    answer = client.post("/v1/heartbeat", raw=b" " * (256 * 1024 + 1))
+def test_body_size_limit(any_client: Client) -> None:
+    answer = any_client.post("/v1/heartbeat", raw=b" " * (256 * 1024 + 1))
     assert (answer.status, answer.body["error"]) == (
         413,
         "the request body is 262145 bytes; the limit is 262144 bytes",
     )
 
 
-def test_tokens_and_binding(client: Client) -> None:
-    no = client.post("/v1/heartbeat", heartbeat("a"), token="")
+def test_tokens_and_binding(any_client: Client) -> None:
+    no = any_client.post("/v1/heartbeat", heartbeat("a"), token="")
     assert (no.status, no.body["error"]) == (
         401,
         "this request needs a header 'Authorization: Bearer <token>'",
     )
     assert no.headers["www-authenticate"] == "Bearer"
-    wrong = client.post("/v1/heartbeat", heartbeat("a"), token="guess")
+    wrong = any_client.post("/v1/heartbeat", heartbeat("a"), token="guess")
     assert (wrong.status, wrong.body["error"]) == (
         401,
         "the bearer token is not one this server accepts",
     )
-    assert client.post("/v1/heartbeat", heartbeat("a", worker("a1")), token=HIVE_A).status == 200
-    other = client.post("/v1/heartbeat", heartbeat("b"), token=HIVE_A)
+    assert (
+        any_client.post("/v1/heartbeat", heartbeat("a", worker("a1")), token=HIVE_A).status == 200
+    )
+    other = any_client.post("/v1/heartbeat", heartbeat("b"), token=HIVE_A)
     assert (other.status, other.body["error"]) == (
         403,
         "this token is bound to hive 'a' and cannot speak for hive 'b'",
     )
-    client.post("/v1/heartbeat", heartbeat("b", worker("b1")))
+    any_client.post("/v1/heartbeat", heartbeat("b", worker("b1")))
     wb = {"worker_id": "b1", "timestamp": "2026-01-01T00:01:00Z", "health_status": "healthy"}
-    assert client.post("/v1/worker-heartbeat", wb, token=HIVE_A).status == 403
+    assert any_client.post("/v1/worker-heartbeat", wb, token=HIVE_A).status == 403
     assert (
-        client.post("/v1/worker-heartbeat", {**wb, "worker_id": "a1"}, token=HIVE_A).status == 200
+        any_client.post("/v1/worker-heartbeat", {**wb, "worker_id": "a1"}, token=HIVE_A).status
+        == 200
     )
-    assert client.request("DELETE", "/v1/hives/b", token=HIVE_A).status == 403
-    assert client.post("/services", {"name": "s", "host": "h", "port": 1}, token="").status == 401
-    assert client.get("/v1/hives").status == 200  # reads need no token
+    assert any_client.request("DELETE", "/v1/hives/b", token=HIVE_A).status == 403
+    assert (
+        any_client.post("/services", {"name": "s", "host": "h", "port": 1}, token="").status == 401
+    )
+    assert any_client.get("/v1/hives").status == 200  # reads need no token
 
 
-def test_conflicting_worker_ids(client: Client) -> None:
-    fleet(client)
-    answer = client.post("/v1/heartbeat", heartbeat("c", worker("a1")))
+def test_conflicting_worker_ids(any_client: Client) -> None:
+    fleet(any_client)
+    answer = any_client.post("/v1/heartbeat", heartbeat("c", worker("a1")))
     assert answer.status == 409
     assert answer.body["field"] == "$.workers[0].worker_id"
 
 
-def test_bad_query_parameters(client: Client) -> None:
+def test_bad_query_parameters(any_client: Client) -> None:
     cases = {
         "/v1/schedule": ("query parameter model is required: /v1/schedule?model=NAME", "model"),
         "/v1/schedule?model=bad%20name": (
@@ -162,9 +167,9 @@ def test_bad_query_parameters(client: Client) -> None:
             "query parameter healthy='yes' is not valid: use one of true, false", "healthy"),
     }  # fmt: skip
     for path, (error, field) in cases.items():
-        answer = client.get(path)
+        answer = any_client.get(path)
         assert (answer.status, answer.body) == (400, {"error": error, "field": field}), path
-    missing = client.get("/v2/nothing")
+    missing = any_client.get("/v2/nothing")
     assert (missing.status, missing.body) == (
         404,
         {"error": "no route '/v2/nothing'; GET /openapi.json lists the routes"},

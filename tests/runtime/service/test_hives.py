@@ -8,7 +8,13 @@ import msgspec
 import pytest
 from support.service import T0, FakeClock, heartbeat, worker
 
-from runtime.service.hives import HiveRegistry, UnknownHive, UnknownWorker, WorkerConflict
+from runtime.service.hives import (
+    HiveRegistry,
+    UnknownHive,
+    UnknownWorker,
+    WorkerConflict,
+    should_freeze,
+)
 from runtime.service.types import HiveHeartbeat, Resources, WorkerHeartbeat
 
 
@@ -257,3 +263,41 @@ def test_devices_are_left_to_the_catalog() -> None:
     reg.heartbeat(beat("h", devices=["cuda:0"], host="gpu1"))
     kept = reg._hives["h"].beat
     assert (kept.devices, kept.host) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("stale", "held", "recent", "frozen_for", "frozen"),
+    [
+        (0, 10, 0, None, False),  # nothing due
+        (2, 10, 0, None, False),  # a fifth of the fleet: evict
+        (5, 10, 0, None, True),  # half: freeze
+        (3, 8, 2, None, True),  # half of the fleet of one TTL ago, counting the evicted
+        (3, 3, 0, None, False),  # a fleet smaller than freeze_min_hives
+        (5, 10, 0, 299.0, True),  # frozen, within the limit
+        (5, 10, 0, 300.0, False),  # the limit reached: the silence is real
+    ],
+)
+def test_the_freeze_rule(
+    stale: int, held: int, recent: int, frozen_for: float | None, frozen: bool
+) -> None:
+    assert should_freeze(stale, held, recent, frozen_for, min_hives=4, limit=300.0) is frozen
+
+
+def test_a_mirror_evicts_and_freezes_only_when_told() -> None:
+    clock = FakeClock()
+    mirror = HiveRegistry(ttl=30.0, clock=clock, evicts=False)
+    for name in ("h1", "h2"):
+        mirror.apply(beat(name, worker(f"{name}-w", model_id="llama")), clock.now - 5)
+    clock.advance(100)
+    assert [h.hive_id for h in mirror.hives()] == ["h1", "h2"]  # long stale, still held
+    assert (mirror.hive_count(), mirror.candidates("llama")) == ((2, 0), [])
+    mirror.set_frozen(clock.now)
+    mirror.set_frozen(clock.now)
+    assert (mirror.frozen, mirror.counters.freezes) == (True, 1)
+    mirror.evict("h1")
+    mirror.evict("never-held")
+    mirror.set_frozen(None)
+    assert ([h.hive_id for h in mirror.hives()], mirror.frozen) == (["h2"], False)
+    mirror.replace_all([(beat("h3", worker("h2-w")), clock.now)])
+    assert mirror.worker("h2-w").hive_id == "h3"
+    assert mirror.hive("h3").age_seconds == 0.0

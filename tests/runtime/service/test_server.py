@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -49,13 +50,13 @@ def test_restart_keeps_services_and_the_hive_catalog(tmp_path: Path) -> None:
         client = Client(url, ADMIN)
         client.post("/services", {"name": "api", "host": "10.0.0.1", "port": 80})
         client.post("/v1/heartbeat", heartbeat("a", worker("a1"), host="gpu-a", devices=["cuda:0"]))
-    rt.catalog.close()
+    rt.state.close()
     again = build_runtime(tokens=tokens, db=db)
     with serve(create_app(again)) as url:
         client = Client(url, ADMIN)
         assert client.get("/services/api").body["host"] == "10.0.0.1"
         assert client.get("/v1/hives").body["total"] == 0  # heartbeat state is soft
-    [hive] = again.catalog.hives()
+    [hive] = asyncio.run(again.state.catalog_hives())
     assert (hive.hive_id, hive.host, hive.devices, hive.status) == (
         "a",
         "gpu-a",
@@ -63,7 +64,7 @@ def test_restart_keeps_services_and_the_hive_catalog(tmp_path: Path) -> None:
         "Unknown",
     )
     assert hive.last_heartbeat == T0
-    again.catalog.close()
+    again.state.close()
 
 
 def test_openapi_is_built_from_the_types(client: Client) -> None:
@@ -84,7 +85,7 @@ def _registry_with(root: Path, model: str, version: str) -> Path:
         id=model, version=version, target="universal", hash="a" * 64, size_bytes=1,
         location=Location("remote", blob_key("a" * 64)),
     )  # fmt: skip
-    commit(LocalStore(root), [descriptor], render=lambda index, aliases: {})
+    commit(LocalStore(root), [descriptor])
     return root
 
 

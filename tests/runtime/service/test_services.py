@@ -26,6 +26,7 @@ from runtime.service.services import (
     UnknownService,
     http_probe,
 )
+from runtime.service.state_memory import MemoryState
 from runtime.service.types import ServiceHeartbeat, ServiceRegistration, Stats
 
 
@@ -112,9 +113,10 @@ def test_services_persist_in_the_catalog(tmp_path: Path) -> None:
 
 def test_a_service_that_goes_down_and_comes_back() -> None:
     service = LocalService()
-    services = ServiceRegistry()
+    state = MemoryState.open()
+    services = state.services
     services.register(reg("api", host="127.0.0.1", url=service.url))
-    checker = HealthChecker(services, timeout=2.0)
+    checker = HealthChecker(state, timeout=2.0)
     service.start()
     try:
         assert asyncio.run(checker.check_all()) == {"api": True}
@@ -135,13 +137,13 @@ def test_a_service_that_goes_down_and_comes_back() -> None:
 def test_a_hung_service_delays_no_other() -> None:
     service = LocalService()
     service.start()
-    services = ServiceRegistry()
+    state = MemoryState.open()
     try:
         with hung_service() as hung:
             for i in range(3):
-                services.register(reg(f"hung{i}", url=hung))
-            services.register(reg("ok", url=service.url))
-            checker = HealthChecker(services, timeout=0.5)
+                state.services.register(reg(f"hung{i}", url=hung))
+            state.services.register(reg("ok", url=service.url))
+            checker = HealthChecker(state, timeout=0.5)
             started = time.monotonic()
             results = asyncio.run(checker.check_all())
             elapsed = time.monotonic() - started
@@ -179,12 +181,13 @@ def test_probe_fails_on_nothing() -> None:
 
 
 def test_a_service_answering_404_is_unhealthy() -> None:
-    services = ServiceRegistry()
+    state = MemoryState.open()
+    services = state.services
     with status_server() as base:
         services.register(reg("missing", url=f"{base}/404"))
         services.register(reg("moved", url=f"{base}/302?to=/200"))
         services.register(reg("gone", url=closed_port_url()))
-        results = asyncio.run(HealthChecker(services, timeout=2.0).check_all())
+        results = asyncio.run(HealthChecker(state, timeout=2.0).check_all())
     assert results == {"missing": False, "moved": True, "gone": False}
     assert (services.get("missing").health_status, services.get("missing").is_healthy) == (
         "unhealthy",
