@@ -95,7 +95,8 @@ class Writeback:
 
     The file must be on disk before it is renamed into place; syncing as we go (call
     :meth:`poke` every :data:`WRITEBACK_EVERY` bytes) overlaps the disk with the network or the
-    compressor, so the final fsync has only the tail left to write.
+    compressor, so the final fsync has only the tail left to write. Leaving it as a context
+    manager stops the thread, as :meth:`close` does.
     """
 
     def __init__(self, fd: int) -> None:
@@ -123,3 +124,9 @@ class Writeback:
         self._closing = True
         self._wake.set()
         self._thread.join()
+
+    def __enter__(self) -> Writeback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
