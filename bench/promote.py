@@ -28,7 +28,7 @@ import blake3
 
 from bench._util import AWS_ENV, MotoLog, moto_server, row
 from runtime.aliases import AliasConflict, promote_detailed
-from runtime.registry.wire import BundleDescriptor, Index, Location, blob_key, encode
+from runtime.registry.wire import BundleDescriptor, Location, blob_key
 from runtime.storage.location import open_store
 from runtime.storage.store import PutMode, Store
 
@@ -37,13 +37,16 @@ VERSIONS = ("1.0", "1.1", "1.2")
 
 
 def publish_index(store: Store) -> None:
-    """An index.json with three versions of one model (promotion reads only the index)."""
+    """An index.json with three versions of one model (promotion reads only the index and the
+    model's shard)."""
+    from registry_build.commit import commit
+
     bundles = []
     for version in VERSIONS:
         digest = blake3.blake3(version.encode()).hexdigest()
         location = Location(url=blob_key(digest))
         bundles.append(BundleDescriptor(MODEL, version, "universal", digest, 1, location))
-    store.put("index.json", encode(Index(bundles=tuple(bundles))))
+    commit(store, bundles)
 
 
 def ours(store: Store, version: str, actor: str, reason: str) -> int:

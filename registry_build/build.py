@@ -2,9 +2,10 @@
 
 :func:`build` reads as the pipeline. It validates the whole config first, packs every bundle
 (content only: ``blobs/``), and only when every bundle succeeded commits (descriptors, then the
-index and pages: :mod:`registry_build.commit`), so a failed build leaves the registry as it was (at
-most unreferenced blobs). An output that is not a directory (``s3://``) is built into a local
-mirror kept with the build state, and the bundles of this build are then published from it
+shards, the documents and pages, and ``index.json``: :mod:`registry_build.commit`), so a failed
+build leaves the registry as it was (at most unreferenced blobs). An output that is not a
+directory (``s3://``) is built into a local mirror kept with the build state, and the bundles of
+this build are then published from it
 (:func:`registry_build.publish.publish_registry`, the same function ``registry-build publish``
 calls); with an alias, publishing ends by promoting it.
 
@@ -47,11 +48,12 @@ from pathlib import Path
 import msgspec
 
 from registry_build.bundle import DigestCache, SourceFile, pack
-from registry_build.commit import commit
+from registry_build.commit import Options, commit
 from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config
 from registry_build.publish import Promote, PublishReport, promote_newest, publish_registry
 from runtime.errors import RegistryError
 from runtime.registry.wire import (
+    INDEX_FORMAT,
     BundleDescriptor,
     blob_key,
     decode_document,
@@ -79,6 +81,11 @@ class BuildOptions:
     actor: str | None = None
     endpoint_url: str | None = None  # for s3:// outputs
     progress: bool = False  # upload progress bars (s3:// outputs)
+    xybrid_index: bool = True  # keep `index` (Xybrid's GET /index) current
+
+    def commit_options(self, rewrite: bool = False) -> Options:
+        """How the commits of this build write (registry_build.commit)."""
+        return Options(xybrid_index=self.xybrid_index, rewrite=rewrite)
 
     def promotion(self) -> Promote | None:
         """The promotion ``alias`` asks for (its name checked), or None."""
@@ -152,7 +159,8 @@ def build(
     state = BuildState(state_dir(location, options.endpoint_url))
     site = LocalStore(location.directory or state.directory / "site")
     results = pack_site(jobs, site, state, options, on_bundle)
-    report = BuildReport(out, results, commit_site(site, state, results), config.warnings)
+    committed = commit_site(site, state, results, options)
+    report = BuildReport(out, results, committed, config.warnings)
     publish_site(report, site, location, promotion, options)
     return report
 
@@ -169,13 +177,17 @@ def pack_site(
         return pack_all(jobs, site, state, staging, options, on_bundle)
 
 
-def commit_site(site: LocalStore, state: BuildState, results: list[BundleResult]) -> list[str]:
+def commit_site(
+    site: LocalStore, state: BuildState, results: list[BundleResult], options: BuildOptions
+) -> list[str]:
     """Commit ``results`` into ``site`` and save the build state; returns the keys written, none
-    when nothing was built and the index and pages are as the last commit left them."""
+    when nothing was built and the index and pages are as the last commit left them (when only
+    they changed since, they are made whole again)."""
     written: list[str] = []
     unchanged = all(r.status == "unchanged" for r in results)
     if not (unchanged and state.committed == site_signature(site.root)):
-        written = commit(site, [r.descriptor for r in results])
+        commits = options.commit_options(rewrite=unchanged)
+        written = commit(site, [r.descriptor for r in results], options=commits)
         state.committed = site_signature(site.root)
     state.save()
     return written
@@ -196,11 +208,12 @@ def publish_site(
         # Only this build's bundles: the mirror may hold others that the bucket lost on purpose.
         only = {d.key for d in built}
         report.published = publish_registry(
-            site.root, dest, promote=promotion, progress=options.progress, only=only
-        )
+            site.root, dest, promote=promotion, progress=options.progress,
+            options=options.commit_options(), only=only,
+        )  # fmt: skip
         report.promoted = report.published.promoted
     elif promotion is not None:
-        report.promoted = promote_newest(site, built, promotion)
+        report.promoted = promote_newest(site, built, promotion, options.commit_options())
 
 
 def plan(config: Config, only: Sequence[str]) -> list[Job]:
@@ -384,7 +397,7 @@ def state_dir(out: Location, endpoint_url: str | None = None) -> Path:
 def site_signature(root: Path) -> str:
     """A digest of the stat() of the documents a commit writes and of the alias views pages
     show: equal after an unchanged build means the index and pages are already current."""
-    parts: list[object] = [BUILD_FORMAT]
+    parts: list[object] = [BUILD_FORMAT, INDEX_FORMAT]  # a new index format: commit again
     paths = [root / k for k in ("index.json", "index", "v1/models", "index.html")]
     for path in [*paths, *sorted(root.glob("aliases/*/index.json"))]:
         try:
@@ -503,6 +516,7 @@ _REGISTRY_ENTRIES = {
     "v1",
     "index",
     "index.json",
+    "shards",
     ".staging",
 }
 _PAGE = re.compile(r"^index(-\d+)?\.html$")

@@ -1,110 +1,262 @@
-"""The commit: record descriptors in a store, then the documents that derive from its index.
+"""The commit: record descriptors in a store, then the shards and documents that derive from them,
+then ``index.json``.
 
 A build ends here (into its own output directory), so does a publish (after uploading the blobs)
 and a promotion (with no descriptors: the pages show aliases), and ``reindex`` reuses the last
-step. It is the one place that orders the writes, so that a crash at any moment leaves the store
+steps. It is the one place that orders the writes, so that a crash at any moment leaves the store
 consistent (content before pointers)::
 
     blobs/<blake3>.xyb              already there: packed by the build, uploaded by publish
     descriptors/<id>/<v>/<t>.json   1. create-only; the same digest already there is a no-op
-    index, v1/models, pages         2. those that changed
-    index.json                      3. compare-and-swap on the etag read before step 1; when
-                                       another writer got there first: re-read, re-merge, retry
+    shards/<id>/<blake3>.json       2. create-only: the new shard of each model with new bundles
+    index, v1/models, pages         3. those that changed
+    index.json                      4. compare-and-swap on the etag read first; when another
+                                       writer got there first: re-read, re-merge, retry
 
 The derived documents go just before the index they derive from, so the last writer to commit
-``index.json`` also wrote the derived documents that match it. Nothing unchanged is rewritten.
-The index is read through :func:`runtime.registry.index.read_index`, which refuses a newer format,
-so a commit never merges into (and overwrites) an index it does not understand.
+``index.json`` also wrote the derived documents that match it. Nothing unchanged is rewritten, and
+nothing is listed. The index is read through :mod:`runtime.registry.index`, which refuses a newer
+format, so a commit never merges into (and overwrites) an index it does not understand; one of
+format 1 is upgraded (:mod:`registry_build.state`).
+
+Step 3 makes the documents one of two ways (:class:`Options`):
+
+- whole, from every shard: for a registry of up to ``whole_models`` models (whose pages may
+  then be one ``index.html``), for ``reindex`` and an upgrade, and whenever the edit below cannot
+  be trusted. Each document is compared with what the store holds (a HEAD each).
+- edited, for a larger registry, which is always split into a model list and a page per model:
+  ``v1/models`` and ``index`` are the documents written for the index read, with the entries of
+  the models whose shard changed since replaced; the pages of those models, and the list pages
+  whose rows changed, are rendered again. The documents read are the ones written for that index
+  only if their BLAKE3 is what its ``documents`` names (a publisher that lost its race, or died,
+  may have written others since): otherwise they are made whole. A round that loses the race
+  edits the same documents again, for the models that changed since it read them.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import blake3
+import msgspec
 
 from registry_build.destination import View
-from registry_build.index import IndexConflict, conflict, index_documents, merge_index
+from registry_build.index import (
+    MODEL_LIST,
+    XYBRID_INDEX,
+    Catalog,
+    IndexConflict,
+    conflict,
+    merge_shard,
+    model_card,
+    model_entry,
+    outside_documents,
+    shard_bytes,
+    splice_entries,
+    splice_models,
+)
+from registry_build.render import ModelView, Site, list_rows
+from registry_build.state import Published, Shards, read_state
 from runtime.aliases.view import read_view
 from runtime.errors import KeyNotFound, PreconditionFailed
-from runtime.registry.index import read_index
+from runtime.registry.index import INDEX_KEY
 from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,
     Index,
-    alias_index_key,
+    ModelInfo,
+    Shard,
     decode_document,
     descriptor_key,
+    encode,
     encode_pretty,
+    shard_key,
 )
 from runtime.storage.store import PutMode, Store
 
 MAX_ATTEMPTS = 12  # compare-and-swap rounds on index.json before giving up
+WHOLE_MODELS = 32  # up to this many models, documents and pages are made whole
 
-Renderer = Callable[[Index, dict[str, AliasIndex]], dict[str, bytes]]
-Reader = Callable[[Store], tuple[Index, str | None]]
+
+class Pages(Protocol):
+    """What renders the browse pages (:class:`registry_build.render.Site`; tests hand in a
+    small stand-in)."""
+
+    def site(
+        self, catalog: Catalog, aliases: Mapping[str, AliasIndex], *, split: bool
+    ) -> dict[str, bytes]: ...
+    def models(self, catalog: Catalog, aliases: Mapping[str, AliasIndex]) -> dict[str, bytes]: ...
+    def front(self, rows: list[ModelView]) -> dict[str, bytes]: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a commit writes. ``xybrid_index``: keep ``index`` (Xybrid's ``GET /index``) current;
+    ``whole_models``: up to this many models, documents are made whole (module notes);
+    ``rewrite``: make them whole even when ``index.json`` would not change (a build whose output
+    was touched since its last commit, reindex); ``pages``: what renders the browse pages."""
+
+    xybrid_index: bool = True
+    whole_models: int = WHOLE_MODELS
+    rewrite: bool = False
+    pages: Pages = field(default_factory=Site)
+
+
+DEFAULTS = Options()
 
 
 @dataclass(frozen=True)
 class Pending:
-    """Descriptors checked against the index they merge into, read with its etag (the
-    compare-and-swap token); ``new`` pairs those the index lacks with their file's bytes."""
+    """Descriptors checked against the shards they merge into, and what was read to check them
+    (``index.json`` with its etag, the shards); ``new`` pairs those no shard holds with their
+    file's bytes."""
 
     descriptors: tuple[BundleDescriptor, ...]
     new: tuple[tuple[BundleDescriptor, bytes], ...]
+    state: Published
+    shards: Shards
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one round commits: the new ``index.json`` (``documents`` yet to be filled in), the
+    shards it names that the store does not hold yet, and the models whose pages are rendered
+    again though their shard did not change (``refresh``)."""
+
     index: Index
-    etag: str | None
+    unwritten: dict[str, bytes]
+    refresh: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Base:
+    """Documents known to be the ones written for an index: that index's shard digest per
+    model and alias maps, and the bytes of ``v1/models`` (and ``index``)."""
+
+    digests: dict[str, str]
+    aliases: dict[str, dict[str, str]]
+    documents: dict[str, bytes]
+
+
+Compute = Callable[[Published], Plan]  # the plan of a round, from what the store holds
+Reader = Callable[[Store, Shards], Published]  # reads what the store holds
 
 
 def prepare(
     store: Store,
     descriptors: Sequence[BundleDescriptor],
     files: Mapping[tuple[str, str, str], bytes] | None = None,
+    local: Store | None = None,
 ) -> Pending:
-    """Read the store's index and check ``descriptors`` against it before anything is written.
+    """Read the store's index and the shards of the models of ``descriptors`` and check the
+    descriptors against them before anything is written.
 
     Raises ImmutableConflict naming both digests when a bundle is published with another digest,
     and IndexFormatError when the index is of a newer format. ``files`` holds descriptor files to
-    copy byte for byte (a publish copies the source's); the others are encoded.
+    copy byte for byte (a publish copies the source's); the others are encoded. ``local`` is the
+    source registry of a publish, where a shard the store names may be read without a request
+    (:class:`registry_build.state.Shards`).
     """
-    index, etag = read_index(store)
-    merge_index(index, descriptors)
-    held = {(d.key, d.hash) for d in index.bundles}
+    shards = Shards(store, local)
+    state = read_state(store, shards)
+    held: set[tuple[tuple[str, str, str], str]] = set()
+    for model, found in _by_model(descriptors).items():
+        current = shards.of(state.index, model)
+        merge_shard(current, model, found)  # raises on a conflict
+        held |= {(b.key, b.hash) for b in current.bundles} if current else set()
     new = [d for d in descriptors if (d.key, d.hash) not in held]
     files = files or {}
     pairs = tuple((d, files.get(d.key) or encode_pretty(d)) for d in new)
-    return Pending(tuple(descriptors), pairs, index, etag)
+    return Pending(tuple(descriptors), pairs, state, shards)
 
 
 def commit(
-    store: Store, descriptors: Sequence[BundleDescriptor], *, render: Renderer | None = None
+    store: Store,
+    descriptors: Sequence[BundleDescriptor],
+    *,
+    refresh: Collection[str] = (),
+    options: Options = DEFAULTS,
 ) -> list[str]:
     """Record descriptors whose blobs ``store`` already holds (module doc); returns the keys
-    written, none when nothing changed. With no descriptors it refreshes the pages."""
-    return record(store, prepare(store, descriptors), View(store, listed=False), render)
+    written, none when nothing changed. ``refresh`` names models whose pages to render again
+    (their aliases moved)."""
+    return record(store, prepare(store, descriptors), View(store, listed=False), refresh, options)
 
 
-def record(store: Store, pending: Pending, view: View, render: Renderer | None = None) -> list[str]:
-    """Write the new descriptors of ``pending``, then the index and what derives from it."""
-    written = write_descriptors(store, view, pending.new)
-
-    def merged(current: Index) -> Index:
-        return merge_index(current, pending.descriptors)
-
-    return written + commit_index(store, view, merged, (pending.index, pending.etag), render)
-
-
-def write_descriptors(
-    store: Store, view: View, new: Iterable[tuple[BundleDescriptor, bytes]]
+def record(
+    store: Store,
+    pending: Pending,
+    view: View,
+    refresh: Collection[str] = (),
+    options: Options = DEFAULTS,
 ) -> list[str]:
+    """Write the new descriptors of ``pending``, then its shards, documents and index."""
+    written = write_descriptors(store, pending.new)
+
+    def merged(state: Published) -> Plan:
+        return merge_plan(state, pending.shards, pending.descriptors, refresh)
+
+    return written + commit_index(store, view, pending.shards, merged, pending.state, options)
+
+
+def commit_index(
+    store: Store,
+    view: View,
+    shards: Shards,
+    compute: Compute,
+    first: Published,
+    options: Options = DEFAULTS,
+    read: Reader = read_state,
+) -> list[str]:
+    """Commit ``compute(what the store holds)`` by compare-and-swap on ``index.json`` (module
+    doc, steps 2 to 4): ``first`` is what was read already, ``read`` reads it again after a lost
+    round. Returns the keys written; unchanged documents are not rewritten."""
+    return _Rounds(store, view, shards, options, first).run(compute, read)
+
+
+def merge_plan(
+    state: Published,
+    shards: Shards,
+    descriptors: Iterable[BundleDescriptor],
+    refresh: Collection[str] = (),
+) -> Plan:
+    """The index of ``state`` with ``descriptors`` merged into their models' shards; each
+    changed shard is made here (and known to ``shards``) and listed as unwritten."""
+    entries = dict(state.index.models)
+    unwritten = dict(state.unwritten)
+    for model, found in _by_model(descriptors).items():
+        current = shards.of(state.index, model)
+        merged = merge_shard(current, model, found)
+        if merged == current:
+            continue
+        data = shard_bytes(merged)
+        if model in entries:  # a shard an upgrade made and this one replaces need not be written
+            unwritten.pop(shard_key(model, entries[model].shard.hash), None)
+        aliases = entries[model].aliases if model in entries else {}
+        entries[model] = model_entry(merged, data, aliases)
+        shards.add(entries[model].shard.hash, merged)
+        unwritten[shard_key(model, entries[model].shard.hash)] = data
+    index = Index(models=dict(sorted(entries.items())), documents=state.index.documents)
+    return Plan(index, unwritten, frozenset(refresh) & set(entries))
+
+
+def _by_model(descriptors: Iterable[BundleDescriptor]) -> dict[str, list[BundleDescriptor]]:
+    grouped: dict[str, list[BundleDescriptor]] = {}
+    for descriptor in descriptors:
+        grouped.setdefault(descriptor.id, []).append(descriptor)
+    return dict(sorted(grouped.items()))
+
+
+def write_descriptors(store: Store, new: Iterable[tuple[BundleDescriptor, bytes]]) -> list[str]:
     """Write each descriptor (with its file's bytes) create-only; the same digest already there
     is a no-op, another digest raises ImmutableConflict naming both."""
     written = []
     for descriptor, data in new:
         key = descriptor_key(*descriptor.key)
-        if view.holds(key, data):
-            continue
         try:
             store.put(key, data, PutMode.CREATE)
             written.append(key)
@@ -116,80 +268,178 @@ def write_descriptors(
 
 
 def _existing_descriptor(store: Store, key: str) -> BundleDescriptor:
-    # No index names it (else prepare() would have seen it): a publisher died before its index.
+    # No shard names it (else prepare() would have seen it): a publisher died before its index.
     fix = "no index.json names it, so delete it and run the command again"
     return decode_document(store.get(key)[0], BundleDescriptor, f"{store.location}/{key}", fix)
 
 
-def commit_index(
-    store: Store,
-    view: View,
-    compute: Callable[[Index], Index],
-    first: tuple[Index, str | None],
-    render: Renderer | None,
-    read: Reader = read_index,
-) -> list[str]:
-    """Write ``compute(current index)`` and what derives from it, by compare-and-swap on
-    ``index.json`` (``first`` is the index and etag already read, ``read`` re-reads them after a
-    lost round); returns the keys written. Unchanged documents are not rewritten."""
-    current, etag = first
-    for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-            time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
-            current, etag = read(store)
-            view.refresh()
-        written = _try_commit(store, view, compute(current), etag, render)
-        if written is not None:
-            return written
-    raise IndexConflict(
-        f"index.json in {store.location} kept changing under {MAX_ATTEMPTS} attempts to merge "
-        "into it; other publishers are very busy: run the command again"
-    )
+class _Rounds:
+    """Compare-and-swap rounds on ``index.json`` (module doc, steps 2 to 4)."""
+
+    def __init__(
+        self, store: Store, view: View, shards: Shards, options: Options, first: Published
+    ) -> None:
+        self.store, self.view, self.shards, self.options = store, view, shards, options
+        self.first = first  # what was read first: the documents to edit must match it
+        self._based: tuple[Base | None] | None = None  # read when a round first needs them
+
+    def run(self, compute: Compute, reread: Reader) -> list[str]:
+        """:func:`commit_index`."""
+        state = self.first
+        for attempt in range(MAX_ATTEMPTS):
+            if attempt:
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
+                state = reread(self.store, self.shards)
+                self.view.refresh()
+            written = self._round(state, compute(state))
+            if written is not None:
+                return written
+        raise IndexConflict(
+            f"index.json in {self.store.location} kept changing under {MAX_ATTEMPTS} attempts to "
+            "merge into it; other publishers are very busy: run the command again"
+        )
+
+    def _round(self, state: Published, plan: Plan) -> list[str] | None:
+        """One round: shards, the documents that changed, then ``index.json`` if its etag is
+        still the one read; the keys written, or None when another writer committed first."""
+        unchanged = plan.index.models == state.index.models and not plan.unwritten
+        if unchanged and not plan.refresh and not self.options.rewrite and state.etag:
+            return []
+        documents, digests = self._documents(plan, self._base())
+        index_bytes = encode(msgspec.structs.replace(plan.index, documents=digests))
+        if state.data == index_bytes and not documents and not plan.unwritten:
+            return []
+        written = self._write_shards(plan.unwritten)
+        for key, data in documents.items():
+            self.view.record(key, data, self.store.put(key, data))
+        mode = PutMode.MATCH if state.etag is not None else PutMode.CREATE
+        try:
+            # Even when index.json's bytes stay the same, the conditional write proves that no one
+            # committed since we read it, so the derived documents just written match it.
+            self.store.put(INDEX_KEY, index_bytes, mode, state.etag)
+        except (PreconditionFailed, KeyNotFound):
+            return None
+        return [*written, *documents, INDEX_KEY]
+
+    def _write_shards(self, unwritten: Mapping[str, bytes]) -> list[str]:
+        written = []
+        for key, data in unwritten.items():
+            if self.view.listed and self.view.info(key) is not None:
+                continue  # named by its digest: a listing shows it is there already
+            try:
+                self.store.put(key, data, PutMode.CREATE)
+                written.append(key)
+            except PreconditionFailed:
+                pass  # named by its digest: what is there holds these very bytes
+        return written
+
+    # -- the documents ---------------------------------------------------------------------
+
+    def _base(self) -> Base | None:
+        """The documents written for the index read first, when they can be edited (module
+        doc); read once, by the first round that needs them."""
+        if self._based is None:
+            self._based = (self._read_base(self.first),)
+        return self._based[0]
+
+    def _read_base(self, state: Published) -> Base | None:
+        models = state.index.models
+        if len(models) <= self.options.whole_models or state.unwritten or self.options.rewrite:
+            return None
+        documents = {}
+        for key in self._outside_keys():
+            data = _read(self.store, key)
+            digest = state.index.documents.get(key)
+            if data is None or digest != blake3.blake3(data).hexdigest():
+                return None
+            documents[key] = data
+        digests = {model: entry.shard.hash for model, entry in models.items()}
+        return Base(digests, {m: dict(e.aliases) for m, e in models.items()}, documents)
+
+    def _outside_keys(self) -> list[str]:
+        return [MODEL_LIST, XYBRID_INDEX] if self.options.xybrid_index else [MODEL_LIST]
+
+    def _documents(self, plan: Plan, base: Base | None) -> tuple[dict[str, bytes], dict[str, str]]:
+        """The documents to write for ``plan`` (whole or edited) and the digests of
+        ``v1/models`` and ``index`` for its ``documents``."""
+        if base is None:
+            outside, pages = self._whole(plan)
+            changed = {k: v for k, v in {**outside, **pages}.items() if not self.view.holds(k, v)}
+        else:
+            outside, changed = self._edited(plan, base)
+        return changed, {k: blake3.blake3(v).hexdigest() for k, v in sorted(outside.items())}
+
+    def _whole(self, plan: Plan) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        index = plan.index
+        catalog = Catalog.of(index, self.shards.every(index))
+        outside = outside_documents(catalog, self.options.xybrid_index)
+        split = len(index.models) > self.options.whole_models
+        views = self._views(index, index.models)
+        return outside, self.options.pages.site(catalog, views, split=split)
+
+    def _edited(self, plan: Plan, base: Base) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        index = plan.index
+        changed = _changed_models(base.digests, index)
+        shards = {m: self.shards.of(index, m) for m in changed}
+        outside = {MODEL_LIST: splice_models(base.documents[MODEL_LIST], _cards(shards))}
+        if self.options.xybrid_index:
+            outside[XYBRID_INDEX] = splice_entries(base.documents[XYBRID_INDEX], shards)
+        written = {k: v for k, v in outside.items() if v != base.documents[k]}
+        redo = sorted((set(changed) | plan.refresh) & set(index.models))
+        some = {m: s for m in redo if (s := self.shards.of(index, m)) is not None}
+        catalog = Catalog.of(_only(index, redo), some)
+        written |= self.options.pages.models(catalog, self._views(index, redo))
+        written |= self._front(outside[MODEL_LIST], index, base, bool(plan.refresh))
+        return outside, written
+
+    def _front(self, models: bytes, index: Index, base: Base, every: bool) -> dict[str, bytes]:
+        """The list pages whose rows changed since ``base`` (all of them with ``every``)."""
+        pages = self.options.pages
+        now = {m: dict(e.aliases) for m, e in index.models.items()}
+        after = pages.front(list_rows(_card_list(models), now))
+        if every:
+            return after
+        before = pages.front(list_rows(_card_list(base.documents[MODEL_LIST]), base.aliases))
+        return {key: data for key, data in after.items() if before.get(key) != data}
+
+    def _views(self, index: Index, models: Iterable[str]) -> dict[str, AliasIndex]:
+        """The alias history view of each of ``models`` that has aliases (one read each); an
+        unreadable one is left out (the next promotion rebuilds it)."""
+        views = {}
+        for model in models:
+            entry = index.models.get(model)
+            found = read_view(self.store, model)[0] if entry and entry.aliases else None
+            if found is not None and found.aliases:
+                views[model] = found
+        return views
 
 
-def _try_commit(
-    store: Store, view: View, index: Index, etag: str | None, render: Renderer | None
-) -> list[str] | None:
-    """One round: the derived documents that changed, then ``index.json`` if its etag is still
-    ``etag``; the keys written, or None when another writer committed first."""
-    documents = _documents(store, view, index, render)
-    index_bytes = documents.pop("index.json")
-    changed = {k: v for k, v in documents.items() if not view.holds(k, v)}
-    if etag is not None and view.holds("index.json", index_bytes) and not changed:
-        return []
-    for key, data in changed.items():
-        view.record(key, data, store.put(key, data))
-    mode = PutMode.MATCH if etag is not None else PutMode.CREATE
+def _changed_models(before: Mapping[str, str], index: Index) -> list[str]:
+    """The models whose shard digest differs between ``before`` and ``index`` (gone ones too)."""
+    now = {model: entry.shard.hash for model, entry in index.models.items()}
+    return sorted(m for m in set(before) | set(now) if before.get(m) != now.get(m))
+
+
+def _cards(shards: Mapping[str, Shard | None]) -> dict[str, dict[str, Any] | None]:
+    return {
+        model: model_card(model, ModelInfo(s.description, s.metadata), list(s.bundles))
+        if s is not None
+        else None
+        for model, s in shards.items()
+    }
+
+
+def _card_list(models: bytes) -> list[dict[str, Any]]:
+    data = msgspec.json.decode(models, type=dict[str, Any]).get("data", [])
+    return [card for card in data if isinstance(card, dict)]
+
+
+def _only(index: Index, models: Collection[str]) -> Index:
+    return Index(models={m: e for m, e in index.models.items() if m in models})
+
+
+def _read(store: Store, key: str) -> bytes | None:
     try:
-        # Even when index.json's bytes stay the same, the conditional write proves that no one
-        # committed since we read it, so the derived documents just written match it.
-        store.put("index.json", index_bytes, mode, etag)
-    except (PreconditionFailed, KeyNotFound):
+        return store.get(key)[0]
+    except KeyNotFound:
         return None
-    return [*changed, "index.json"]
-
-
-def _documents(store: Store, view: View, index: Index, render: Renderer | None) -> dict[str, bytes]:
-    documents = index_documents(index)
-    renderer = render or _default_renderer()
-    documents.update(renderer(index, _aliases(store, view, index.models)))
-    return documents
-
-
-def _default_renderer() -> Renderer:
-    from registry_build.render import render_site  # Jinja2 only when pages are rendered
-
-    return render_site
-
-
-def _aliases(store: Store, view: View, models: Iterable[str]) -> dict[str, AliasIndex]:
-    """Each model's alias view, read only where one exists (no request per model otherwise);
-    an unreadable one is left out (the next promotion rebuilds it)."""
-    views = {}
-    for model in models:
-        if view.info(alias_index_key(model)) is None:
-            continue
-        found = read_view(store, model)[0]
-        if found is not None:
-            views[model] = found
-    return views

@@ -1,10 +1,11 @@
 """What a destination store holds, and what asking it costs.
 
-A publish or a commit asks, before each write, whether the key already holds those bytes, so that
-nothing unchanged is rewritten. :class:`View` answers from one paginated LIST of the destination or
-from a HEAD per key asked about; :func:`plan_view` picks whichever costs fewer requests.
-:class:`CountingStore` counts the requests made through it (the figure a publish reports).
-Equal content is recognised by etag: MD5 on S3, the first half of the BLAKE3 digest locally.
+A publish or a commit asks, before a write, whether the key already holds those bytes, so that
+nothing unchanged is rewritten. :class:`View` answers from a HEAD per key asked about (a publish
+lists nothing), or from one paginated LIST of the destination (``reindex``, which reads all of it
+anyway). :class:`CountingStore` counts the requests made through it (the figure a publish
+reports). Equal content is recognised by etag: MD5 on S3, the first half of the BLAKE3 digest
+locally.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import BinaryIO
 import blake3
 
 from runtime.errors import KeyNotFound
-from runtime.registry.wire import Index
 from runtime.storage.store import ObjectInfo, PutMode, Store
 
 LIST_PAGE = 1000  # keys per page of an S3 listing
@@ -42,9 +42,9 @@ class CountingStore:
         now = getattr(self.inner, "requests", None)
         return self.calls if now is None or self._start is None else now - self._start
 
-    def get(self, key: str) -> tuple[bytes, str]:
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
         self.calls += 1
-        return self.inner.get(key)
+        return self.inner.get(key, if_none_match)
 
     def head(self, key: str) -> ObjectInfo:
         self.calls += 1
@@ -123,10 +123,3 @@ class View:
     def record(self, key: str, data: bytes, etag: str) -> None:
         """Remember what we just wrote."""
         self.objects[key] = ObjectInfo(key, len(data), etag, time.time())
-
-
-def plan_view(store: Store, index: Index, asked: int) -> View:
-    """A LIST view when paging through the whole destination costs fewer requests than ``asked``
-    HEADs; the object count is estimated from the index (a blob and a descriptor per bundle)."""
-    estimate = 2 * len(index.bundles) + 2 * len(index.models) + 3
-    return View(store, listed=max(1, math.ceil(estimate / LIST_PAGE)) <= asked)

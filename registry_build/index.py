@@ -1,30 +1,49 @@
-"""The catalog: merge descriptors into an :class:`~runtime.registry.wire.Index` and encode its
-documents.
+"""The catalog: merge descriptors into a model's shard, make its ``index.json`` entry, and make
+the documents that outsiders read.
 
-``index.json`` (the Index), ``index`` (its entries as a bare array, for Xybrid's ``GET /index``)
-and ``v1/models`` (an OpenAI-style model list) are all derived from the same Index, so they can
-never disagree. Merging enforces immutability: an (id, version, target) keeps its first digest.
+::
+
+    shards/<id>/<blake3>.json   one Shard per model state (:func:`merge_shard`, :func:`shard_bytes`)
+    index.json                  one ModelEntry per model (:func:`model_entry`)
+    index                       every bundle entry, a bare array (Xybrid's GET /index): optional
+    v1/models                   an OpenAI-style model list, one card per model (:func:`model_card`)
+
+Merging enforces immutability: an (id, version, target) keeps its first digest. ``index`` and
+``v1/models`` are made whole from a :class:`Catalog` (every shard; :func:`outside_documents`), or
+edited: the previous document with the entries of the models whose shard changed replaced
+(:func:`splice_models`, :func:`splice_entries`). Both ways give the same bytes: entries are
+encoded one way (sorted keys), models in id order, a model's bundles in
+:func:`runtime.registry.wire.sort_descriptors` order; an edit copies the other models' entries
+byte for byte.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import blake3
+import msgspec
 
 from runtime.errors import ImmutableConflict, RegistryError
 from runtime.names import version_key
 from runtime.registry.wire import (
     BundleDescriptor,
     Index,
+    ModelEntry,
     ModelInfo,
+    Shard,
+    ShardRef,
     encode,
     index_entry,
     sort_descriptors,
 )
 
-INDEX_KEYS = ("index.json", "index", "v1/models")
+XYBRID_INDEX = "index"
+MODEL_LIST = "v1/models"
 
 
 def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConflict:
@@ -37,32 +56,47 @@ def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConf
     )
 
 
-def merge_index(index: Index, new: Iterable[BundleDescriptor]) -> Index:
-    """``index`` plus ``new`` descriptors; the same digest again is a no-op.
+@dataclass(frozen=True)
+class Catalog:
+    """What the pages, ``index`` and ``v1/models`` derive from: each model's description and
+    metadata, every bundle entry, and each model's alias map (as ``index.json`` holds it)."""
 
-    Raises ImmutableConflict naming both digests when a key exists with another digest.
-    ``models`` follows each model's highest version.
-    """
-    entries = {d.key: d for d in index.bundles}
-    newest: dict[str, tuple[object, ...]] = {}
-    for entry in index.bundles:
-        key = version_key(entry.version)
-        newest[entry.id] = max(newest.get(entry.id, key), key)
-    informs: dict[str, BundleDescriptor] = {}  # the new descriptor that now states each model
+    models: dict[str, ModelInfo] = field(default_factory=dict)
+    bundles: tuple[BundleDescriptor, ...] = ()
+    aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, index: Index, shards: Mapping[str, Shard]) -> Catalog:
+        """The catalog of ``index``, whose every model's shard ``shards`` holds (by model)."""
+        ordered = [shards[model] for model in sorted(index.models)]
+        return cls(
+            {s.model: ModelInfo(s.description, s.metadata) for s in ordered},
+            tuple(b for s in ordered for b in s.bundles),
+            {m: dict(index.models[m].aliases) for m in sorted(index.models)},
+        )
+
+
+def merge_shard(shard: Shard | None, model: str, new: Iterable[BundleDescriptor]) -> Shard:
+    """``shard`` (None: the model's first) plus the ``new`` descriptors of ``model``; the same
+    digest again is a no-op. Raises ImmutableConflict naming both digests when a key exists with
+    another digest. The description and metadata follow the model's highest version."""
+    current = shard or Shard(model)
+    entries = {b.key: b for b in current.bundles}
+    top = max((version_key(b.version) for b in current.bundles), default=None)
+    informs: BundleDescriptor | None = None  # the new descriptor that now states the model
     for descriptor in new:
-        current = entries.get(descriptor.key)
-        if current is not None:
-            if current.hash != descriptor.hash:
-                raise conflict(current, descriptor)
+        held = entries.get(descriptor.key)
+        if held is not None:
+            if held.hash != descriptor.hash:
+                raise conflict(held, descriptor)
             continue
         entries[descriptor.key] = index_entry(descriptor)
         key = version_key(descriptor.version)
-        if descriptor.id not in newest or key >= newest[descriptor.id]:
-            newest[descriptor.id] = key
-            informs[descriptor.id] = descriptor
-    models = {**index.models, **{m: model_info(d) for m, d in informs.items()}}
+        if top is None or key >= top:
+            top, informs = key, descriptor
+    info = model_info(informs) if informs else ModelInfo(current.description, current.metadata)
     bundles = tuple(sort_descriptors(list(entries.values())))
-    return Index(models=dict(sorted(models.items())), bundles=bundles)
+    return Shard(model, info.description, info.metadata, bundles)
 
 
 def model_info(descriptor: BundleDescriptor) -> ModelInfo:
@@ -71,37 +105,54 @@ def model_info(descriptor: BundleDescriptor) -> ModelInfo:
     return ModelInfo(descriptor.description, metadata)
 
 
-def index_documents(index: Index) -> dict[str, bytes]:
-    """Store key -> bytes for ``index.json``, ``index`` and ``v1/models``."""
-    return {
-        "index.json": encode(index),
-        "index": encode(index.bundles),
-        "v1/models": encode(model_list(index)),
-    }
+def shard_bytes(shard: Shard) -> bytes:
+    """The bytes a shard is stored as (and named by the BLAKE3 of)."""
+    return encode(shard)
 
 
-def model_list(index: Index) -> dict[str, Any]:
+def model_entry(shard: Shard, data: bytes, aliases: Mapping[str, str]) -> ModelEntry:
+    """The ``index.json`` entry of the shard stored as ``data``, with the model's alias map."""
+    latest = max((b.version for b in shard.bundles), key=version_key)
+    ref = ShardRef(blake3.blake3(data).hexdigest(), len(data))
+    return ModelEntry(latest, ref, dict(sorted(aliases.items())))
+
+
+# -- the documents outsiders read --------------------------------------------------------------
+
+
+def outside_documents(catalog: Catalog, xybrid_index: bool = True) -> dict[str, bytes]:
+    """Store key -> bytes of ``v1/models`` and (with ``xybrid_index``) ``index``, made whole."""
+    documents = {MODEL_LIST: encode(model_list(catalog))}
+    if xybrid_index:
+        documents[XYBRID_INDEX] = encode(catalog.bundles)
+    return documents
+
+
+def model_list(catalog: Catalog) -> dict[str, Any]:
     """The OpenAI-style ``{"object": "list", "data": [...]}`` of models with their metadata."""
     by_model: dict[str, list[BundleDescriptor]] = {}
-    for entry in index.bundles:
+    for entry in catalog.bundles:
         by_model.setdefault(entry.id, []).append(entry)
-    data = []
-    for model, entries in by_model.items():
-        info = index.models.get(model, ModelInfo())
-        versions = sorted({e.version for e in entries}, key=version_key, reverse=True)
-        data.append(
-            {
-                **info.metadata,
-                "id": model,
-                "object": "model",
-                "created": min(_epoch(e.created_at) for e in entries),
-                "owned_by": str(info.metadata.get("source") or "bundle-registry"),
-                "description": info.description,
-                "versions": versions,
-                "targets": sorted({e.target for e in entries}),
-            }
-        )
+    data = [
+        model_card(model, catalog.models.get(model, ModelInfo()), entries)
+        for model, entries in sorted(by_model.items())
+    ]
     return {"object": "list", "data": data}
+
+
+def model_card(model: str, info: ModelInfo, entries: list[BundleDescriptor]) -> dict[str, Any]:
+    """One model of ``v1/models``: its metadata, then the OpenAI fields, then ours."""
+    versions = sorted({e.version for e in entries}, key=version_key, reverse=True)
+    return {
+        **info.metadata,
+        "id": model,
+        "object": "model",
+        "created": min(_epoch(e.created_at) for e in entries),
+        "owned_by": str(info.metadata.get("source") or "bundle-registry"),
+        "description": info.description,
+        "versions": versions,
+        "targets": sorted({e.target for e in entries}),
+    }
 
 
 @functools.lru_cache(maxsize=4096)
@@ -110,6 +161,47 @@ def _epoch(stamp: str) -> int:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return 0
+
+
+class _Named(msgspec.Struct):
+    """The model id of an entry of ``index`` or ``v1/models`` (the rest stays as it is)."""
+
+    id: str
+
+
+class _ModelList(msgspec.Struct):
+    data: list[msgspec.Raw]
+
+
+_named = msgspec.json.Decoder(_Named)
+
+
+def splice_models(previous: bytes, cards: Mapping[str, dict[str, Any] | None]) -> bytes:
+    """``v1/models`` as ``previous`` with the card of each model in ``cards`` replaced (None:
+    removed), in id order. Raises msgspec errors when ``previous`` is not such a list."""
+    old = msgspec.json.decode(previous, type=_ModelList).data
+    kept = {_named.decode(raw).id: [raw] for raw in old}
+    return encode({"object": "list", "data": _spliced(kept, cards)})
+
+
+def splice_entries(previous: bytes, shards: Mapping[str, Shard | None]) -> bytes:
+    """``index`` as ``previous`` with every entry of each model in ``shards`` replaced by its
+    shard's (None: removed); the other models' entries keep their bytes and order."""
+    kept: dict[str, list[Any]] = {}
+    for raw in msgspec.json.decode(previous, type=list[msgspec.Raw]):
+        kept.setdefault(_named.decode(raw).id, []).append(raw)
+    return encode(_spliced(kept, {m: s and list(s.bundles) for m, s in shards.items()}))
+
+
+def _spliced(kept: dict[str, list[Any]], new: Mapping[str, Any]) -> list[Any]:
+    """The entries of every model, in id order: ``new``'s where it names the model (a list of
+    entries, one entry, or None for none), else those ``kept``."""
+    merged: dict[str, list[Any]] = {**kept}
+    for model, entries in new.items():
+        merged.pop(model, None)
+        if entries is not None:
+            merged[model] = entries if isinstance(entries, list) else [entries]
+    return [entry for model in sorted(merged) for entry in merged[model]]
 
 
 class IndexConflict(RegistryError):

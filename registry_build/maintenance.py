@@ -1,16 +1,21 @@
-"""Keeping a published registry healthy: rebuild its index, verify its blobs, collect garbage.
+"""Keeping a published registry healthy: rebuild its index, verify it, collect garbage.
 
 Each works on a store as :mod:`registry_build.publish` leaves it::
 
     DEST/
       descriptors/<id>/<v>/<t>.json   the truth: reindex rebuilds everything below from these
+      aliases/<id>/<alias>.json       ... and the alias maps of index.json from these
+      shards/<id>/<blake3>.json       reindex: one per model (create-only); verify: each checked
+                                      against index.json, its descriptors and blobs; gc: deleted
+                                      when index.json no longer names it, after the grace period
       index.json, index, v1/models    reindex: rebuilt (by compare-and-swap, registry_build.commit)
       index.html, models/...          reindex: re-rendered
       blobs/<blake3>.xyb              verify: stream-hashed; gc: deleted when nothing names them
                                       and they are older than the grace period
 
 None of them reads a blob except ``verify``, and none of them overwrites an ``index.json`` of a
-newer format than this version writes.
+newer format than this version writes. ``reindex`` upgrades a registry of format 1 (so does the
+next publish); ``verify`` and ``gc`` read format 2 only and say to reindex first.
 """
 
 from __future__ import annotations
@@ -20,20 +25,29 @@ import hashlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import blake3
 
-from registry_build.commit import Renderer, commit_index
+from registry_build.commit import DEFAULTS, Options, Plan, commit_index
 from registry_build.destination import View
-from registry_build.index import merge_index
-from runtime.errors import CorruptDocument, KeyNotFound
-from runtime.registry.index import INDEX_KEY, NoIndex, decode_index, read_index
-from runtime.registry.wire import BundleDescriptor, Index, blob_key, decode_document
+from registry_build.state import Published, Shards, build_state, pointer_aliases, shards_from
+from runtime.errors import CorruptDocument, KeyNotFound, RegistryError
+from runtime.registry.index import INDEX_KEY, NoIndex, index_format, read_index, read_shard
+from runtime.registry.wire import (
+    BundleDescriptor,
+    Index,
+    Shard,
+    blob_key,
+    decode_document,
+    descriptor_key,
+    shard_key,
+)
 from runtime.storage.store import ObjectInfo, Store
 
 CHUNK = 1 << 20
 _BLOB_KEY = re.compile(r"^blobs/[0-9a-f]{64}\.xyb$")
+_SHARD_KEY = re.compile(r"^shards/[A-Za-z0-9][A-Za-z0-9._-]*/[0-9a-f]{64}\.json$")
 
 
 def read_descriptors(store: Store) -> list[BundleDescriptor]:
@@ -46,64 +60,99 @@ def _read_descriptor(store: Store, key: str) -> BundleDescriptor:
     return decode_document(store.get(key)[0], BundleDescriptor, f"{store.location}/{key}", fix)
 
 
-def reindex(dest: Store, *, render: Renderer | None = None) -> list[str]:
-    """Rebuild ``index.json``, ``index``, ``v1/models`` and the pages from ``descriptors/`` alone.
+def reindex(dest: Store, *, options: Options = DEFAULTS) -> list[str]:
+    """Rebuild the shards, ``index.json`` (its alias maps from the pointer files), ``index``,
+    ``v1/models`` and the pages from ``descriptors/`` alone; returns the keys written.
 
-    Returns the keys written. Descriptors with the same (id, version, target) twice cannot
-    exist (their key is that triple), so the rebuild cannot conflict.
+    Descriptors with the same (id, version, target) twice cannot exist (their key is that
+    triple), so the rebuild cannot conflict. Each round reads the descriptors and pointers again
+    after ``index.json``, so what a publisher or a promotion committed meanwhile is kept.
     """
+    shards = Shards(dest)
 
-    def rebuilt(_: Index) -> Index:
-        return merge_index(Index(), read_descriptors(dest))
+    def rebuilt(state: Published) -> Plan:
+        made = shards_from(read_descriptors(dest))
+        aliases = pointer_aliases(dest, [shard.model for shard in made])
+        fresh = build_state(made, aliases, shards, state)
+        return Plan(fresh.index, fresh.unwritten)
 
-    view = View(dest, listed=True)
-    return commit_index(dest, view, rebuilt, _replaceable(dest), render, _replaceable)
+    view, first = View(dest, listed=True), _replaceable(dest, shards)
+    whole = replace(options, rewrite=True)
+    return commit_index(dest, view, shards, rebuilt, first, whole, _replaceable)
 
 
-def _replaceable(store: Store) -> tuple[Index, str | None]:
+def _replaceable(store: Store, shards: Shards) -> Published:
     """The etag of ``index.json``, whatever it holds (reindex replaces even one that no longer
     parses), unless it is of a newer format (IndexFormatError): that one is never overwritten."""
     try:
         data, etag = store.get(INDEX_KEY)
     except KeyNotFound:
-        return Index(), None
+        return Published()
     with contextlib.suppress(CorruptDocument):
-        decode_index(data, f"{store.location}/{INDEX_KEY}")
-    return Index(), etag
+        index_format(data, f"{store.location}/{INDEX_KEY}")
+    return Published(Index(), etag, data)
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One blob the index names that is missing or does not match its digest."""
+    """One thing ``verify`` found wrong: a shard, a descriptor or a blob, of a bundle or model."""
 
-    model: str
-    version: str
-    target: str
+    label: str  # model@version (target), or the model for its shard
     key: str
     what: str
 
     def __str__(self) -> str:
-        return f"{self.model}@{self.version} ({self.target}): {self.key} {self.what}"
+        return f"{self.label}: {self.key} {self.what}"
+
+
+def _label(descriptor: BundleDescriptor) -> str:
+    return f"{descriptor.id}@{descriptor.version} ({descriptor.target})"
 
 
 def verify(dest: Store, *, workers: int = 4) -> tuple[int, list[Problem]]:
-    """Stream-hash every blob ``index.json`` names; returns (blobs checked, problems found)."""
+    """Check every shard ``index.json`` names (digest, model, highest version), each of its
+    bundles against its descriptor file, and stream-hash every blob; returns (blobs checked,
+    problems found)."""
     index, etag = read_index(dest)
     if etag is None:
         raise NoIndex(
             f"{dest.location} has no {INDEX_KEY}: publish or build a registry there first"
         )
+    problems, bundles = _check_shards(dest, index)
     with ThreadPoolExecutor(workers) as pool:
-        found = list(pool.map(lambda d: _verify_one(dest, d), index.bundles))
-    return len(index.bundles), [p for p in found if p is not None]
+        found = list(pool.map(lambda d: _verify_one(dest, d), bundles))
+    return len(bundles), problems + [p for found_one in found for p in found_one]
 
 
-def _verify_one(store: Store, descriptor: BundleDescriptor) -> Problem | None:
+def _check_shards(dest: Store, index: Index) -> tuple[list[Problem], list[BundleDescriptor]]:
+    """The problems of the shards themselves, and the bundles of those that could be read."""
+    problems: list[Problem] = []
+    bundles: list[BundleDescriptor] = []
+    for model, entry in sorted(index.models.items()):
+        key = shard_key(model, entry.shard.hash)
+        try:
+            shard = read_shard(dest, model, entry.shard)[0]
+        except RegistryError as exc:
+            problems.append(Problem(model, key, f"cannot be used: {exc}"))
+            continue
+        problems += _shard_problems(model, key, entry.latest, shard)
+        bundles += shard.bundles
+    return problems, bundles
+
+
+def _shard_problems(model: str, key: str, latest: str, shard: Shard) -> list[Problem]:
+    if latest in {b.version for b in shard.bundles}:
+        return []
+    return [Problem(model, key, f"holds no version {latest}, which index.json names the highest")]
+
+
+def _verify_one(store: Store, descriptor: BundleDescriptor) -> list[Problem]:
+    problems = _descriptor_problems(store, descriptor)
     key = blob_key(descriptor.hash)
     try:
         size, digest, sha256 = _hash_blob(store, key)
     except KeyNotFound:
-        return Problem(*descriptor.key, key, "is missing")
+        return [*problems, Problem(_label(descriptor), key, "is missing")]
     if size != descriptor.size_bytes:
         what = f"has {size} bytes, the index names {descriptor.size_bytes}"
     elif digest != descriptor.hash:
@@ -111,8 +160,26 @@ def _verify_one(store: Store, descriptor: BundleDescriptor) -> Problem | None:
     elif descriptor.sha256 and sha256 != descriptor.sha256:
         what = f"has SHA-256 {sha256}, the index names {descriptor.sha256}"
     else:
-        return None
-    return Problem(*descriptor.key, key, what)
+        return problems
+    return [*problems, Problem(_label(descriptor), key, what)]
+
+
+def _descriptor_problems(store: Store, entry: BundleDescriptor) -> list[Problem]:
+    """The descriptor file of a shard's entry: there, and naming the same blob."""
+    key = descriptor_key(*entry.key)
+    try:
+        found = _read_descriptor(store, key)
+    except KeyNotFound:
+        return [Problem(_label(entry), key, "is missing (the shard names the bundle)")]
+    except CorruptDocument as exc:
+        return [Problem(_label(entry), key, f"cannot be read: {exc}")]
+    if (found.hash, found.size_bytes) == (entry.hash, entry.size_bytes):
+        return []
+    what = (
+        f"names blob {found.hash} ({found.size_bytes} bytes), the shard names {entry.hash} "
+        f"({entry.size_bytes} bytes)"
+    )
+    return [Problem(_label(entry), key, what)]
 
 
 def _hash_blob(store: Store, key: str) -> tuple[int, str, str]:
@@ -126,41 +193,46 @@ def _hash_blob(store: Store, key: str) -> tuple[int, str, str]:
     return size, digest.hexdigest(), sha256.hexdigest()
 
 
-def referenced_blobs(store: Store) -> set[str]:
-    """Digests that a descriptor or ``index.json`` names.
+def referenced(store: Store) -> tuple[set[str], set[str]]:
+    """(digests of the blobs, keys of the shards) that ``index.json`` or a descriptor names.
 
     Alias pointers and promotion history name versions, and a version reaches its blobs only
-    through its descriptors (or index entries), which gc never deletes; so every blob an alias
+    through its descriptors (or shard entries), which gc never deletes; so every blob an alias
     or a history record can name is in this set already.
     """
     index = read_index(store)[0]
-    digests = {d.hash for d in index.bundles}
-    indexed = {d.key for d in index.bundles}
+    shards = Shards(store).every(index)
+    digests = {b.hash for shard in shards.values() for b in shard.bundles}
+    indexed = {b.key for shard in shards.values() for b in shard.bundles}
     for info in store.list("descriptors/"):
         parts = info.key.removeprefix("descriptors/").removesuffix(".json").split("/")
         if tuple(parts) not in indexed:
             digests.add(_read_descriptor(store, info.key).hash)
-    return digests
+    named = {shard_key(model, entry.shard.hash) for model, entry in index.models.items()}
+    return digests, named
 
 
 def garbage(store: Store, grace_seconds: float, now: float | None = None) -> list[ObjectInfo]:
-    """Blobs nothing names that are older than the grace period (younger ones may belong to a
-    publish in progress, whose descriptor is not written yet)."""
+    """Blobs nothing names and shards ``index.json`` does not name, older than the grace period
+    (younger ones may belong to a publish in progress, whose index is not written yet)."""
     now = time.time() if now is None else now
-    keep = referenced_blobs(store)
-    return [
-        info
-        for info in store.list("blobs/")
-        if _BLOB_KEY.match(info.key)  # only what a publish writes there, never other files
-        and info.key.removeprefix("blobs/").removesuffix(".xyb") not in keep
-        and now - info.modified > grace_seconds
+    blobs, shards = referenced(store)
+    old = [  # only what a publish writes there, never other files
+        *(i for i in store.list("blobs/") if _BLOB_KEY.match(i.key) and _digest(i) not in blobs),
+        *(i for i in store.list("shards/") if _SHARD_KEY.match(i.key) and i.key not in shards),
     ]
+    return [info for info in old if now - info.modified > grace_seconds]
+
+
+def _digest(info: ObjectInfo) -> str:
+    return info.key.removeprefix("blobs/").removesuffix(".xyb")
 
 
 def gc(
     dest: Store, grace_seconds: float, *, dry_run: bool, now: float | None = None
 ) -> list[ObjectInfo]:
-    """Delete (unless ``dry_run``) unreferenced blobs older than the grace period; returns them."""
+    """Delete (unless ``dry_run``) unreferenced blobs and shards older than the grace period;
+    returns them."""
     doomed = garbage(dest, grace_seconds, now)
     if not dry_run:
         for info in doomed:

@@ -7,19 +7,26 @@ the local mirror of an ``s3://`` output); the destination any
     SRC/                                     DEST/ (after publish)
       blobs/<blake3>.xyb      -- uploaded -->  blobs/<blake3>.xyb        only those DEST lacks
       descriptors/<id>/<v>/<t>.json  ------->  descriptors/...           create-only
-      (index.json, pages: ignored)             index.json, index, v1/models, pages
-                                                                         merged with what DEST has
+      (index.json, pages: ignored)             shards/<id>/<blake3>.json, index.json, index,
+                                               v1/models, pages          merged with what DEST has
                                                aliases/<id>/<alias>...   with a :class:`Promote`
 
 Order, so that a crash at any moment leaves DEST consistent (content before pointers):
 
-1. read DEST's ``index.json`` and refuse at once a bundle already published with another digest,
-   or an index of a newer format (:func:`registry_build.commit.prepare`): no byte is sent;
-2. learn what DEST holds, by one paginated LIST or by a HEAD per key, whichever costs fewer
-   requests (:func:`registry_build.destination.plan_view`); blobs the index names are present;
-3. upload missing blobs create-only (verified against their digest first), in parallel;
-4. commit descriptors, derived documents and ``index.json`` (:mod:`registry_build.commit`);
-5. with a :class:`Promote`, point the alias at each model's newest published version.
+1. read DEST's ``index.json`` and the shards of the models published (from SRC where SRC holds
+   the very shard DEST names: re-publishing an unchanged build reads ``index.json`` alone), and
+   refuse at once a bundle already published with another digest, or an index of a newer format
+   (:func:`registry_build.commit.prepare`): no byte is sent;
+2. for each bundle no shard holds, ask whether DEST has its blob (a HEAD: nothing is listed) and
+   upload the missing ones create-only (verified against their digest first), in parallel;
+3. commit descriptors, shards, derived documents and ``index.json`` (:mod:`registry_build.commit`);
+4. with a :class:`Promote`, point the alias at each model's newest published version.
+
+Publishing one new version of one model of a large registry costs, with ``index`` off: GET
+``index.json``, GET the model's shard, GET ``v1/models``, HEAD and PUT the blob, PUT its descriptor
+and its model's new shard, GET the model's alias view (when it has aliases), PUT ``v1/models``,
+its model page and the list page, and PUT ``index.json``: 12 requests (``index`` on: a GET and a
+PUT more).
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ from typing import Any
 
 import blake3
 
-from registry_build.commit import Renderer, commit, prepare, record
-from registry_build.destination import CountingStore, View, plan_view
+from registry_build.commit import DEFAULTS, Options, commit, prepare, record
+from registry_build.destination import CountingStore, View
 from runtime.aliases import default_actor, promote, resolve_alias
 from runtime.errors import IntegrityError, PreconditionFailed, RegistryError, ResolveError
 from runtime.names import check_name, version_key
@@ -102,7 +109,7 @@ def publish_registry(
     *,
     promote: Promote | None = None,
     progress: bool = False,
-    render: Renderer | None = None,
+    options: Options = DEFAULTS,
     only: Collection[tuple[str, str, str]] | None = None,
 ) -> PublishReport:
     """Publish the built registry at ``src_dir`` to ``dest`` (module doc) and, with ``promote``,
@@ -114,9 +121,10 @@ def publish_registry(
     """
     _refuse_inside(src_dir, dest)
     bundles = read_source(src_dir, only)
-    report = upload_and_commit(bundles, dest, progress, render)
+    report = upload_and_commit(bundles, dest, progress, options, Path(src_dir))
     if promote is not None:
-        report.promoted = promote_newest(dest, [b.descriptor for b in bundles], promote)
+        descriptors = [b.descriptor for b in bundles]
+        report.promoted = promote_newest(dest, descriptors, promote, options)
     return report
 
 
@@ -161,18 +169,24 @@ def _read_bundle(root: Path, path: Path) -> LocalBundle:
 
 
 def upload_and_commit(
-    bundles: Sequence[LocalBundle], dest: Store, progress: bool, render: Renderer | None
+    bundles: Sequence[LocalBundle],
+    dest: Store,
+    progress: bool,
+    options: Options = DEFAULTS,
+    src_dir: Path | None = None,
 ) -> PublishReport:
-    """Steps 1 to 4 of the module doc: the blobs ``dest`` lacks, then the commit."""
+    """Steps 1 to 3 of the module doc: the blobs ``dest`` lacks, then the commit. The shards of
+    ``src_dir`` (a built registry) stand in for the destination's where their digests agree."""
     store = CountingStore(dest)
     files = {b.descriptor.key: b.descriptor_bytes for b in bundles}
-    pending = prepare(store, [b.descriptor for b in bundles], files)
+    source = LocalStore(src_dir) if src_dir is not None else None
+    pending = prepare(store, [b.descriptor for b in bundles], files, source)
     fresh = {d.key for d, _ in pending.new}
     new = [b for b in bundles if b.descriptor.key in fresh]
-    view = plan_view(store, pending.index, asked=2 * len(new) + 2 * len(pending.index.models) + 3)
+    view = View(store, listed=False)
     report = PublishReport()
     upload_blobs(store, view, new, report, progress)
-    report.written = record(store, pending, view, render)
+    report.written = record(store, pending, view, options=options)
     report.skipped = len({b.descriptor.hash for b in bundles}) - len(report.uploaded)
     report.requests = store.requests
     return report
@@ -241,7 +255,10 @@ def _progress_bar(total: int, progress: bool) -> Any:
 
 
 def promote_newest(
-    store: Store, descriptors: Iterable[BundleDescriptor], promotion: Promote
+    store: Store,
+    descriptors: Iterable[BundleDescriptor],
+    promotion: Promote,
+    options: Options = DEFAULTS,
 ) -> list[str]:
     """Point the alias at the highest of ``descriptors``' versions of each model, then refresh
     the pages; one line per model. The reason names the command and the commit (``$GITHUB_SHA``)
@@ -252,11 +269,12 @@ def promote_newest(
     sha = os.environ.get("GITHUB_SHA", "")
     reason = promotion.by + (f" at commit {sha}" if sha else "")
     actor = default_actor(promotion.actor)
+    newest = sorted(newest_versions(descriptors).items())
     lines = [
         _promote_one(store, model, version, promotion.alias, actor, reason)
-        for model, version in sorted(newest_versions(descriptors).items())
+        for model, version in newest
     ]
-    commit(store, [])  # the pages show aliases
+    commit(store, [], refresh=[model for model, _ in newest], options=options)  # pages show them
     return lines
 
 

@@ -1,4 +1,4 @@
-"""Render the browse pages of a registry from its index and alias views.
+"""Render the browse pages of a registry from its catalog and alias views.
 
 Pages written (store keys, relative to the registry root)::
 
@@ -10,8 +10,10 @@ Pages written (store keys, relative to the registry root)::
     models/<id>~3.html    budget: newest first, a pager on each, description and aliases on the
     ...                   first page only ("~" is not allowed in a model id: no name collides)
 
-The split is decided by measured size: model sections are rendered one by one and the single
-page is abandoned as soon as their total passes the budget. A model page over the budget has
+The split is decided by measured size (or asked for: a registry of many models is always split,
+so that a publish renders only the pages of the models it touched, :class:`Site`): model sections
+are rendered one by one and the single page is abandoned as soon as their total passes the
+budget. A model page over the budget has
 its version table cut between versions (a version's targets stay together), after measuring
 what the page around them costs. Pages carry no render time, so the same index and aliases give
 the same bytes. Jinja2 is imported here only: the runtime never needs it. Autoescape is on for
@@ -27,6 +29,11 @@ the page's own address, shows the copy buttons, narrows the model list with the 
 each model in view, so the alias section is current after a promotion without a re-render (from a
 file it says that the aliases are as rendered). Without JavaScript the page shows everything as
 rendered, and a click selects a whole command.
+
+A row of the model list shows what ``v1/models`` and the alias maps of ``index.json`` hold (id,
+description, tags, versions, alias -> version), so the list is rendered the same from a
+:class:`~registry_build.index.Catalog` (:func:`model_views`) and from ``v1/models``
+(:func:`list_rows`), without reading every model's shard.
 """
 
 from __future__ import annotations
@@ -42,9 +49,10 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from registry_build.index import Catalog
 from runtime.errors import InvalidNameError
 from runtime.names import is_name, name_problem, version_key
-from runtime.registry.wire import AliasIndex, AliasView, BundleDescriptor, Index
+from runtime.registry.wire import AliasIndex, AliasView, BundleDescriptor
 
 PAGE_BUDGET = 2_000_000  # bytes: no page over ~2 MB
 COMMAND = "registry-runtime fetch"
@@ -72,6 +80,7 @@ class ModelView:
     tags: tuple[str, ...]
     versions: tuple[VersionGroup, ...]
     aliases: tuple[AliasView, ...]
+    badges: tuple[tuple[str, str], ...] = ()  # (alias, version) for the model list
 
     @property
     def latest(self) -> str:
@@ -90,40 +99,76 @@ def version_page(model: str, number: int) -> str:
 
 
 def render_site(
-    index: Index,
+    catalog: Catalog,
     aliases: Mapping[str, AliasIndex] | None = None,
     *,
     title: str = "Model registry",
     budget: int = PAGE_BUDGET,
+    split: bool = False,
 ) -> dict[str, bytes]:
-    """Store key -> page bytes for ``index`` (and each model's alias view, where one exists).
+    """Store key -> page bytes for ``catalog`` (and each model's alias view, where one exists).
 
-    One ``index.html`` when everything fits in ``budget`` bytes; otherwise a compact front page
-    (split further if needed) and one ``models/<id>.html`` per model, continued in
-    ``models/<id>~2.html``, ... when one model's versions alone exceed the budget. Raises
-    :class:`InvalidNameError` when a split needs a page for a model id that is not a valid name.
+    One ``index.html`` when everything fits in ``budget`` bytes (and ``split`` is not asked);
+    otherwise a compact front page (split further if needed) and one ``models/<id>.html`` per
+    model, continued in ``models/<id>~2.html``, ... when one model's versions alone exceed the
+    budget. Raises :class:`InvalidNameError` when a split needs a page for a model id that is not
+    a valid name.
     """
-    renderer = _Renderer(title, budget)
-    models = model_views(index, aliases or {})
-    single = renderer.single_page(models)
-    if single is not None:
-        return {"index.html": single}
-    pages = renderer.front_pages(models)
-    for model in models:
-        if not is_name(model.id):
-            raise InvalidNameError(name_problem("model id", model.id) + " (needed for its page)")
-        pages.update(renderer.model_pages(model))
-    return pages
+    return Site(title, budget).site(catalog, aliases or {}, split=split)
 
 
-def model_views(index: Index, aliases: Mapping[str, AliasIndex]) -> list[ModelView]:
+class Site:
+    """The pages of one registry: all of them (:meth:`site`), or, for a registry that is split,
+    those of some models (:meth:`models`) and the model list (:meth:`front`). Jinja2 is loaded
+    when the first page is rendered."""
+
+    def __init__(self, title: str = "Model registry", budget: int = PAGE_BUDGET) -> None:
+        self.title, self.budget = title, budget
+        self._renderer: _Renderer | None = None
+
+    @property
+    def renderer(self) -> _Renderer:
+        if self._renderer is None:
+            self._renderer = _Renderer(self.title, self.budget)
+        return self._renderer
+
+    def site(
+        self, catalog: Catalog, aliases: Mapping[str, AliasIndex], *, split: bool
+    ) -> dict[str, bytes]:
+        """Every page of ``catalog`` (see :func:`render_site`)."""
+        models = model_views(catalog, aliases)
+        single = None if split else self.renderer.single_page(models)
+        if single is not None:
+            return {"index.html": single}
+        return {**self.renderer.front_pages(models), **self._model_pages(models)}
+
+    def models(self, catalog: Catalog, aliases: Mapping[str, AliasIndex]) -> dict[str, bytes]:
+        """The pages under ``models/`` of every model of ``catalog``, as a split registry has."""
+        return self._model_pages(model_views(catalog, aliases))
+
+    def front(self, rows: list[ModelView]) -> dict[str, bytes]:
+        """The model list of a split registry (``index.html``, ``index-2.html``, ...)."""
+        return self.renderer.front_pages(rows)
+
+    def _model_pages(self, models: list[ModelView]) -> dict[str, bytes]:
+        pages: dict[str, bytes] = {}
+        for model in models:
+            if not is_name(model.id):
+                raise InvalidNameError(
+                    name_problem("model id", model.id) + " (needed for its page)"
+                )
+            pages.update(self.renderer.model_pages(model))
+        return pages
+
+
+def model_views(catalog: Catalog, aliases: Mapping[str, AliasIndex]) -> list[ModelView]:
     """One view per model (from ``models`` and ``bundles``), sorted by id."""
     grouped: dict[str, dict[str, list[BundleDescriptor]]] = {}
-    for bundle in index.bundles:
+    for bundle in catalog.bundles:
         grouped.setdefault(bundle.id, {}).setdefault(bundle.version, []).append(bundle)
     views = []
-    for model in sorted(set(grouped) | set(index.models)):
-        info = index.models.get(model)
+    for model in sorted(set(grouped) | set(catalog.models)):
+        info = catalog.models.get(model)
         metadata = info.metadata if info is not None else {}
         view = aliases.get(model)
         views.append(
@@ -134,9 +179,33 @@ def model_views(index: Index, aliases: Mapping[str, AliasIndex]) -> list[ModelVi
                 tags=_tags(metadata.get("tags")),
                 versions=_versions(grouped.get(model, {})),
                 aliases=view.aliases if view is not None else (),
+                badges=tuple(sorted(catalog.aliases.get(model, {}).items())),
             )
         )
     return views
+
+
+def list_rows(
+    cards: list[dict[str, Any]], aliases: Mapping[str, Mapping[str, str]]
+) -> list[ModelView]:
+    """The model list's view of each card of ``v1/models`` (what a row shows: no bundles, no
+    history), with the alias maps of ``index.json``; in the order of the cards."""
+    rows = []
+    for card in cards:
+        model = str(card.get("id", ""))
+        versions = [str(v) for v in card.get("versions", ())]
+        rows.append(
+            ModelView(
+                id=model,
+                description=str(card.get("description", "")),
+                metadata=(),
+                tags=_tags(card.get("tags")),
+                versions=tuple(VersionGroup(v, "", ()) for v in versions),
+                aliases=(),
+                badges=tuple(sorted(aliases.get(model, {}).items())),
+            )
+        )
+    return rows
 
 
 def _versions(by_version: dict[str, list[BundleDescriptor]]) -> tuple[VersionGroup, ...]:

@@ -16,10 +16,12 @@ from pathlib import Path
 import blake3
 import pytest
 import zstandard
+from support.sources import catalog_of
 
 from registry_build.build import build
-from runtime.registry.wire import decode_descriptor, decode_index
+from runtime.registry.wire import decode_descriptor
 from runtime.registry.xyb import verify_archive
+from runtime.storage.local import LocalStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,7 +56,7 @@ def xybrid_hash(manifest: dict[str, object], files: dict[str, bytes]) -> str:
 
 
 def test_demo_covers_the_promised_shapes(site: Path) -> None:
-    index = decode_index((site / "index.json").read_bytes())
+    index = catalog_of(LocalStore(site))[1]
     assert len(index.models) >= 3
     assert len({d.target for d in index.bundles}) >= 3
     descriptors = [
@@ -66,7 +68,7 @@ def test_demo_covers_the_promised_shapes(site: Path) -> None:
 
 
 def test_every_demo_bundle_round_trips(site: Path) -> None:
-    index = decode_index((site / "index.json").read_bytes())
+    index = catalog_of(LocalStore(site))[1]
     for entry in index.bundles:
         blob = site / entry.location.url
         data = blob.read_bytes()

@@ -8,10 +8,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from registry_build.commit import Options
 from runtime.storage.location import open_store
 from runtime.storage.store import Store
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+NO_INDEX_WARNING = (
+    "--no-index: `index`, the bare array that Xybrid's GET /index reads, is not updated, so "
+    "Xybrid clients do not see the bundles published from now on (the copy there stays as it "
+    "was); publish without --no-index, or run `registry-build reindex`, to bring it back"
+)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -23,11 +29,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--alias", metavar="NAME", help="point NAME at each model's newest version")
     p.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user name)")
+    no_index(p)
     _endpoint(p)
     p.set_defaults(handler=_publish)
 
     p = subparsers.add_parser("reindex", help="rebuild index and pages from descriptors/ alone")
     p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
+    no_index(p)
     _endpoint(p)
     p.set_defaults(handler=_reindex)
 
@@ -36,7 +44,9 @@ def register(subparsers: Any) -> None:
     _endpoint(p)
     p.set_defaults(handler=_verify)
 
-    p = subparsers.add_parser("gc", help="delete blobs nothing names, older than --grace")
+    p = subparsers.add_parser(
+        "gc", help="delete blobs and shards nothing names, older than --grace"
+    )
     p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
     p.add_argument(
         "--grace",
@@ -47,6 +57,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     _endpoint(p)
     p.set_defaults(handler=_gc)
+
+
+def no_index(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-index``: leave ``index`` (Xybrid's GET /index) as it is, for very large
+    registries, where rewriting every bundle's entry costs more than the bundle published."""
+    parser.add_argument(
+        "--no-index",
+        dest="xybrid_index",
+        action="store_false",
+        help="do not update `index`, the bare array Xybrid's GET /index reads (very large "
+        "registries: it holds every bundle); index.json, shards and v1/models stay current",
+    )
+
+
+def commit_options(args: argparse.Namespace) -> Options:
+    """The commit options the arguments ask for; warns on stderr what ``--no-index`` loses."""
+    if not args.xybrid_index:
+        print(f"Warning: {NO_INDEX_WARNING}", file=sys.stderr)
+    return Options(xybrid_index=args.xybrid_index)
 
 
 def _endpoint(parser: argparse.ArgumentParser) -> None:
@@ -77,7 +106,10 @@ def _publish(args: argparse.Namespace) -> int:
     promote = (
         None if args.alias is None else Promote(args.alias, args.actor, "registry-build publish")
     )
-    report = publish_registry(args.src, _store(args), promote=promote, progress=not args.quiet)
+    report = publish_registry(
+        args.src, _store(args), promote=promote, progress=not args.quiet,
+        options=commit_options(args),
+    )  # fmt: skip
     print(report.summary(), file=sys.stderr)
     for line in report.promoted:
         print(f"promoted {line}", file=sys.stderr)
@@ -87,7 +119,7 @@ def _publish(args: argparse.Namespace) -> int:
 def _reindex(args: argparse.Namespace) -> int:
     from registry_build.maintenance import reindex
 
-    written = reindex(_store(args))
+    written = reindex(_store(args), options=commit_options(args))
     print(f"reindexed {args.dest}: wrote {len(written)} objects", file=sys.stderr)
     return 0
 
@@ -111,5 +143,7 @@ def _gc(args: argparse.Namespace) -> int:
         print(f"{info.key}\t{info.size}")
     verb = "would delete" if args.dry_run else "deleted"
     total = sum(i.size for i in doomed) / 1e6
-    print(f"{verb} {len(doomed)} blobs ({total:.1f} MB)", file=sys.stderr)
+    blobs = sum(i.key.startswith("blobs/") for i in doomed)
+    shards = len(doomed) - blobs
+    print(f"{verb} {blobs} blobs and {shards} shards ({total:.1f} MB)", file=sys.stderr)
     return 0

@@ -17,6 +17,8 @@ from runtime.aliases.lookup import no_alias, resolve
 from runtime.aliases.pointer import decode, digest, newest_seq, read_pointer, read_record
 from runtime.errors import CorruptDocument, IntegrityError, KeyNotFound
 from runtime.names import check_name
+from runtime.registry.index import load_index
+from runtime.registry.resolver import Resolution
 from runtime.registry.wire import (
     MAX_SEQ,
     AliasPointer,
@@ -229,9 +231,24 @@ def verify(store: Store, ref: str, target: str | None = None) -> Verification:
     chain = verify_chain(store, found.model, found.alias) if found.alias else None
     problems = [c.problem for c in checks if not c.ok]
     problems += list(chain.problems) if chain else []
+    problems += _map_problems(store, found) if found.alias else []
     return Verification(
         found.ref, found.model, found.version, found.alias, checks, chain, tuple(problems)
     )
+
+
+def _map_problems(store: Store, found: Resolution) -> list[str]:
+    """A disagreement between the alias map of ``index.json`` (what clients resolve by) and the
+    pointer that ``found`` went through."""
+    entry = load_index(store).models.get(found.model)
+    mapped = entry.aliases.get(found.alias or "") if entry is not None else None
+    if mapped == found.version:
+        return []
+    return [
+        f"index.json maps {found.model}@{found.alias} to {mapped or 'nothing'} but its pointer "
+        f"names {found.version}, so clients resolve {mapped or 'nothing'} (an unfinished "
+        "promotion): promote the alias again, or run `registry-build reindex`"
+    ]
 
 
 def raise_for_problems(report: Verification) -> None:

@@ -1,10 +1,13 @@
 """Reading what aliases name: one alias (:func:`resolve_alias`), a ref through the one resolver
 (:func:`resolve`), and a model's aliases (:func:`aliases`).
 
-Everything here only reads, so it works on every store, HTTP included. A pointer file that is
-missing while records exist (a crash during an alias's first promotion, or a deleted pointer) is
-answered from the newest record, found by probing (no listing needed); with ``repair`` the
-pointer and the view are then fixed too, where the store takes writes.
+Everything here only reads, so it works on every store, HTTP included. These are the
+publisher's tools (the alias commands, the HTTP routes), so an alias is read from its pointer
+file, the compare-and-swap truth, where a client reads the alias map of ``index.json``. A pointer
+file that is missing while records exist (a crash during an alias's first promotion, or a deleted
+pointer) is answered from the newest record, found by probing (no listing needed); with
+``repair`` the pointer, the history view and the alias map of ``index.json`` are then fixed too,
+where the store takes writes.
 """
 
 from __future__ import annotations
@@ -12,12 +15,12 @@ from __future__ import annotations
 import contextlib
 
 from runtime.aliases.pointer import newest, read_pointer, read_record, roll_forward
-from runtime.aliases.view import alias_names, refresh_view
+from runtime.aliases.view import alias_names, refresh_view, sync_index_alias
 from runtime.errors import KeyNotFound, RegistryError, ResolveError
 from runtime.names import Ref, parse_ref
 from runtime.registry import resolver
-from runtime.registry.index import load_index
-from runtime.registry.resolver import Catalog, Resolution, target_order, versions_of
+from runtime.registry.index import entry_of, load_index, load_model
+from runtime.registry.resolver import ModelState, Resolution, target_order
 from runtime.registry.wire import AliasPointer, AliasView, alias_record_key
 from runtime.storage.store import Store
 
@@ -56,6 +59,7 @@ def find_alias(store: Store, model: str, alias: str, repair: bool) -> AliasPoint
     if repair:  # a read-only or contended store may refuse: the answer above is still right
         with contextlib.suppress(RegistryError):
             ahead = roll_forward(store, model, alias, attempts=8) or ahead
+            sync_index_alias(store, model, alias, attempts=8)
             refresh_view(store, model, alias, attempts=8)
     return ahead
 
@@ -68,30 +72,35 @@ def resolve(
     record) of that name exists, else a version. With ``target`` the one bundle for it (or
     ``universal``) is returned, else every target of the version."""
     parsed = parse_ref(ref)
-    catalog = Catalog.of(load_index(store))
+    state = load_model(store, parsed.model)
     targets = None if target is None else target_order(target)
-    return resolver.resolve(
-        catalog,
-        parsed,
-        _alias_version(store, catalog, parsed, repair),
-        targets=targets,
-        where=store.location,
-        known_aliases=lambda: alias_names(store, parsed.model),
-    )
+    alias_version = _alias_version(store, state, parsed, repair)
+    return resolver.resolve(state, parsed, alias_version, targets=targets, where=store.location)
 
 
-def _alias_version(store: Store, catalog: Catalog, ref: Ref, repair: bool) -> str | None:
-    """The version the selector names as an alias; None when it is no alias (or the model is
-    unknown, which the resolver reports without a read)."""
-    if ref.selector is None or not catalog.versions(ref.model):
+def _alias_version(store: Store, state: ModelState, ref: Ref, repair: bool) -> str | None:
+    """The version the selector names as an alias, by its pointer; None when it has none (it is
+    a version, or, when the pointer and records are gone too, an alias of ``index.json`` only).
+    With ``repair`` a map of ``index.json`` that disagrees with the pointer is brought in line."""
+    if ref.selector is None:
         return None
     pointer = find_alias(store, ref.model, ref.selector, repair)
-    return pointer.version if pointer else None
+    if pointer is None:
+        known = ref.selector not in state.versions() and ref.selector in alias_names(
+            store, ref.model
+        )
+        if known:
+            raise resolver.damaged_alias(ref.model, ref.selector, store.location)
+        return None
+    if repair and state.aliases.get(ref.selector) != pointer.version:
+        with contextlib.suppress(RegistryError):  # a read-only store: the answer still stands
+            sync_index_alias(store, ref.model, ref.selector, attempts=8)
+    return pointer.version
 
 
 def aliases(store: Store, model: str) -> tuple[AliasView, ...]:
     """Every alias of ``model`` with its current version and latest record (no history)."""
-    versions_of(Catalog.of(load_index(store)), model, store.location)
+    entry_of(load_index(store), model, store.location)
     return tuple(_current(store, model, name) for name in alias_names(store, model))
 
 

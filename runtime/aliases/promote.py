@@ -11,10 +11,14 @@ on a directory and on S3 alike (an HTTP registry is read-only and refuses the fi
 3. Move the pointer to the new record by compare-and-swap on the etag read in step 1. Once the
    record exists the promotion has happened: if the swap loses, the pointer is rolled forward to
    the newest record (which is ours or later), and never moves backwards.
-4. Rewrite the derived view (:func:`runtime.aliases.view.refresh_view`).
+4. Update the alias map of ``index.json`` from the pointer (compare-and-swap, retried:
+   :func:`runtime.aliases.view.sync_index_alias`), so the next resolve of a client sees it.
+5. Rewrite the derived history view (:func:`runtime.aliases.view.refresh_view`).
 
 A crash between steps 2 and 3 leaves a record ahead of the pointer: the next promotion, or the
-next resolve, finds it and rolls the pointer forward.
+next resolve by the alias commands, finds it and rolls the pointer forward (and then does step 4).
+A crash between steps 3 and 4 leaves ``index.json`` behind the pointer until the next promotion of
+the alias, a resolve by the alias commands, or ``registry-build reindex``.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from runtime.aliases.pointer import (
     read_pointer,
     swap,
 )
-from runtime.aliases.view import RESERVED_ALIASES, refresh_view
+from runtime.aliases.view import RESERVED_ALIASES, refresh_view, sync_index_alias
 from runtime.errors import (
     InvalidNameError,
     KeyNotFound,
@@ -45,14 +49,12 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import check_name
-from runtime.registry.index import load_index
-from runtime.registry.resolver import Catalog, versions_of
+from runtime.registry.index import load_model
 from runtime.registry.wire import (
     MAX_ACTOR,
     MAX_REASON,
     AliasPointer,
     AliasRecord,
-    Index,
     alias_record_key,
     encode_pretty,
 )
@@ -85,15 +87,16 @@ class Promotion:
     warnings: tuple[str, ...] = ()
 
 
-def check_alias(index: Index, model: str, alias: str, location: str) -> None:
-    """Refuse alias names that could be read as a version or collide with the alias view."""
+def check_alias(versions: list[str], model: str, alias: str) -> None:
+    """Refuse alias names that could be read as a version (one of ``versions``, the model's) or
+    collide with the alias view."""
     check_name("alias", alias)
     if alias in RESERVED_ALIASES:
         raise InvalidNameError(
             f"alias {alias!r} is reserved (aliases/{model}/{alias}.json is the model's alias "
             "view): pick another name, e.g. 'production' or 'stable'"
         )
-    if alias in versions_of(Catalog.of(index), model, location):
+    if alias in versions:
         raise InvalidNameError(
             f"alias {alias!r} is also a version of model {model!r}, so {model}@{alias} would be "
             "ambiguous: pick a name that is not a version, e.g. 'production' or 'stable'"
@@ -177,14 +180,13 @@ def _check_request(
     check_name("version", version)
     _check_text("actor", actor, MAX_ACTOR, required=True)
     _check_text("reason", reason, MAX_REASON, required=False)
-    index = load_index(store)
-    versions = versions_of(Catalog.of(index), model, store.location)
+    versions = load_model(store, model).versions()
     if version not in versions:
         raise ResolveError(
             f"model {model!r} has no version {version!r} in {store.location} "
             f"(versions: {', '.join(versions)}): publish it first or pick one of those"
         )
-    check_alias(index, model, alias, store.location)
+    check_alias(versions, model, alias)
 
 
 @dataclass(frozen=True)
@@ -221,13 +223,18 @@ def _advance(store: Store, model: str, alias: str, head: _Head) -> _Head:
 def _finish(
     store: Store, record: AliasRecord, record_digest: str, read: ReadPointer
 ) -> tuple[str, ...]:
-    """Move the pointer and refresh the view; the promotion already happened, so only warn."""
+    """Move the pointer, update index.json's alias map and refresh the view; the promotion
+    already happened, so only warn."""
     warnings: list[str] = []
     model, alias = record.model, record.alias
     try:
         _move_pointer(store, pointer_for(record, record_digest), read)
     except RegistryError as exc:
         warnings.append(f"the pointer was not moved yet (the next promote or resolve will): {exc}")
+    try:
+        sync_index_alias(store, model, alias)
+    except RegistryError as exc:
+        warnings.append(f"index.json's alias map was not updated, so clients do not see it: {exc}")
     try:
         refresh_view(store, model, alias, covering=record.seq)
     except RegistryError as exc:

@@ -1,20 +1,36 @@
-"""The derived view of a model's aliases, and the names of its aliases.
+"""The derived views of a model's aliases, and the names of its aliases.
 
 ::
 
     aliases/<id>/index.json           AliasIndex: every alias of the model with its history
+    index.json                        models[<id>].aliases: alias -> version, what clients read
 
-The view is rewritten after each promotion (compare-and-swap, merged from the records), so a
-browse page shows current aliases without a rebuild. Readers of an alias never depend on it,
-except where nothing else can name the aliases: a store without a listing (HTTP) learns a model's
-alias names from the view alone (:func:`alias_names`).
+Both are rewritten after each promotion by compare-and-swap. The history view is merged from the
+records, so a browse page shows current aliases without a rebuild; readers of an alias never depend
+on it, except where nothing else can name the aliases: a store without a listing (HTTP) learns a
+model's alias names from the view alone (:func:`alias_names`).
+
+The alias map of ``index.json`` (:func:`sync_index_alias`) is what a client resolves an alias by.
+It is read before the pointer and written only if ``index.json`` is still what was read, so it
+never moves back: whoever writes after another writer read ``index.json`` again first, and so
+read a pointer at least as new as the one the other wrote.
 """
 
 from __future__ import annotations
 
-from runtime.aliases.pointer import DEFAULT_ATTEMPTS, AliasConflict, backoff, decode, records_after
+import msgspec
+
+from runtime.aliases.pointer import (
+    DEFAULT_ATTEMPTS,
+    AliasConflict,
+    backoff,
+    decode,
+    read_pointer,
+    records_after,
+)
 from runtime.errors import CorruptDocument, KeyNotFound, PreconditionFailed
 from runtime.names import check_name, is_name
+from runtime.registry.index import INDEX_KEY, read_index
 from runtime.registry.wire import AliasIndex, AliasView, alias_index_key, encode
 from runtime.storage.store import PutMode, ReadOnlyStore, Store
 
@@ -110,4 +126,32 @@ def refresh_view(
     raise AliasConflict(
         f"could not refresh {alias_index_key(model)} in {store.location} after {attempts} "
         "attempts: other promotions keep rewriting it; it catches up on the next promotion"
+    )
+
+
+def sync_index_alias(
+    store: Store, model: str, alias: str, *, attempts: int = DEFAULT_ATTEMPTS
+) -> str | None:
+    """Make the alias map of ``index.json`` say what the pointer of ``model@alias`` says now
+    (module notes); returns that version (None: no pointer, so no alias). Nothing is written when
+    the map already agrees, or when ``index.json`` does not hold the model."""
+    for attempt in range(attempts):
+        index, etag = read_index(store)
+        entry = index.models.get(model)
+        pointer = read_pointer(store, model, alias).value
+        version = pointer.version if pointer is not None else None
+        if entry is None or etag is None or entry.aliases.get(alias) == version:
+            return version
+        aliases = {k: v for k, v in entry.aliases.items() if k != alias}
+        aliases.update({alias: version} if version is not None else {})
+        changed = msgspec.structs.replace(entry, aliases=dict(sorted(aliases.items())))
+        updated = msgspec.structs.replace(index, models={**index.models, model: changed})
+        try:
+            store.put(INDEX_KEY, encode(updated), PutMode.MATCH, etag)
+            return version
+        except (PreconditionFailed, KeyNotFound):
+            backoff(attempt)
+    raise AliasConflict(
+        f"could not update the alias map of {INDEX_KEY} in {store.location} for {model}@{alias} "
+        f"after {attempts} attempts: other writers keep changing it; run the promotion again"
     )

@@ -6,13 +6,18 @@ Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry`
     blobs/.<blake3>.partial-<pid>-<rand>    a download in progress, private to one process
     descriptors/<blake3>.json               the full descriptor (with ``files``) of a cached blob
     trees/<blake3>/                         the extracted model files of a blob
+    shards/<blake3>.json                    verified shards (every bundle of one model at one
+                                            moment), content-addressed like blobs, shared by
+                                            every registry; mtime = last use
     registries/<key>/                       one registry's mutable documents as last seen
                                             (:mod:`runtime.client.mirror` owns each)
     build/                                  registry_build's own state (never touched here)
 
-Only verified bytes are ever renamed into ``blobs/``; every other write goes through a temporary
-file and a rename, so a reader sees a whole file or none. ``prune`` removes blobs (with their
-descriptor and tree) not used for N days, and partial downloads abandoned for a day.
+Only verified bytes are ever renamed into ``blobs/`` and ``shards/``; every other write goes
+through a temporary file and a rename, so a reader sees a whole file or none. A cached shard is
+checked again on every read like one from a registry (a few microseconds): one damaged on disk is
+removed and read from the registry anew. ``prune`` removes blobs (with their descriptor and tree)
+and shards not used for N days, and partial downloads abandoned for a day.
 
 Every path here is built from a digest (64 lowercase hex, checked again where it becomes a path),
 never from other text a registry sent, so nothing a registry says can name a file outside the
@@ -158,6 +163,30 @@ class Cache:
         """Keep a blob's full descriptor (before the blob itself, so a cached blob has one)."""
         write_atomic(self._descriptor_path(descriptor.hash), encode_pretty(descriptor))
 
+    def _shard_path(self, digest: str) -> Path:
+        return self.root / "shards" / f"{_checked(digest)}.json"
+
+    def shard(self, digest: str) -> tuple[bytes, Path] | None:
+        """The bytes of the cached shard of ``digest`` and its path (marking it used), or None;
+        the caller checks them (:func:`runtime.registry.index.check_shard`) as it checks a
+        registry's, and removes a damaged copy (:meth:`remove_shard`)."""
+        path = self._shard_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(OSError):  # a read-only cache still serves
+            os.utime(path)
+        return data, path
+
+    def save_shard(self, digest: str, data: bytes) -> None:
+        """Keep a shard whose bytes were verified against ``digest``."""
+        write_atomic(self._shard_path(digest), data)
+
+    def remove_shard(self, digest: str) -> None:
+        """Forget a cached shard (one that no longer verifies)."""
+        self._shard_path(digest).unlink(missing_ok=True)
+
     def entries(self) -> list[CacheEntry]:
         """Every cached blob, most recently used first."""
         found = []
@@ -179,7 +208,8 @@ class Cache:
         return sorted(found, key=lambda e: (-e.last_used, e.digest))
 
     def prune(self, keep_days: float, now: float | None = None) -> PruneReport:
-        """Remove blobs unused for ``keep_days`` (with descriptor and tree), and old partials."""
+        """Remove blobs unused for ``keep_days`` (with descriptor and tree), shards unused as
+        long, and old partials."""
         now = time.time() if now is None else now
         blobs = freed = 0
         for entry in self.entries():
@@ -187,7 +217,15 @@ class Cache:
                 freed += entry.size
                 blobs += 1
                 self.remove(entry.digest)
+        self._prune_shards(now - keep_days * DAY)
         return PruneReport(blobs, self._prune_partials(now), freed)
+
+    def _prune_shards(self, unused_since: float) -> None:
+        folder = self.root / "shards"
+        for path in folder.glob("*.json") if folder.is_dir() else ():
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < unused_since:
+                    path.unlink()
 
     def remove(self, digest: str) -> None:
         """Forget one blob: the blob first, then its tree and descriptor."""

@@ -5,19 +5,21 @@
 ``s3://BUCKET/PREFIX`` (boto3 is imported only then), and keeps what it learns in a
 :class:`~runtime.client.cache.Cache`:
 
-- the registry's mutable documents (``index.json``, alias pointers) in its own folder, through a
-  :class:`~runtime.client.mirror.Mirror`, which also resolves refs against them (when offline or
+- the registry's ``index.json`` in its own folder, read conditionally, through a
+  :class:`~runtime.client.mirror.Mirror`, which also resolves refs against it (when offline or
   unreachable, from what it saved, with a notice);
-- blobs, their descriptors and extracted trees, content-addressed, shared by every registry.
+- shards, blobs, their descriptors and extracted trees, content-addressed, shared by every
+  registry.
 
-Resolution follows :func:`runtime.registry.resolver.resolve`: a selector is an alias when
-``aliases/<model>/<selector>.json`` exists, else an exact version; no selector means the highest
+Resolution follows :func:`runtime.registry.resolver.resolve`: a selector is an alias when the
+model's alias map in ``index.json`` names it, else an exact version; no selector means the highest
 version; the target is the one asked for, else this machine's, else ``universal``.
 
 What a registry sends is decoded by :func:`runtime.registry.wire.decode_document` into checked
-values (``index.json`` by :mod:`runtime.registry.index`, which refuses a newer format), so no
-digest, name or path from a registry reaches a cache path unchecked. Every blob is verified before
-it enters the cache (:func:`runtime.client.download.download_blob`). Extraction is bounded
+values (``index.json`` and shards by :mod:`runtime.registry.index`, which refuses another format
+and checks a shard's digest), so no digest, name or path from a registry reaches a cache path
+unchecked. Every shard and blob is verified before it enters the cache
+(:func:`runtime.client.download.download_blob`). Extraction is bounded
 (:class:`runtime.registry.xyb.Limits`); a bundle refused as malformed or unsafe is removed from the
 cache so that the next fetch downloads it again.
 """

@@ -2,8 +2,15 @@
 
 Static registry layout (a directory or a bucket prefix)::
 
-    index.json                      Index: {"format", "models", "bundles"} (mutable, no-cache)
-    index                           the same bundle entries as a bare JSON array (Xybrid GET /index)
+    index.json                      Index (format 2): {"format", "models", "documents"} (no-cache)
+                                    one ModelEntry per model: {"latest": VERSION, "shard":
+                                    [BLAKE3, SIZE], "aliases": {ALIAS: VERSION}}; nothing in it
+                                    grows with the number of versions
+    shards/<id>/<blake3>.json       Shard: every bundle of one model (index entries) and the
+                                    model's description and metadata; immutable, named by the
+                                    BLAKE3 of its bytes, which index.json names with its size
+    index                           every bundle entry as a bare JSON array (Xybrid GET /index);
+                                    optional (``registry-build publish --no-index``)
     v1/models                       OpenAI-style model list {"object": "list", "data": [...]}
     index.html, models/...          browse pages (short cache)
     blobs/<blake3-hex>.xyb          bundle bytes, content-addressed, immutable
@@ -12,9 +19,19 @@ Static registry layout (a directory or a bucket prefix)::
     aliases/<id>/<alias>.json       pointer file: the version an alias names now (mutable)
     aliases/<id>/<alias>/<seq>.json one immutable record per promotion
 
-Entries of ``index.json`` and ``index`` are descriptors *without* ``files``, ``description`` and
-``metadata`` (see :func:`index_entry`), so the index stays small (the descriptor file keeps them;
-``index.json``'s ``models`` carries each model's description and metadata from its highest version).
+A shard's key is derived, never written: ``shards/<id>/<hash>.json`` (:func:`shard_key`), so an
+index entry spends its bytes on the digest alone. An index entry's ``aliases`` is derived from the
+pointer files (which stay the compare-and-swap truth that a promotion writes; a promotion then
+updates this map), so a client resolves an alias from ``index.json`` without reading a pointer.
+``documents`` names the BLAKE3 of the ``index`` and ``v1/models`` written for this index, so a
+publisher can tell that those it reads match it before it edits them
+(:mod:`registry_build.commit`).
+
+Entries of shards and ``index`` are descriptors *without* ``files``, ``description`` and
+``metadata`` (see :func:`index_entry`): a resolve needs the target, version, hash, size and url;
+the descriptor file keeps the rest, and the shard keeps the description and metadata of the
+model's highest version. Format 1 (:class:`IndexV1`: every entry in ``index.json``) is read only to
+upgrade it.
 
 A registry may be hostile, so every document read from one goes through :func:`decode_document`,
 and its types carry their constraints: digests are 64 lowercase hex characters (``sha256`` and a
@@ -36,7 +53,7 @@ from runtime.documents import quoted
 from runtime.errors import CorruptDocument
 from runtime.names import NAME_PATTERN, NAME_RULE, version_key, whole
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 MAX_BUNDLE_BYTES = 1 << 40  # 1 TiB: no bundle, and no file in one, is larger
 MAX_FILES = 100_000  # files in one bundle
 MAX_PATH = 4096  # characters of a file path inside a bundle, or of a key
@@ -120,16 +137,52 @@ class Manifest(msgspec.Struct, frozen=True):
 
 
 class ModelInfo(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Per-model description and metadata in ``index.json`` (from the model's highest version)."""
+    """A model's description and metadata (from its highest version's descriptor)."""
 
     description: str = ""
     metadata: dict[str, Any] = {}
 
 
+class ShardRef(msgspec.Struct, frozen=True, array_like=True):
+    """What a model's shard must be: the BLAKE3 of its bytes and their size, written as the pair
+    ``[hash, size]`` (an index entry spends its bytes on the digest). Its key is
+    ``shards/<id>/<hash>.json`` (:func:`shard_key`)."""
+
+    hash: Digest
+    size: Size
+
+
+class ModelEntry(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One model in ``index.json``: all a resolve needs besides the shard it names."""
+
+    latest: Name  # the highest version
+    shard: ShardRef
+    aliases: dict[Name, Name] = {}  # alias -> version, as the pointer files say
+
+
 class Index(msgspec.Struct, frozen=True):
-    """``index.json``: the catalog."""
+    """``index.json`` (format 2): one entry per model, and the digests of the ``documents``
+    (``index``, ``v1/models``) written for it."""
 
     format: int = INDEX_FORMAT
+    models: dict[Name, ModelEntry] = {}
+    documents: dict[Key, Digest] = {}
+
+
+class Shard(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``shards/<id>/<blake3>.json``: every bundle of one model (index entries, by
+    :func:`sort_descriptors`), with the model's description and metadata."""
+
+    model: Name
+    description: str = ""
+    metadata: dict[str, Any] = {}
+    bundles: tuple[BundleDescriptor, ...] = ()
+
+
+class IndexV1(msgspec.Struct, frozen=True):
+    """``index.json`` of format 1 (every bundle entry in the one document): read to upgrade."""
+
+    format: int = 1
     models: dict[Name, ModelInfo] = {}
     bundles: tuple[BundleDescriptor, ...] = ()
 
@@ -144,8 +197,13 @@ def descriptor_key(model: str, version: str, target: str) -> str:
     return f"descriptors/{model}/{version}/{target}.json"
 
 
+def shard_key(model: str, digest: str) -> str:
+    """Store key of a model's shard, named by the BLAKE3 of its bytes."""
+    return f"shards/{model}/{digest}.json"
+
+
 def index_entry(descriptor: BundleDescriptor) -> BundleDescriptor:
-    """The descriptor as it appears in ``index.json`` and ``index``: without the bulky fields."""
+    """The descriptor as it appears in shards and ``index``: without the bulky fields."""
     return msgspec.structs.replace(descriptor, files=(), description="", metadata={})
 
 
@@ -172,11 +230,6 @@ def encode_pretty(value: object) -> bytes:
 def decode_descriptor(data: bytes) -> BundleDescriptor:
     """Parse a descriptor file (raises msgspec.ValidationError naming the bad field)."""
     return msgspec.json.decode(data, type=BundleDescriptor)
-
-
-def decode_index(data: bytes) -> Index:
-    """Parse ``index.json`` (raises msgspec.ValidationError naming the bad field)."""
-    return msgspec.json.decode(data, type=Index)
 
 
 def decode_document(data: bytes, kind: type[T], where: str, fix: str) -> T:

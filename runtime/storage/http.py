@@ -6,9 +6,15 @@
 - ``https://user:token@host/...``: the credentials go in a basic-auth header; ``location`` is the
   URL without them, and so is every message.
 - ``get`` reads a document whole, at most ``max_get_bytes`` (:data:`MAX_GET_BYTES`): a hostile
-  server cannot make a client hold a 10 GB ``index.json`` in memory. Its etag is the ``ETag``
-  header as sent ("" when there is none), ready to go back as ``If-None-Match``.
-- ``open`` streams a blob; a body cut mid-way is asked for again with ``Range: bytes=<have>-``.
+  server cannot make a client hold a 10 GB ``index.json`` in memory. Its etag is the validator
+  the server gave: the ``ETag`` header as sent, else (a server without ETags, such as
+  ``python -m http.server``) ``modified:`` and the ``Last-Modified`` date, but only when that date
+  is strong, at least a second before the response's ``Date`` (RFC 9110, 8.8.2.2: a file changed
+  twice within its last second would otherwise look unchanged), else "". With
+  ``if_none_match=etag`` it asks ``If-None-Match`` (or ``If-Modified-Since``), and a 304 raises
+  :class:`~runtime.storage.store.NotModified`: no body is sent.
+- ``open`` streams a blob, its reader's ``readinto`` receiving from the socket straight into the
+  caller's buffer; a body cut mid-way is asked for again with ``Range: bytes=<have>-``.
   A server that answers ``200`` instead of ``206`` sends the whole object again: the bytes already
   delivered are skipped, so the reader sees one unbroken stream either way (up to
   ``resume_attempts`` breaks; the caller's digest check covers the joined bytes).
@@ -20,19 +26,22 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import http.client
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import IncompleteRead
 from urllib3.util import Retry, Timeout
 
 from runtime.errors import KeyNotFound, RegistryError, StoreError
 from runtime.storage.location import Location
 from runtime.storage.store import (
+    NotModified,
     ObjectInfo,
     PutMode,
     ReadOnlyStore,
@@ -40,10 +49,14 @@ from runtime.storage.store import (
     check_key,
 )
 
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
 MAX_GET_BYTES = 256 << 20  # a document read whole: index.json of ~500k bundles fits
 CHUNK = 4 << 20  # big reads are much faster than read1's socket-sized pieces
 ERROR_BODY_BYTES = 64 << 10  # an error page this small is read to keep the connection
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+MODIFIED = "modified:"  # an etag made of a Last-Modified date (a server that sends no ETag)
 Response = urllib3.BaseHTTPResponse
 
 
@@ -101,10 +114,11 @@ class HttpStore:
         """The URL of a registry key."""
         return f"{self.location}/{check_key(key)}"
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """The whole object and its etag (documents: index, descriptors, pointers, records)."""
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+        """The whole object and its etag (documents: index, descriptors, pointers, records);
+        :class:`NotModified` when the server answers 304 to ``if_none_match``."""
         for attempt in range(self.resume_attempts + 1):
-            response = self.answer("GET", key)
+            response = self.answer("GET", key, _conditional(if_none_match))
             try:
                 return self._whole(key, response), _etag(response)
             except Urllib3Error as exc:
@@ -158,8 +172,12 @@ class HttpStore:
 
     def answer(self, method: str, key: str, headers: dict[str, str] | None = None) -> Response:
         """The response to ``method key`` when its status is 200 or 206; else the error the
-        status means (404: :class:`KeyNotFound`)."""
+        status means (404: :class:`KeyNotFound`; 304, to a conditional request:
+        :class:`NotModified`)."""
         response = self._send(method, key, headers or {})
+        if response.status == 304:
+            _discard(response)
+            raise NotModified(key)
         if response.status not in (200, 206):
             _discard(response)
             raise self._status_error(key, response.status)
@@ -219,53 +237,98 @@ class HttpStore:
         )
 
 
+# What a body read raises when the connection breaks: a new request may cure it.
+_BREAKS = (Urllib3Error, OSError, http.client.HTTPException)
+
+
 class _Body(io.RawIOBase):
-    """The bytes of one object as a stream; a broken connection is resumed where it broke."""
+    """The bytes of one object as a stream; a broken connection is resumed where it broke.
+
+    ``readinto`` is the primitive (``read`` comes from :class:`io.RawIOBase`): the socket's bytes
+    go straight into the caller's buffer, so a download allocates nothing per piece.
+    """
 
     def __init__(self, store: HttpStore, key: str) -> None:
         super().__init__()
         self._store, self._key = store, key
         self._have = 0  # bytes handed to the reader
         self._breaks = 0
+        self._skip = 0  # bytes of a restarted response (a 200 to a Range) the reader has already
+        self._left: int | None = None  # bytes the current response still owes (None: unknown)
+        self._receive: Callable[[memoryview], int]  # the current response's readinto
         self._response: Response | None = None  # set first: close() runs even if the GET fails
-        self._response = store.answer("GET", key)
+        self._start(store.answer("GET", key))
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` bytes (all that is left when negative); b"" at the end."""
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` with the next bytes (fewer at the end of the object); 0 at the end."""
+        view = memoryview(buffer).cast("B")
         while True:
+            if self._response is None:
+                self._reopen()
             try:
-                response = self._response or self._reopen()
-                chunk = response.read(size if size >= 0 else None, decode_content=False)
-            except Urllib3Error as exc:
+                count = self._next(view)
+            except _BREAKS as exc:
                 self._broken(exc)
                 continue
-            self._have += len(chunk)
-            return chunk
+            self._have += count
+            return count
 
-    def _broken(self, exc: Urllib3Error) -> None:
-        if self._response is not None:
-            _finish(self._response)
-            self._response = None
+    def _next(self, view: memoryview) -> int:
+        """The next bytes of the current response that the reader has not had, into ``view``."""
+        while self._skip:
+            skipped = self._take(view[: min(len(view), self._skip)])
+            if not skipped:
+                return 0
+            self._skip -= skipped
+        return self._take(view)
+
+    def _take(self, view: memoryview) -> int:
+        count = self._receive(view)
+        if not count and view and self._left:  # the server promised more, then hung up
+            raise IncompleteRead(self._have, self._left)
+        if self._left is not None:
+            self._left -= count
+        return count
+
+    def _start(self, response: Response) -> None:
+        self._response, self._left = response, response.length_remaining
+        self._receive = _socket_readinto(response)
+
+    def _reopen(self) -> None:
+        have = self._have
+        response = self._store.answer("GET", self._key, {"Range": f"bytes={have}-"} if have else {})
+        self._skip = 0 if _continues(response, have) else have
+        self._start(response)
+
+    def _broken(self, exc: Exception) -> None:
+        self._release()
         _pause(self._breaks, self._store.resume_attempts, self._store.location, self._key, exc)
         self._breaks += 1
 
-    def _reopen(self) -> Response:
-        have = self._have
-        response = self._store.answer("GET", self._key, {"Range": f"bytes={have}-"} if have else {})
-        self._response = response
-        if have and not _continues(response, have):
-            while have > 0 and (skipped := response.read(min(have, CHUNK), decode_content=False)):
-                have -= len(skipped)
-        return response
+    def _release(self) -> None:
+        """Give the connection back: for reuse when the response was read to its end, closed
+        otherwise (the next request must not read what is left of this one)."""
+        if self._response is not None:
+            if self._left != 0:
+                self._response.close()
+            self._response.release_conn()
+            self._response = None
 
     def close(self) -> None:
-        if self._response is not None:
-            _finish(self._response)
-            self._response = None
+        self._release()
         super().close()
+
+
+def _socket_readinto(response: Response) -> Callable[[memoryview], int]:
+    """The fastest ``readinto`` of a response's body: the one of the ``http.client`` response
+    under urllib3's, which receives into the caller's buffer. urllib3's own ``readinto`` reads
+    into a new ``bytes`` and copies that: an allocation per call, which with a 4 MiB buffer
+    measured two page faults per page received. It is the fallback where the other is missing."""
+    raw = getattr(response, "_fp", None)  # urllib3 2 keeps the http.client response in _fp
+    return raw.readinto if isinstance(raw, http.client.HTTPResponse) else response.readinto
 
 
 def _discard(response: Response) -> None:
@@ -292,13 +355,33 @@ def _continues(response: Response, offset: int) -> bool:
 
 
 def _etag(response: Response) -> str:
-    return str(response.headers.get("ETag", ""))
+    """The response's validator (module notes): its ETag, else a strong Last-Modified, else ""."""
+    etag = response.headers.get("ETag")
+    if etag:
+        return str(etag)
+    modified, date = _date(response, "Last-Modified"), _date(response, "Date")
+    if modified is None or date is None or date - modified < 1:
+        return ""
+    return MODIFIED + str(response.headers["Last-Modified"])
+
+
+def _conditional(etag: str | None) -> dict[str, str]:
+    """The header that asks for the object only if it no longer has ``etag``."""
+    if not etag:
+        return {}
+    if etag.startswith(MODIFIED):
+        return {"If-Modified-Since": etag.removeprefix(MODIFIED)}
+    return {"If-None-Match": etag}
+
+
+def _date(response: Response, header: str) -> float | None:
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return email.utils.parsedate_to_datetime(response.headers[header]).timestamp()
+    return None
 
 
 def _modified(response: Response) -> float:
-    with contextlib.suppress(KeyError, TypeError, ValueError):
-        return email.utils.parsedate_to_datetime(response.headers["Last-Modified"]).timestamp()
-    return 0.0
+    return _date(response, "Last-Modified") or 0.0
 
 
 def _pause(attempt: int, attempts: int, location: str, key: str, exc: Exception) -> None:

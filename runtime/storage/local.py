@@ -12,7 +12,11 @@ Replacing writes hold an exclusive ``flock`` on the key's directory, so a compar
 atomic against every other writer of that directory, in this process or another, with no lock
 file left in the served tree.
 
-Etags are the BLAKE3 of the content (its first 32 hex digits): equal bytes, equal etag.
+Etags are the BLAKE3 of the content (its first 32 hex digits): equal bytes, equal etag. A
+conditional read (``get(key, if_none_match=etag)``) compares that etag, not the file's size and
+mtime: a read from a local disk costs next to nothing at the size of a document, and a change
+that keeps the size within one tick of the kernel's coarse file clock (a few milliseconds, for a
+file rewritten in place) would pass a size and mtime check unseen.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import blake3
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
 from runtime.storage.atomic import fsync_dir, is_temp_name, replace, temp_file
 from runtime.storage.location import Location
-from runtime.storage.store import ObjectInfo, PutMode, check_key, check_mode
+from runtime.storage.store import NotModified, ObjectInfo, PutMode, check_key, check_mode
 
 
 def open_location(location: Location, endpoint_url: str | None = None) -> LocalStore:
@@ -54,13 +58,16 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """The object's bytes and etag."""
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``."""
         try:
             data = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(f"{key} not found in {self.location}") from None
-        return data, blake3.blake3(data).hexdigest()[:32]
+        etag = blake3.blake3(data).hexdigest()[:32]
+        if etag == if_none_match:
+            raise NotModified(key)
+        return data, etag
 
     def head(self, key: str) -> ObjectInfo:
         """Size, etag (reads the file to hash it) and modification time."""

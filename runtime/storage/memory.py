@@ -17,7 +17,7 @@ import blake3
 
 from runtime.errors import KeyNotFound, PreconditionFailed
 from runtime.storage.location import Location
-from runtime.storage.store import ObjectInfo, PutMode, check_key, check_mode
+from runtime.storage.store import NotModified, ObjectInfo, PutMode, check_key, check_mode
 
 
 def open_location(location: Location, endpoint_url: str | None = None) -> MemoryStore:
@@ -33,13 +33,16 @@ class MemoryStore:
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._mutex = threading.Lock()
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """The object's bytes and etag."""
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``."""
         with self._mutex:
             if check_key(key) not in self._objects:
                 raise KeyNotFound(f"{key} not found in {self.location}")
             data = self._objects[key][0]
-        return data, blake3.blake3(data).hexdigest()[:32]
+        etag = blake3.blake3(data).hexdigest()[:32]
+        if etag == if_none_match:
+            raise NotModified(key)
+        return data, etag
 
     def head(self, key: str) -> ObjectInfo:
         """Size, etag and modification time."""

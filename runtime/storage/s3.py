@@ -8,7 +8,9 @@ boto3.
 - Conditions: ``PutMode.CREATE`` sends ``If-None-Match: *``, ``PutMode.MATCH`` sends
   ``If-Match: "<etag>"``. A failed condition (412, or 409 ``ConditionalRequestConflict`` when a
   concurrent write raced ours) raises :class:`PreconditionFailed`; a 404 on ``If-Match`` means the
-  key is gone and raises :class:`KeyNotFound`. No answer (endpoint unreachable, timeouts) or a 5xx
+  key is gone and raises :class:`KeyNotFound`. A conditional read (``get(key,
+  if_none_match=etag)``) sends GetObject's ``IfNoneMatch``; S3's 304 raises
+  :class:`~runtime.storage.store.NotModified`. No answer (endpoint unreachable, timeouts) or a 5xx
   that outlasts the retries raises :class:`StoreUnreachable`; anything else :class:`StoreError`,
   naming the bucket, the key and what to check.
 - Every write sends ``ChecksumAlgorithm=SHA256`` so S3 verifies what it stores, and the
@@ -40,6 +42,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
 from runtime.storage.location import Location, parse_location, redact
 from runtime.storage.store import (
+    NotModified,
     ObjectInfo,
     PutMode,
     StoreUnreachable,
@@ -128,10 +131,12 @@ class S3Store:
     def _relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
-    def get(self, key: str) -> tuple[bytes, str]:
-        """The object's bytes and etag."""
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``
+        (S3 answers 304 without the body)."""
+        condition = {"IfNoneMatch": f'"{if_none_match}"'} if if_none_match else {}
         with self._errors(key, "GET"):
-            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **condition)
             return response["Body"].read(), _etag(response)
 
     def head(self, key: str) -> ObjectInfo:
@@ -272,6 +277,8 @@ class S3Store:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         where = f"s3://{self.bucket}/{self._full(key)}"
+        if status == 304:
+            raise NotModified(key) from None
         if status == 412 or code == "PreconditionFailed" or code == "ConditionalRequestConflict":
             raise PreconditionFailed(_condition_message(key, self.location, mode)) from None
         if code == "NoSuchBucket":

@@ -1,9 +1,14 @@
 """The storage protocol: a handful of methods with precise failure semantics.
 
-``get(key) -> (bytes, etag)``, ``head``, ``list(prefix)``, ``open`` (stream), ``delete``,
-``put(key, data, mode, etag)`` and ``put_file(key, path, mode, etag)``.
+``get(key, if_none_match) -> (bytes, etag)``, ``head``, ``list(prefix)``, ``open`` (stream),
+``delete``, ``put(key, data, mode, etag)`` and ``put_file(key, path, mode, etag)``.
 
 - A missing key raises :class:`~runtime.errors.KeyNotFound` (a ``FileNotFoundError``).
+- ``get(key, if_none_match=etag)`` is the one conditional read: with the etag of an earlier
+  ``get`` of the key, it raises :class:`NotModified` (not an error: the caller's copy is current)
+  instead of sending the same bytes again. Each backend asks its own way: ``If-None-Match`` over
+  HTTP (``If-Modified-Since`` where a server sends no ETag), ``IfNoneMatch`` on S3's GetObject,
+  and a directory or memory compare the content's etag.
 - ``PutMode.CREATE`` fails with :class:`~runtime.errors.PreconditionFailed` if the key exists;
   ``PutMode.MATCH`` replaces only if the current etag equals ``etag`` (else ``PreconditionFailed``;
   ``KeyNotFound`` if the key is gone).
@@ -43,6 +48,12 @@ class ReadOnlyStore(StoreError):
     write; the message names the location and what to use instead."""
 
 
+class NotModified(Exception):
+    """Raised by ``get(key, if_none_match=etag)`` when the object still has that etag: the
+    caller's copy is current. Deliberately not a :class:`~runtime.errors.RegistryError`: nothing
+    went wrong, and no error handler should ever report it."""
+
+
 class PutMode(enum.Enum):
     """How a write treats an existing key."""
 
@@ -66,7 +77,7 @@ class Store(Protocol):
 
     location: str  # as shown in messages: credentials never appear in it
 
-    def get(self, key: str) -> tuple[bytes, str]: ...
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]: ...
     def head(self, key: str) -> ObjectInfo: ...
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]: ...
@@ -83,7 +94,7 @@ def content_headers(key: str) -> tuple[str, str]:
     """(Content-Type, Cache-Control) for an object of the registry layout, by its class."""
     if key.startswith("blobs/"):
         return "application/zstd", IMMUTABLE
-    if key.startswith("descriptors/"):
+    if key.startswith(("descriptors/", "shards/")):
         return "application/json", IMMUTABLE
     if key.startswith("aliases/"):
         # Pointer files and the per-model view move; history records never change.

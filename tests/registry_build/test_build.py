@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.sources import catalog_of
 
 from registry_build.build import BuildOptions, build, state_dir
 from registry_build.cli import main
 from runtime.aliases import resolve_alias
 from runtime.errors import ConfigError, ImmutableConflict
-from runtime.registry.wire import blob_key, decode_descriptor, decode_index
+from runtime.registry.wire import blob_key, decode_descriptor, encode
 from runtime.storage.atomic import is_temp_name
 from runtime.storage.local import LocalStore
 from runtime.storage.location import parse_location
@@ -81,7 +82,7 @@ def test_build_writes_the_registry_layout(tmp_path: Path) -> None:
     report = build(config, str(tmp_path / "site"))
     assert [r.status for r in report.results] == ["built"] * 4
     site = tmp_path / "site"
-    index = decode_index((site / "index.json").read_bytes())
+    index = catalog_of(LocalStore(site))[1]
     assert [(d.id, d.version, d.target) for d in index.bundles] == [
         ("bert", "2.1", "linux-x86_64"), ("bert", "2.1", "macos-arm64"),
         ("ghost", "0.1", "android-arm64"), ("tiny", "1.0", "universal"),
@@ -93,10 +94,7 @@ def test_build_writes_the_registry_layout(tmp_path: Path) -> None:
             (site / f"descriptors/{entry.id}/{entry.version}/{entry.target}.json").read_bytes()
         )
         assert full.hash == entry.hash and full.files
-    assert (
-        json.loads((site / "index").read_text())
-        == json.loads((site / "index.json").read_text())["bundles"]
-    )
+    assert (site / "index").read_bytes() == encode(index.bundles)
     assert (site / "index.html").is_file()
     bert = decode_descriptor((site / "descriptors/bert/2.1/linux-x86_64.json").read_bytes())
     assert [f.path for f in bert.files] == ["model.onnx", "tok/vocab.txt"]
@@ -203,7 +201,7 @@ def test_new_version_accumulates_in_the_index(tmp_path: Path) -> None:
     config.write_text(json.dumps(doc))
     report = build(config, str(tmp_path / "site"))
     assert [r.status for r in report.results].count("built") == 1
-    index = decode_index((tmp_path / "site" / "index.json").read_bytes())
+    index = catalog_of(LocalStore(tmp_path / "site"))[1]
     assert [d.version for d in index.bundles if d.id == "tiny"] == ["1.1", "1.0"]
 
 
@@ -222,7 +220,7 @@ def test_cli_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixtu
     config = make_sources(tmp_path)
     out = str(tmp_path / "site")
     assert main(["build", "--config", str(config), "--out", out, "--only", "tiny", "--quiet"]) == 0
-    assert decode_index((tmp_path / "site" / "index.json").read_bytes()).models.keys() == {"tiny"}
+    assert catalog_of(LocalStore(tmp_path / "site"))[0].models.keys() == {"tiny"}
     assert main(["build", "--config", str(config), "--out", out, "--only", "nope"]) == 1
     assert capsys.readouterr().err == (
         "Error: --only names 'nope', not defined in bundles.json (defined: bert, ghost, tiny)\n"
@@ -309,7 +307,7 @@ def test_build_to_s3_publishes_and_rebuilds_incrementally(
     first = build(config, out, BuildOptions(endpoint_url=moto_endpoint))
     assert [r.status for r in first.results] == ["built"] * 4
     s3 = boto3.client("s3", endpoint_url=moto_endpoint)
-    index = decode_index(s3.get_object(Bucket=s3_bucket, Key="reg/index.json")["Body"].read())
+    index = catalog_of(S3Store.from_url(out, endpoint_url=moto_endpoint))[1]
     for entry in index.bundles:
         head = s3.head_object(Bucket=s3_bucket, Key=f"reg/{entry.location.url}")
         assert head["ContentLength"] == entry.size_bytes
@@ -362,7 +360,7 @@ def test_an_s3_build_publishes_only_what_it_built(
         name="other.json",
     )  # fmt: skip
     build(other, out, BuildOptions(endpoint_url=moto_endpoint))
-    index = decode_index(s3.get_object(Bucket=s3_bucket, Key="mirror/index.json")["Body"].read())
+    index = catalog_of(S3Store.from_url(out, endpoint_url=moto_endpoint))[0]
     assert index.models.keys() == {"ghost", "solo", "tiny"}  # bert stays deleted
 
 

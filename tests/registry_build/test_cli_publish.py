@@ -77,7 +77,10 @@ def test_gc_dry_run_lists_then_gc_deletes(
     capsys.readouterr()
     assert main(["gc", str(dest), "--dry-run"]) == 0
     out, err = capsys.readouterr()
-    assert (out, err) == (f"{orphan.relative_to(dest)}\t6\n", "would delete 1 blobs (0.0 MB)\n")
+    assert (out, err) == (
+        f"{orphan.relative_to(dest)}\t6\n",
+        "would delete 1 blobs and 0 shards (0.0 MB)\n",
+    )
     assert orphan.exists()
     assert main(["gc", str(dest), "--grace", "1h"]) == 0
     assert not orphan.exists()
@@ -92,6 +95,27 @@ def test_reindex_rebuilds_a_lost_index(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["reindex", str(dest)]) == 0
     assert (dest / "index.json").read_bytes() == before
     assert "reindexed" in capsys.readouterr().err
+
+
+def test_no_index_warns_what_xybrid_loses_and_leaves_index_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    kept = (dest / "index").read_bytes()
+    more = make_source(tmp_path / "more", [("tiny", "2.0", "universal", b"three")])
+    capsys.readouterr()
+    assert main(["publish", "--quiet", "--no-index", str(more), str(dest)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "Warning: --no-index: `index`, the bare array that Xybrid's GET /index reads, is not "
+        "updated, so Xybrid clients do not see the bundles published from now on (the copy there "
+        "stays as it was); publish without --no-index, or run `registry-build reindex`, to bring "
+        "it back"
+    )
+    assert (dest / "index").read_bytes() == kept
+    assert b'"2.0"' in (dest / "v1" / "models").read_bytes()
+    assert main(["reindex", str(dest)]) == 0
+    assert b'"2.0"' in (dest / "index").read_bytes()
 
 
 def test_a_bad_grace_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,13 +9,29 @@ from pathlib import Path
 import blake3
 import msgspec
 import pytest
-from support.sources import assert_consistent, bundles, make_source, pages, publish
+from support.sources import (
+    QUIET,
+    assert_consistent,
+    bundles,
+    catalog_of,
+    make_source,
+    publish,
+)
 
 from registry_build.destination import CountingStore
 from registry_build.maintenance import gc, reindex, verify
+from runtime.aliases import promote
 from runtime.errors import CorruptDocument
-from runtime.registry.index import IndexFormatError, NoIndex
-from runtime.registry.wire import blob_key, descriptor_key
+from runtime.registry.index import IndexFormatError, NoIndex, OlderIndexFormat
+from runtime.registry.wire import (
+    IndexV1,
+    ModelInfo,
+    blob_key,
+    descriptor_key,
+    encode,
+    encode_pretty,
+    shard_key,
+)
 from runtime.storage.store import Store
 
 
@@ -23,13 +39,17 @@ def test_reindex_rebuilds_from_descriptors_without_reading_a_blob(
     dest: Store, tmp_path: Path
 ) -> None:
     publish(make_source(tmp_path / "src", bundles("tiny", range(3)) + bundles("b", range(2))), dest)
+    promote(dest, "tiny", "prod", "1.1", "ci", "")
     expected = dest.get("index.json")[0]
+    assert b'"aliases":{"prod":"1.1"}' in expected
+    shards = [i.key for i in dest.list("shards/")]
+    for key in [*shards, "index"]:
+        dest.delete(key)
     dest.put("index.json", b"{not json")
-    dest.delete("index")
     counting = ReadSpy(dest)
-    written = reindex(counting, render=pages)
-    assert sorted(written) == ["index", "index.json"]
-    assert dest.get("index.json")[0] == expected
+    written = reindex(counting, options=QUIET)
+    assert {*shards, "index", "index.json"} <= set(written)  # and the pages showing the alias
+    assert dest.get("index.json")[0] == expected  # the alias map from the pointer file too
     assert not [key for key in counting.read if key.startswith("blobs/")]
     assert_consistent(dest)
 
@@ -41,9 +61,88 @@ class ReadSpy(CountingStore):
         super().__init__(inner)
         self.read: list[str] = []
 
-    def get(self, key: str) -> tuple[bytes, str]:
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
         self.read.append(key)
-        return super().get(key)
+        return super().get(key, if_none_match)
+
+
+def format_1(dest: Store, src: Path) -> bytes:
+    """Make ``dest`` a registry as version 1 published it: descriptors, blobs, a pointer, and an
+    index.json of format 1 holding every entry; returns its bytes."""
+    publish(src, dest)
+    promote(dest, "tiny", "prod", "1.0", "ci", "")
+    catalog = catalog_of(dest)[1]
+    for info in list(dest.list("shards/")):
+        dest.delete(info.key)
+    models = {m: ModelInfo(i.description, i.metadata) for m, i in catalog.models.items()}
+    old = encode(IndexV1(models=models, bundles=catalog.bundles))
+    dest.put("index.json", old)
+    return old
+
+
+@pytest.mark.parametrize("upgrade", ["reindex", "publish"])
+def test_a_format_1_registry_is_upgraded(dest: Store, tmp_path: Path, upgrade: str) -> None:
+    format_1(
+        dest, make_source(tmp_path / "src", bundles("tiny", range(2)) + bundles("b", range(1)))
+    )
+    with pytest.raises(OlderIndexFormat) as caught:
+        verify(dest)
+    assert str(caught.value) == (
+        f"{dest.location}/index.json has format 1, older than the 2 this version of "
+        "bundle-registry reads: upgrade the registry to format 2 with `registry-build reindex "
+        "DEST` (a publish to it upgrades it too), or ask the publisher to"
+    )
+    if upgrade == "reindex":
+        reindex(dest, options=QUIET)
+    else:
+        publish(make_source(tmp_path / "new", bundles("tiny", range(2, 3))), dest)
+    index, catalog = catalog_of(dest)
+    assert (index.format, index.models["tiny"].aliases) == (2, {"prod": "1.0"})
+    assert len(catalog.bundles) == (3 if upgrade == "reindex" else 4)
+    assert [i.key for i in dest.list("shards/")] == sorted(
+        shard_key(m, e.shard.hash) for m, e in index.models.items()
+    )
+    assert_consistent(dest)
+    assert verify(dest)[1] == []
+
+
+def test_verify_checks_each_shard_against_index_descriptors_and_blobs(
+    dest: Store, tmp_path: Path
+) -> None:
+    publish(make_source(tmp_path / "src", bundles("tiny", range(2)) + bundles("b", range(1))), dest)
+    index = catalog_of(dest)[0]
+    tiny = shard_key("tiny", index.models["tiny"].shard.hash)
+    tampered = dest.get(tiny)[0].replace(b'"1.1"', b'"1.7"')
+    dest.put(tiny, tampered)
+    key = descriptor_key("b", "1.0", "universal")
+    descriptor = msgspec.json.decode(dest.get(key)[0])
+    dest.put(key, encode_pretty({**descriptor, "hash": "0" * 64}))
+    checked, problems = verify(dest)
+    assert checked == 1  # the blob of b: tiny's shard cannot be used
+    assert sorted(map(str, problems)) == [
+        f"b@1.0 (universal): {key} names blob {'0' * 64} (2000 bytes), the shard names "
+        f"{descriptor['hash']} (2000 bytes)",
+        f"tiny: {tiny} cannot be used: {dest.location}/{tiny} has BLAKE3 "
+        f"{blake3.blake3(tampered).hexdigest()}, index.json names "
+        f"{index.models['tiny'].shard.hash}; the shard is corrupt or index.json is stale: retry, "
+        "or rebuild it from descriptors/ with `registry-build reindex` (or ask the publisher to)",
+    ]
+
+
+def test_gc_collects_shards_index_json_no_longer_names_after_the_grace(
+    dest: Store, tmp_path: Path
+) -> None:
+    publish(make_source(tmp_path / "src", bundles("tiny", range(2))), dest)
+    old = [i.key for i in dest.list("shards/")]
+    publish(make_source(tmp_path / "src", bundles("tiny", range(2, 3))), dest)
+    current = shard_key("tiny", catalog_of(dest)[0].models["tiny"].shard.hash)
+    assert sorted(i.key for i in dest.list("shards/")) == sorted([*old, current])
+    week = 7 * 86400
+    assert gc(dest, week, dry_run=False) == []  # the old shard is young: a reader may use it
+    doomed = gc(dest, week, dry_run=False, now=time.time() + week + 60)
+    assert [i.key for i in doomed] == old
+    assert [i.key for i in dest.list("shards/")] == [current]
+    assert verify(dest)[1] == []
 
 
 def test_verify_reports_missing_and_corrupt_blobs_by_bundle(dest: Store, tmp_path: Path) -> None:
@@ -93,10 +192,10 @@ def test_gc_keeps_blobs_of_descriptors_not_yet_indexed(dest: Store, tmp_path: Pa
 
 def test_reindex_never_overwrites_a_newer_index_format(dest: Store, tmp_path: Path) -> None:
     publish(make_source(tmp_path / "src", bundles("tiny", range(2))), dest)
-    newer = b'{"format": 2, "models": {}}'
+    newer = b'{"format": 3, "models": {}}'
     dest.put("index.json", newer)
-    with pytest.raises(IndexFormatError, match=r"index\.json has format 2, newer than the 1 "):
-        reindex(dest, render=pages)
+    with pytest.raises(IndexFormatError, match=r"index\.json has format 3, newer than the 2 "):
+        reindex(dest, options=QUIET)
     assert dest.get("index.json")[0] == newer
 
 

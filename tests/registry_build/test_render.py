@@ -28,7 +28,7 @@ import urllib.parse
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,10 @@ from typing import Any
 import blake3
 import msgspec
 import pytest
+from support.sources import catalog_of
 
 from registry_build.build import BuildOptions, build
+from registry_build.index import Catalog
 from registry_build.render import COMMAND, REGISTRY_PLACEHOLDER, render_site
 from runtime.aliases import promote
 from runtime.errors import InvalidNameError
@@ -46,12 +48,10 @@ from runtime.registry.wire import (
     AliasRecord,
     AliasView,
     BundleDescriptor,
-    Index,
     Location,
     ModelInfo,
     alias_index_key,
     blob_key,
-    decode_index,
 )
 from runtime.storage.local import LocalStore
 
@@ -174,8 +174,8 @@ def digests(row: Node) -> dict[str, tuple[str, str]]:
     }
 
 
-def catalog(bundles: list[BundleDescriptor], **models: ModelInfo) -> Index:
-    return Index(models=models, bundles=tuple(bundles))
+def catalog(bundles: list[BundleDescriptor], **models: ModelInfo) -> Catalog:
+    return Catalog(models=models, bundles=tuple(bundles))
 
 
 HOSTILE = "<script>alert(\"x\")</script><img src=x onerror=alert(1)> & 'q'"
@@ -347,7 +347,7 @@ def test_aliases_show_with_their_history_newest_first() -> None:
 TARGETS = ("linux-x86_64", "linux-arm64", "macos-arm64", "android-arm64", "universal")
 
 
-def big_index(models: int) -> Index:
+def big_index(models: int) -> Catalog:
     names = [f"model-{m:03d}" for m in range(models)]
     return catalog(
         [bundle(name, f"1.{v}", t) for name in names for v in range(4) for t in TARGETS],
@@ -455,6 +455,7 @@ def test_a_front_list_row_stays_small_however_many_tags_and_aliases() -> None:
     tags = [f"tag-{n}-{'x' * 100}" for n in range(1000)]
     aliases = [AliasView(f"a{n}", "1", 1, "2026-01-02T03:04:05Z", "ana", "") for n in range(1000)]
     index = catalog([bundle("m", "1"), bundle("n", "1")], m=ModelInfo("", {"tags": tags}))
+    index.aliases["m"] = {a.alias: a.version for a in aliases}  # the list shows index.json's map
     pages = render_site(index, {"m": AliasIndex("m", tuple(aliases))}, budget=100_000)
     assert len(pages["index.html"]) < 30_000
     row = parse(pages["index.html"]).all("li", "row")[0]
@@ -469,7 +470,7 @@ def test_same_input_gives_the_same_bytes() -> None:
     index = big_index(5)
     shuffled = list(index.bundles)
     random.Random(7).shuffle(shuffled)
-    again = Index(models=dict(reversed(index.models.items())), bundles=tuple(shuffled))
+    again = Catalog(models=dict(reversed(index.models.items())), bundles=tuple(shuffled))
     for budget in (2_000_000, 75_000, 20_000):  # one page, a page per model, and per versions
         first = render_site(index, budget=budget)
         assert render_site(index, budget=budget) == first
@@ -611,9 +612,9 @@ def test_chromium_shows_a_promotion_without_a_rerender(
     ]
 
 
-def published(site: Path) -> tuple[Index, dict[str, AliasIndex]]:
-    """The index and alias views of a built site, as the render reads them."""
-    index = decode_index((site / "index.json").read_bytes())
+def published(site: Path) -> tuple[Catalog, dict[str, AliasIndex]]:
+    """The catalog and alias views of a built site, as the render reads them."""
+    index = catalog_of(LocalStore(site))[1]
     views = {
         model: msgspec.json.decode((site / alias_index_key(model)).read_bytes(), type=AliasIndex)
         for model in index.models
@@ -888,7 +889,7 @@ def crowded(site: Path) -> None:
         for b in index.bundles
     ]
     models = {**index.models, "alpha": alpha}
-    write(site, render_site(Index(models=models, bundles=tuple(bundles)), views))
+    write(site, render_site(replace(index, models=models, bundles=tuple(bundles)), views))
 
 
 @needs_chromium

@@ -1,4 +1,5 @@
-"""Test registries for the client: real .xyb files (tarfile + zstandard), descriptors, index.json.
+"""Test registries for the client: real .xyb files (tarfile + zstandard), descriptors, shards and
+index.json (format 2, made by the build side's own functions).
 
 Bundles follow Xybrid's rules: manifest.json first (pretty JSON), then the files sorted by path;
 the manifest hash is SHA-256 over each file's path and bytes (sorted by path), then the compact
@@ -15,22 +16,26 @@ import tarfile
 from pathlib import Path
 
 import blake3
+import msgspec
 import zstandard
 
+from registry_build.index import merge_shard, model_entry, shard_bytes
 from runtime.registry.wire import (
     AliasPointer,
     BundleDescriptor,
     FileEntry,
     Index,
     Location,
+    ShardRef,
     alias_pointer_key,
     blob_key,
     descriptor_key,
     encode,
     encode_pretty,
-    index_entry,
+    shard_key,
 )
 from runtime.storage.local import LocalStore
+from runtime.storage.store import Store
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 
@@ -154,17 +159,48 @@ def publish(
     return descriptor
 
 
-def write_index(root: Path, descriptors: list[BundleDescriptor]) -> None:
-    """Write ``index.json`` listing ``descriptors`` (as index entries)."""
-    index = Index(bundles=tuple(index_entry(d) for d in descriptors))
-    (root / "index.json").write_bytes(encode(index))
+def index_documents(
+    descriptors: list[BundleDescriptor], aliases: dict[str, dict[str, str]] | None = None
+) -> dict[str, bytes]:
+    """Store key -> bytes of ``index.json`` (format 2) and the shards of ``descriptors``."""
+    grouped: dict[str, list[BundleDescriptor]] = {}
+    for d in descriptors:
+        grouped.setdefault(d.id, []).append(d)
+    documents, entries = {}, {}
+    for model, found in sorted(grouped.items()):
+        shard = merge_shard(None, model, found)
+        data = shard_bytes(shard)
+        entries[model] = model_entry(shard, data, (aliases or {}).get(model, {}))
+        documents[shard_key(model, entries[model].shard.hash)] = data
+    documents["index.json"] = encode(Index(models=entries))
+    return documents
+
+
+def write_index(
+    root: Path | Store,
+    descriptors: list[BundleDescriptor],
+    aliases: dict[str, dict[str, str]] | None = None,
+) -> None:
+    """Write ``index.json`` naming the shards of ``descriptors`` (as index entries), and those
+    shards, into a directory or a store."""
+    store = root if not isinstance(root, Path) else LocalStore(root)
+    for key, data in index_documents(descriptors, aliases).items():
+        store.put(key, data)
 
 
 def write_alias(root: Path, model: str, alias: str, version: str, seq: int = 1) -> None:
-    """Point ``model@alias`` at ``version``."""
+    """Point ``model@alias`` at ``version``: its pointer, and the alias map of ``index.json``."""
     path = root / alias_pointer_key(model, alias)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encode_pretty(AliasPointer(model, alias, version, seq, "0" * 64)))
+    index_path = root / "index.json"
+    if index_path.is_file():
+        index = msgspec.json.decode(index_path.read_bytes(), type=Index)
+        entry = index.models[model]
+        mapped = msgspec.structs.replace(entry, aliases={**entry.aliases, alias: version})
+        index_path.write_bytes(
+            encode(msgspec.structs.replace(index, models={**index.models, model: mapped}))
+        )
 
 
 DEMO_TARGETS = ("linux-x86_64", "macos-arm64", "universal")
@@ -195,5 +231,25 @@ def whisper_registry(root: Path) -> LocalStore:
         bundles.append(
             BundleDescriptor("whisper", version, "universal", digest, len(data), location)
         )
-    store.put("index.json", encode(Index(bundles=tuple(bundles))))
+    write_index(store, bundles)
     return store
+
+
+def shard_path(root: Path, model: str) -> str:
+    """The key of the shard that ``index.json`` names for ``model``."""
+    index = msgspec.json.decode((root / "index.json").read_bytes(), type=Index)
+    return shard_key(model, index.models[model].shard.hash)
+
+
+def rename_shard(root: Path, model: str, data: bytes) -> str:
+    """Store ``data`` as the shard of ``model`` and point ``index.json`` at it (its digest and
+    size, so it verifies whatever it holds); returns its key."""
+    index = msgspec.json.decode((root / "index.json").read_bytes(), type=Index)
+    ref = ShardRef(blake3.blake3(data).hexdigest(), len(data))
+    entry = msgspec.structs.replace(index.models[model], shard=ref)
+    models = {**index.models, model: entry}
+    (root / "index.json").write_bytes(encode(msgspec.structs.replace(index, models=models)))
+    key = shard_key(model, ref.hash)
+    (root / key).parent.mkdir(parents=True, exist_ok=True)
+    (root / key).write_bytes(data)
+    return key

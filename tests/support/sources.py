@@ -1,23 +1,27 @@
-"""Built registry directories for publish tests (a blob and a descriptor per bundle), a stand-in
-renderer, and the consistency check every publish, commit and reindex test ends with."""
+"""Built registry directories for publish tests (a blob and a descriptor per bundle), stand-in
+pages, and the consistency check every publish, commit and reindex test ends with."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import blake3
 
-from registry_build.index import index_documents
+from registry_build.commit import Options
+from registry_build.index import Catalog, outside_documents
 from registry_build.publish import PublishReport, publish_registry
+from registry_build.render import ModelView, model_views
+from runtime.aliases.view import read_view
+from runtime.registry.index import load_index, read_shard
 from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,
     Index,
     Location,
     blob_key,
-    decode_index,
     descriptor_key,
     encode_pretty,
 )
@@ -55,26 +59,53 @@ def bundles(model: str, versions: range, size: int = 2000) -> list[Bundle]:
     return [(model, f"1.{v}", "universal", os.urandom(size)) for v in versions]
 
 
-def pages(index: Index, aliases: dict[str, AliasIndex]) -> dict[str, bytes]:
-    """A small stand-in for the browse pages: one list page and one page per model."""
-    found = {"index.html": "".join(f"<li>{d.id}@{d.version} {d.target}" for d in index.bundles)}
-    for model in index.models:
-        found[f"models/{model}.html"] = f"<h1>{model}</h1>{aliases.get(model)}"
-    return {key: text.encode() for key, text in found.items()}
+class StandIn:
+    """A small stand-in for the browse pages: a list page and a page per model (whole or in part
+    alike, as the real pages are)."""
+
+    def site(
+        self, catalog: Catalog, aliases: Mapping[str, AliasIndex], *, split: bool
+    ) -> dict[str, bytes]:
+        return {**self.front(model_views(catalog, aliases)), **self.models(catalog, aliases)}
+
+    def models(self, catalog: Catalog, aliases: Mapping[str, AliasIndex]) -> dict[str, bytes]:
+        return {
+            f"models/{m.id}.html": f"<h1>{m.id}</h1>{len(m.versions)} {aliases.get(m.id)}".encode()
+            for m in model_views(catalog, aliases)
+        }
+
+    def front(self, rows: list[ModelView]) -> dict[str, bytes]:
+        text = "".join(f"<li>{m.id}@{m.latest} {len(m.versions)} {list(m.badges)}" for m in rows)
+        return {"index.html": text.encode()}
 
 
-def assert_consistent(store: Store) -> Index:
-    """index, v1/models and pages derive from index.json; every blob it names is complete."""
-    data, _ = store.get("index.json")
-    index = decode_index(data)
-    for key, expected in {**index_documents(index), **pages(index, {})}.items():
+pages = StandIn()
+QUIET = Options(pages=pages)
+
+
+def catalog_of(store: Store) -> tuple[Index, Catalog]:
+    """The store's index.json and the catalog of every shard it names."""
+    index = load_index(store)
+    shards = {m: read_shard(store, m, e.shard)[0] for m, e in index.models.items()}
+    return index, Catalog.of(index, shards)
+
+
+def assert_consistent(store: Store, xybrid_index: bool = True, blobs: bool = True) -> Catalog:
+    """index, v1/models and pages derive from index.json, its shards and the alias views (and
+    index.json names the digests of the first two); every blob it names is complete (unless the
+    test made up its digests: ``blobs=False``)."""
+    index, catalog = catalog_of(store)
+    outside = outside_documents(catalog, xybrid_index)
+    assert index.documents == {k: blake3.blake3(v).hexdigest() for k, v in outside.items()}
+    views = {m: v for m in index.models if (v := read_view(store, m)[0]) and v.aliases}
+    for key, expected in {**outside, **pages.site(catalog, views, split=True)}.items():
         assert store.get(key)[0] == expected, key
-    for entry in index.bundles:
+    for entry in catalog.bundles if blobs else ():
         blob, _ = store.get(blob_key(entry.hash))
         assert (len(blob), blake3.blake3(blob).hexdigest()) == (entry.size_bytes, entry.hash)
-    return index
+    return catalog
 
 
-def publish(src: Path, store: Store) -> PublishReport:
+def publish(src: Path, store: Store, options: Options = QUIET) -> PublishReport:
     """Publish the built registry ``src`` to ``store`` with the stand-in pages, quietly."""
-    return publish_registry(src, store, progress=False, render=pages)
+    return publish_registry(src, store, progress=False, options=options)

@@ -15,6 +15,7 @@ from pathlib import Path
 import blake3
 import msgspec
 import pytest
+from support.registries import write_index
 
 from runtime import aliases as al
 from runtime.errors import (
@@ -26,12 +27,12 @@ from runtime.errors import (
     RefError,
     ResolveError,
 )
+from runtime.registry.index import load_index
 from runtime.registry.wire import (
     AliasIndex,
     AliasPointer,
     AliasRecord,
     BundleDescriptor,
-    Index,
     Location,
     alias_index_key,
     alias_pointer_key,
@@ -63,7 +64,7 @@ def publish_demo(store: Store) -> dict[tuple[str, str], BundleDescriptor]:
             model, version, target, digest, len(data), Location(url=blob_key(digest))
         )
         found[(f"{model}@{version}", target)] = d
-    store.put("index.json", encode(Index(bundles=tuple(found.values()))))
+    write_index(store, list(found.values()))
     return found
 
 
@@ -261,7 +262,7 @@ def test_resolve_errors(
 def test_resolve_without_a_bundle_for_the_target(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     d = BundleDescriptor("vad", "2.0", "macos-arm64", "0" * 64, 1, Location(url=blob_key("0" * 64)))
-    store.put("index.json", encode(Index(bundles=(d,))))
+    write_index(store, [d])
     with pytest.raises(ResolveError) as caught:
         al.resolve(store, "vad", "linux-x86_64")
     assert str(caught.value) == (
@@ -272,9 +273,8 @@ def test_resolve_without_a_bundle_for_the_target(tmp_path: Path) -> None:
 
 def test_resolve_refuses_an_alias_whose_version_left_the_index(store: LocalStore) -> None:
     _promote(store, "production", "1.0")
-    index = msgspec.json.decode(store.get("index.json")[0], type=Index)
-    kept = tuple(d for d in index.bundles if d.version != "1.0")
-    store.put("index.json", encode(Index(bundles=kept)))
+    kept = [d for d in publish_demo(MemoryStore()).values() if d.version != "1.0"]
+    write_index(store, kept, {MODEL: {"production": "1.0"}})
     with pytest.raises(ResolveError) as caught:
         al.resolve(store, "whisper@production")
     assert str(caught.value) == (
@@ -287,9 +287,9 @@ def test_an_alias_wins_over_a_version_of_the_same_name_as_in_the_client(
     store: LocalStore,
 ) -> None:
     _promote(store, "stable", "1.0")
-    index = msgspec.json.decode(store.get("index.json")[0], type=Index)
-    late = msgspec.structs.replace(index.bundles[0], version="stable", hash="f" * 64)
-    store.put("index.json", encode(Index(bundles=(*index.bundles, late))))  # published later
+    bundles = list(publish_demo(MemoryStore()).values())
+    late = msgspec.structs.replace(bundles[0], version="stable", hash="f" * 64)
+    write_index(store, [*bundles, late], {MODEL: {"stable": "1.0"}})  # published later
     found = al.resolve(store, "whisper@stable", "universal")
     assert (found.version, found.alias) == ("1.0", "stable")
     assert al.verify(store, "whisper@stable", "universal").version == "1.0"
@@ -488,6 +488,40 @@ def test_a_crash_on_the_first_promotion_is_repaired(store: LocalStore) -> None:
     assert [a.alias for a in al.aliases(store, MODEL)] == ["production"]
     assert al.resolve(store, "whisper@production").version == "1.1"
     assert _pointer(store).seq == 1
+
+
+class _CrashBeforeIndex(LocalStore):
+    """Dies on the first write of index.json: after the pointer moved, before the alias map."""
+
+    def put(
+        self, key: str, data: bytes, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None
+    ) -> str:
+        if key == "index.json":
+            raise _Crash
+        return super().put(key, data, mode, etag)
+
+
+def test_a_promotion_moves_the_alias_map_of_index_json(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    assert _mapped(store) == {"production": "1.0"}
+    _promote(store, "production", "1.10")
+    _promote(store, "stable", "1.1")
+    assert _mapped(store) == {"production": "1.10", "stable": "1.1"}
+
+
+def test_a_crash_before_the_alias_map_is_reported_then_repaired(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    with pytest.raises(_Crash):
+        _promote(_CrashBeforeIndex(store.root), "production", "1.1")
+    assert (_pointer(store).version, _mapped(store)) == ("1.1", {"production": "1.0"})
+    assert al.verify(store, "whisper@production", "universal").problems == (
+        "index.json maps whisper@production to 1.0 but its pointer names 1.1, so clients "
+        "resolve 1.0 (an unfinished promotion): promote the alias again, or run "
+        "`registry-build reindex`",
+    )
+    assert al.resolve(store, "whisper@production").version == "1.1"  # repairs
+    assert _mapped(store) == {"production": "1.1"}
+    assert al.verify(store, "whisper@production", "universal").problems == ()
 
 
 def test_verify_reports_an_unrepaired_crash(crashed: LocalStore) -> None:
@@ -781,6 +815,11 @@ def _check_race(store: Store, reports: list[dict[str, object]], calls: int) -> N
     assert (pointer.seq, pointer.version) == (records[-1].seq, records[-1].version)
     assert al.verify_chain(store, MODEL, "production").problems == ()
     assert _view(store).aliases[0].history == records
+    assert _mapped(store) == {"production": pointer.version}  # what clients resolve by
+
+
+def _mapped(store: Store) -> dict[str, str]:
+    return dict(load_index(store).models[MODEL].aliases)
 
 
 @pytest.mark.slow

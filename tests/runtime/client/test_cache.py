@@ -13,6 +13,8 @@ from support.registries import demo_registry
 from runtime.client.cache import DAY, Cache, default_root
 from runtime.client.registry import Registry
 from runtime.errors import InvalidNameError
+from runtime.registry.index import load_index
+from runtime.storage.local import LocalStore
 
 
 def test_default_root_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -43,11 +45,13 @@ def test_layout_after_fetches(filled: tuple[Cache, Registry, Path]) -> None:
         p.relative_to(cache.root).as_posix() for p in cache.root.rglob("*") if p.is_file()
     )
     digests = sorted(e.digest for e in cache.entries())
+    shard = load_index(LocalStore(site)).models["tiny"].shard.hash
     assert files == sorted(
         [
             *(f"blobs/{d}.xyb" for d in digests),
             *(f"descriptors/{d}.json" for d in digests),
-            f"registries/{key}/aliases/tiny/stable.json",
+            f"shards/{shard}.json",
+            f"registries/{key}/index.etag",
             f"registries/{key}/index.json",
             f"registries/{key}/location",
         ]
@@ -89,6 +93,10 @@ def test_prune_removes_unused_blobs_trees_descriptors_and_old_partials(
         partial.write_bytes(b"half")
         os.utime(partial, (now - age, now - age))
     size = (cache.root / "blobs" / f"{stale}.xyb").stat().st_size
+    [shard] = (cache.root / "shards").iterdir()
+    unused = shard.with_name("ab" * 32 + ".json")
+    unused.write_bytes(b"an older shard")
+    os.utime(unused, (now - 10 * DAY, now - 10 * DAY))
 
     report = cache.prune(keep_days=7, now=now)
 
@@ -97,6 +105,7 @@ def test_prune_removes_unused_blobs_trees_descriptors_and_old_partials(
     assert not cache.tree(stale).exists()
     assert cache.descriptor(stale) is None and cache.descriptor(fresh) is not None
     assert not old_partial.exists() and new_partial.exists()
+    assert shard.exists() and not unused.exists()
 
 
 def test_empty_cache(tmp_path: Path) -> None:
@@ -119,6 +128,8 @@ def test_only_a_digest_names_a_cached_file(tmp_path: Path, digest: str) -> None:
         lambda: cache.tree(digest),
         lambda: cache.descriptor(digest),
         lambda: cache.remove(digest),
+        lambda: cache.shard(digest),
+        lambda: cache.save_shard(digest, b"{}"),
     ]
     for call in calls:
         with pytest.raises(InvalidNameError) as caught:

@@ -1,9 +1,10 @@
 """A generated suite of hostile registries (issue 10): whatever a registry says, the read commands
 end with one clear line, write nothing outside the cache, and stay within bounded memory.
 
-Each example starts from a small sound registry in a directory (``index.json``, a descriptor, a
-blob, alias ``prod`` with its pointer, two records and the alias view) and breaks it: fields of
-any document replaced by hostile values (paths that climb out, absolute paths into the sentinel
+Each example starts from a small sound registry in a directory (``index.json`` of format 2 with
+its alias map, the model's shard, a descriptor, a blob, alias ``prod`` with its pointer, two
+records and the alias view) and breaks it: fields of any document (the shard's too) replaced by
+hostile values (paths that climb out, absolute paths into the sentinel
 tree, control characters, huge or negative numbers, wrong types), whole documents replaced or
 removed, stray files, and a blob made of hostile tar members (names with '..', absolute names,
 links, devices, FIFOs, directories, long names, chained long names, huge declared sizes, an RLE
@@ -63,6 +64,8 @@ CEILING = "16MiB"
 PEAK_LIMIT = 64 * 1024**2  # bytes Python may allocate while one example's commands run
 LINE_LIMIT = 2000  # characters of one output line: long hostile values must be cut
 EXAMPLES = 120
+SHARD = "{SHARD}"  # the shard's document until it is named by its digest
+SHARD_REF = "{SHARD_REF}"  # replaced by [digest, size] of the shard as written
 
 ESCAPES = [
     "../../sentinel/victim",
@@ -99,7 +102,9 @@ hostile_documents = st.sampled_from(
         b"",
         b"\xff\xfe",
         b"[" * 100_000,
-        b'{"format": 1, "bundles": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+        b'{"format": 2, "models": {"m": ' + b"[" * 50_000 + b"]" * 50_000 + b"}}",
+        b'{"model": "m", "bundles": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+        b'{"format": 1, "bundles": []}',
         b'"' + b"x" * 1_000_000 + b'"',
         b"{}",
         b"[]",
@@ -217,6 +222,7 @@ def sound_documents(blob: bytes, files: list[dict[str, Any]]) -> dict[str, Any]:
         "files": files,
     }
     entry = {k: v for k, v in descriptor.items() if k != "files"}
+    model = {"latest": "1.0", "shard": SHARD_REF, "aliases": {"prod": "1.0"}}
     first = _record(1, None, "")
     second = _record(2, "1.0", digest(encoded(first)))
     pointer = {"model": "m", "alias": "prod", "version": "1.0", "seq": 2,
@@ -224,13 +230,25 @@ def sound_documents(blob: bytes, files: list[dict[str, Any]]) -> dict[str, Any]:
     alias = {"alias": "prod", "version": "1.0", "seq": 2, "time": RECORD_TIME, "actor": "ci",
              "reason": "go", "history": [first, second]}  # fmt: skip
     return {
-        "index.json": {"format": 1, "models": {"m": {"description": "d"}}, "bundles": [entry]},
+        "index.json": {"format": 2, "models": {"m": model}},
+        SHARD: {"model": "m", "description": "d", "bundles": [entry]},
         "descriptors/m/1.0/universal.json": descriptor,
         "aliases/m/prod.json": pointer,
         "aliases/m/prod/1.json": first,
         "aliases/m/prod/2.json": second,
         "aliases/m/index.json": {"model": "m", "aliases": [alias]},
     }
+
+
+def name_shard(written: dict[str, bytes | None]) -> None:
+    """Store the shard under its digest, and write [digest, size] where index.json asks for it
+    (unless a hostile value took that place)."""
+    data = written.pop(SHARD)
+    ref = json.dumps([digest(data or b""), len(data or b"")]).encode()
+    written[f"shards/m/{digest(data or b'')}.json"] = data  # None: removed
+    index = written.get("index.json")
+    if index is not None:
+        written["index.json"] = index.replace(encoded(SHARD_REF), ref)
 
 
 def _record(seq: int, previous: str | None, prev_digest: str) -> dict[str, Any]:
@@ -271,8 +289,13 @@ def hostile_registries(draw: st.DrawFn) -> dict[str, bytes | None]:
         path = draw(st.sampled_from(paths_in(documents[key])))
         documents[key] = replaced(documents[key], path, draw(hostile_values))
     written: dict[str, bytes | None] = {k: encoded(d) for k, d in documents.items()}
+    tampered = draw(st.booleans())  # the shard replaced after index.json named it, or before
+    if tampered:
+        name_shard(written)
     for _ in range(draw(st.integers(0, 2))):
         written[draw(st.sampled_from(sorted(written)))] = draw(hostile_documents)
+    if not tampered:
+        name_shard(written)
     strays = ["aliases/m/a b.json", "aliases/m/prod/9999999999.json", "aliases/m/prod/x.json",
               "aliases/m/prod/01.json", "aliases/m/Prod.json"]  # fmt: skip
     for key in draw(st.lists(st.sampled_from(strays), max_size=2, unique=True)):
@@ -373,6 +396,8 @@ _OUTCOMES = [
     ("the registry is corrupt or hostile", "a document refused at decode"),
     ("extraction ceiling", "extraction ceiling"),
     ("removed from the cache", "bundle refused, removed from the cache"),
+    ("index.json names", "shard refused: size or digest"),
+    ("as the highest version", "index and shard disagree"),
     ("has BLAKE3", "download refused: digest"),
     ("has no ", "nothing by that name"),
     ("is damaged", "damaged alias"),
@@ -450,11 +475,12 @@ def fixed_registry(kind: str, change: dict[str, Any]) -> dict[str, bytes | None]
         blob = xyb_bytes(bundle_members("m", "1.0", "universal", {"model.bin": b"w"}))
         files = [_entry(e) for e in file_entries({"model.bin": b"w"})]
     documents = sound_documents(blob, files)
-    for key in ("index.json", "descriptors/m/1.0/universal.json"):
+    for key in (SHARD, "descriptors/m/1.0/universal.json"):
         if "hash" in change:
-            bundle = documents[key]["bundles"][0] if key == "index.json" else documents[key]
+            bundle = documents[key]["bundles"][0] if key == SHARD else documents[key]
             bundle["hash"] = change["hash"]
     written: dict[str, bytes | None] = {k: encoded(d) for k, d in documents.items()}
+    name_shard(written)
     written.update({k: v for k, v in change.items() if k != "hash"})
     written[f"blobs/{digest(blob)}.xyb"] = blob
     return written

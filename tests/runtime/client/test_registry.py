@@ -21,6 +21,8 @@ from support.registries import (
     demo_registry,
     member,
     publish,
+    rename_shard,
+    shard_path,
     tar_bytes,
     write_alias,
     write_index,
@@ -36,7 +38,7 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import detect_target
-from runtime.registry.wire import BundleDescriptor, Index, encode
+from runtime.registry.wire import BundleDescriptor
 from runtime.storage.http import HttpStore, default_retries
 
 Key = tuple[str, str, str]
@@ -169,23 +171,10 @@ def test_unknown_version_lists_versions_and_aliases(
     root, _ = site
     with pytest.raises(ResolveError) as caught:
         Registry(str(root), cache=cache).resolve("tiny@1.3", "universal")
-    # The directory has no aliases/<id>/index.json view, so no alias is listed from it.
     assert str(caught.value) == (
         f"model 'tiny' has no version or alias '1.3' in {root} "
-        "(versions: 1.0, 1.2, 1.10; aliases: none)"
+        "(versions: 1.0, 1.2, 1.10; aliases: stable)"  # index.json's alias map
     )
-
-
-def test_aliases_listed_from_the_alias_view(
-    site: tuple[Path, dict[Key, BundleDescriptor]], cache: Cache
-) -> None:
-    from runtime.registry.wire import AliasIndex, AliasView, alias_index_key, encode
-
-    root, _ = site
-    view = AliasIndex("tiny", (AliasView("stable", "1.2", 1, "", "ci", ""),))
-    (root / alias_index_key("tiny")).write_bytes(encode(view))
-    with pytest.raises(ResolveError, match=r"\(versions: 1.0, 1.2, 1.10; aliases: stable\)$"):
-        Registry(str(root), cache=cache).resolve("tiny@beta", "universal")
 
 
 def test_missing_target_lists_targets(
@@ -301,7 +290,7 @@ def test_a_damaged_cache_heals_itself(
     assert any(p.endswith(".xyb") for p in faults.paths())  # downloaded again
 
 
-def test_alias_is_looked_up_online_each_time(
+def test_alias_is_looked_up_online_each_time_in_index_json(
     site: tuple[Path, dict[Key, BundleDescriptor]],
     cache: Cache,
     faults: Faults,
@@ -312,7 +301,7 @@ def test_alias_is_looked_up_online_each_time(
     assert registry.resolve("tiny@stable", "universal").version == "1.2"
     write_alias(root, "tiny", "stable", "1.0", seq=2)
     assert registry.resolve("tiny@stable", "universal").version == "1.0"
-    assert faults.paths().count("aliases/tiny/stable.json") == 2
+    assert faults.paths() == ["index.json", shard_path(root, "tiny"), "index.json"]
 
 
 def test_offline_resolves_from_the_cached_index(
@@ -565,7 +554,7 @@ def test_an_index_from_a_newer_format_says_to_upgrade(tmp_path: Path, cache: Cac
     with pytest.raises(RegistryError) as caught:
         Registry(str(tmp_path), cache=cache, progress=False).resolve("tiny")
     assert str(caught.value) == (
-        f"{tmp_path}/index.json has format 99, newer than the 1 this version of bundle-registry "
+        f"{tmp_path}/index.json has format 99, newer than the 2 this version of bundle-registry "
         "reads: upgrade bundle-registry (pip install -U bundle-registry)"
     )
 
@@ -584,14 +573,15 @@ def test_a_digest_that_is_a_path_never_reaches_the_disk(tmp_path: Path, cache: C
     victim.mkdir()
     (victim / "victim.json").write_text("mine")
     hostile = "../../victim/victim"
-    for path in (root / "index.json", root / "descriptors/m/1.0/universal.json"):
-        document = json.loads(path.read_text())
-        (document["bundles"][0] if "bundles" in document else document)["hash"] = hostile
-        path.write_text(json.dumps(document))
+    path = root / "descriptors/m/1.0/universal.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "hash": hostile}))
+    shard = json.loads((root / shard_path(root, "m")).read_text())
+    shard["bundles"][0]["hash"] = hostile
+    key = rename_shard(root, "m", json.dumps(shard).encode())  # named by its digest: it verifies
     with pytest.raises(RegistryError) as caught:
         Registry(str(root), cache=cache, progress=False).extract("m@1.0", "universal")
     assert str(caught.value) == (
-        f"{root}/index.json: $.bundles[0].hash: '{hostile}' is not a 64-character lowercase "
+        f"{root}/{key}: $.bundles[0].hash: '{hostile}' is not a 64-character lowercase "
         "hex digest; the registry is corrupt or hostile: ask the publisher to rebuild the "
         "registry's index.json"
     )
@@ -612,53 +602,54 @@ def promoted(root: Path, versions: tuple[str, ...]) -> None:
     (root / alias_pointer_key("tiny", "prod")).unlink()
 
 
-def test_a_missing_pointer_is_rolled_forward_over_http(
+def test_a_client_needs_no_pointer_file_but_the_alias_commands_roll_one_forward_over_http(
     site: tuple[Path, dict[Key, BundleDescriptor]],
     cache: Cache,
     faults: Faults,
     counting_url: str,
 ) -> None:
-    """A crash during a first promotion (or a deleted pointer) leaves records and no pointer:
-    over HTTP, with no listing, the records are probed 1, 3, 7, then bisected."""
+    """A crash during a first promotion (or a deleted pointer) leaves records and no pointer. A
+    client resolves by index.json's alias map and reads no pointer; the alias commands, over
+    HTTP, with no listing, probe the records 1, 3, 7, then bisect."""
+    from runtime.aliases import resolve_alias
+
     root, _ = site
     promoted(root, ("1.0", "1.10", "1.2"))
-    notices = Notices()
-    registry = Registry(counting_url, cache=cache, progress=False, notice=notices)
+    registry = Registry(counting_url, cache=cache, progress=False)
     assert registry.resolve("tiny@prod", "universal").version == "1.2"
-    assert notices == [
-        f"{counting_url}/aliases/tiny/prod.json is missing: using record 3 of tiny@prod "
-        "(the next promote restores the pointer)"
-    ]
+    assert not [p for p in faults.paths() if p.startswith("aliases/")]
+    assert resolve_alias(HttpStore(counting_url), "tiny", "prod", repair=False).version == "1.2"
     probes = [p for p in faults.paths() if p.startswith("aliases/tiny/prod/")]
     assert probes == [f"aliases/tiny/prod/{n}.json" for n in (1, 3, 7, 5, 4)]
-    assert registry.mirror.saved_pointer("tiny", "prod") is not None  # offline answers it too
-    offline = Registry(counting_url, cache=cache, offline=True, notice=notices)
+    offline = Registry(counting_url, cache=cache, offline=True, notice=Notices())
     assert offline.resolve("tiny@prod", "universal").version == "1.2"
 
 
-def test_a_version_ref_costs_no_record_probe(
+def test_a_version_ref_costs_the_index_and_the_shard(
     site: tuple[Path, dict[Key, BundleDescriptor]],
     cache: Cache,
     faults: Faults,
     counting_url: str,
 ) -> None:
     Registry(counting_url, cache=cache, progress=False).resolve("tiny@1.2", "universal")
-    assert faults.paths() == ["index.json", "aliases/tiny/1.2.json"]
+    assert faults.paths() == ["index.json", shard_path(site[0], "tiny")]
 
 
 def test_an_alias_listed_but_unreadable_does_not_contradict_itself(
     site: tuple[Path, dict[Key, BundleDescriptor]], cache: Cache
 ) -> None:
-    from runtime.aliases import refresh_view
+    """A client answers from index.json's alias map, where the alias commands, reading the
+    damaged files, name the damage (and never say "no alias" and "aliases: prod" at once)."""
+    from runtime.aliases import refresh_view, resolve
+    from runtime.storage.local import LocalStore
 
     root, _ = site
     promoted(root, ("1.0", "1.2"))
-    from runtime.storage.local import LocalStore
-
     refresh_view(LocalStore(root), "tiny")
     (root / "aliases/tiny/prod/1.json").unlink()
+    assert Registry(str(root), cache=cache).resolve("tiny@prod", "universal").version == "1.2"
     with pytest.raises(ResolveError) as caught:
-        Registry(str(root), cache=cache).resolve("tiny@prod", "universal")
+        resolve(LocalStore(root), "tiny@prod", "universal")
     assert str(caught.value) == (
         f"alias 'prod' of model 'tiny' in {root} is damaged: neither its pointer "
         "aliases/tiny/prod.json nor its first record aliases/tiny/prod/1.json exists; restore "
@@ -717,11 +708,11 @@ def test_a_refused_bundle_is_downloaded_again_on_the_next_fetch(
 def test_a_descriptor_without_url_is_read_from_its_digest(tmp_path: Path, cache: Cache) -> None:
     import msgspec
 
-    from runtime.registry.wire import Location, index_entry
+    from runtime.registry.wire import Location
 
     root = tmp_path / "site"
     bundle = msgspec.structs.replace(publish(root, "m", "1.0", "universal"), location=Location())
     (root / "descriptors/m/1.0/universal.json").unlink()
-    (root / "index.json").write_bytes(encode(Index(bundles=(index_entry(bundle),))))
+    write_index(root, [bundle])
     path = Registry(str(root), cache=cache, progress=False).fetch("m@1.0", "universal")
     assert path == cache.blob_path(bundle.hash)

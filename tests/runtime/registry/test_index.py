@@ -1,7 +1,8 @@
-"""The one reader of ``index.json``: every runtime reader refuses an index of a newer format.
+"""The one reader of ``index.json`` and shards: every runtime reader refuses an index of another
+format by its number, and a shard that is not the one index.json names.
 
-(The publisher's side, that publish, commit and reindex never overwrite one, is tested in
-``tests/registry_build``.)
+(The publisher's side, that publish, commit and reindex never overwrite a newer index and upgrade
+an older one, is tested in ``tests/registry_build``.)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import blake3
 import pytest
 from support.registries import whisper_registry
 
@@ -16,31 +18,34 @@ from runtime import aliases as al
 from runtime.cli import main
 from runtime.client.cache import Cache
 from runtime.client.registry import Registry
-from runtime.errors import CorruptDocument
+from runtime.errors import CorruptDocument, IntegrityError
 from runtime.registry.index import (
     IndexFormatError,
     NoIndex,
+    OlderIndexFormat,
+    check_shard,
     decode_index,
     fetch_index,
     load_index,
     read_index,
 )
+from runtime.registry.wire import Index, IndexV1, ShardRef, decode_document, encode
 from runtime.storage.local import LocalStore
 from runtime.storage.memory import MemoryStore
 
-NEWER = b'{"format": 2, "models": {"whisper": {"shard": {"url": "shards/whisper/x.json"}}}}'
+NEWER = b'{"format": 3, "models": {"whisper": {"shards": [{"url": "shards/whisper/x.json"}]}}}'
 
 
 def refusal(where: str) -> str:
     return (
-        f"{where}/index.json has format 2, newer than the 1 this version of bundle-registry "
+        f"{where}/index.json has format 3, newer than the 2 this version of bundle-registry "
         "reads: upgrade bundle-registry (pip install -U bundle-registry)"
     )
 
 
 @pytest.fixture
 def newer(tmp_path: Path) -> LocalStore:
-    """A registry whose index.json is of format 2."""
+    """A registry whose index.json is of format 3."""
     store = whisper_registry(tmp_path / "site")
     store.put("index.json", NEWER)
     return store
@@ -56,7 +61,7 @@ def test_decode_refuses_a_newer_format_and_names_the_document() -> None:
 
 def test_the_store_readers() -> None:
     store = MemoryStore()
-    assert read_index(store) == (decode_index(b"{}", ""), None)
+    assert read_index(store) == (Index(), None)
     with pytest.raises(NoIndex) as caught:
         load_index(store)
     assert str(caught.value) == (
@@ -128,3 +133,56 @@ def test_every_command_says_to_upgrade(
     assert main([*argv, "--registry", newer.location, *cache]) == 1
     assert capsys.readouterr() == ("", f"Error: {refusal(newer.location)}\n")
     assert newer.get("index.json")[0] == NEWER
+
+
+def test_a_format_1_reader_sees_format_2_as_newer_not_as_corrupt(tmp_path: Path) -> None:
+    """Version 1 decoded index.json as IndexV1 and refused a format above 1: a format-2 index
+    decodes as that type, so it meets the "newer format, upgrade" error, not "corrupt"."""
+    store = whisper_registry(tmp_path / "site")
+    old = decode_document(store.get("index.json")[0], IndexV1, "index.json", "")
+    assert (old.format, old.bundles) == (2, ())
+
+
+def test_a_format_1_index_says_to_upgrade_the_registry(tmp_path: Path) -> None:
+    store = whisper_registry(tmp_path / "site")
+    store.put("index.json", encode(IndexV1()))
+    for read in (read_index, load_index):
+        with pytest.raises(OlderIndexFormat) as caught:
+            read(store)
+        assert str(caught.value) == (
+            f"{store.location}/index.json has format 1, older than the 2 this version of "
+            "bundle-registry reads: upgrade the registry to format 2 with `registry-build "
+            "reindex DEST` (a publish to it upgrades it too), or ask the publisher to"
+        )
+
+
+def test_a_hostile_entry_is_named_by_its_model() -> None:
+    data = b'{"format": 2, "models": {"tiny": {"latest": "1.0", "shard": ["../../x", 1]}}}'
+    with pytest.raises(CorruptDocument) as caught:
+        decode_index(data, "https://host/index.json")
+    assert str(caught.value) == (
+        "https://host/index.json (model 'tiny'): $.shard[0]: '../../x' is not a 64-character "
+        "lowercase hex digest; the registry is corrupt or hostile: rebuild it from descriptors/ "
+        "with `registry-build reindex` (or ask the publisher to)"
+    )
+
+
+SHARD = b'{"model":"tiny","bundles":[]}'
+
+
+@pytest.mark.parametrize(
+    ("data", "model", "error", "message"),
+    [
+        (SHARD + b" ", "tiny", IntegrityError, "here has 30 bytes, index.json names 29; "),
+        (SHARD.replace(b"tiny", b"tinx"), "tiny", IntegrityError, "here has BLAKE3 "),
+        (SHARD, "other", CorruptDocument, "here holds bundles of tiny, not of 'other' alone; "),
+    ],
+)
+def test_a_shard_is_checked_by_size_digest_and_model(
+    data: bytes, model: str, error: type[Exception], message: str
+) -> None:
+    ref = ShardRef(blake3.blake3(SHARD).hexdigest(), len(SHARD))
+    assert check_shard(SHARD, "tiny", ref, "here").model == "tiny"
+    with pytest.raises(error) as caught:
+        check_shard(data, model, ref, "here")
+    assert str(caught.value).startswith(message)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 
 import pytest
 
 from runtime.errors import InvalidNameError, ResolveError
 from runtime.names import UNIVERSAL, detect_target, parse_ref
-from runtime.registry.resolver import Catalog, damaged_alias, resolve, target_order, versions_of
-from runtime.registry.wire import BundleDescriptor, Index, Location, blob_key
+from runtime.registry.resolver import (
+    ModelState,
+    damaged_alias,
+    listing,
+    resolve,
+    target_order,
+    unknown_model,
+)
+from runtime.registry.wire import BundleDescriptor, Location, blob_key
 
 WHERE = "/srv/registry"
 
@@ -20,21 +26,16 @@ def bundle(model: str, version: str, target: str) -> BundleDescriptor:
     return BundleDescriptor(model, version, target, digest, 1, Location(url=blob_key(digest)))
 
 
-CATALOG = Catalog.of(
-    Index(
-        bundles=(
-            bundle("tiny", "1.0", "universal"),
-            bundle("tiny", "1.2", "linux-x86_64"),
-            bundle("tiny", "1.2", "universal"),
-            bundle("tiny", "1.10", "macos-arm64"),
-            bundle("mac-only", "2.0", "macos-arm64"),
-        )
-    )
+TINY = (
+    bundle("tiny", "1.0", "universal"),
+    bundle("tiny", "1.2", "linux-x86_64"),
+    bundle("tiny", "1.2", "universal"),
+    bundle("tiny", "1.10", "macos-arm64"),
 )
-
-
-def never() -> Sequence[str]:
-    raise AssertionError("the aliases are asked for only to word a miss")
+STATES = {
+    "tiny": ModelState("tiny", "1.10", {"stable": "1.2", "next": "9.9"}, TINY),
+    "mac-only": ModelState("mac-only", "2.0", {}, (bundle("mac-only", "2.0", "macos-arm64"),)),
+}
 
 
 @pytest.mark.parametrize(
@@ -44,8 +45,9 @@ def never() -> Sequence[str]:
         ("tiny@1.2", None, "linux-arm64", ("1.2", None, ["universal"])),  # falls back
         ("tiny@1.2", None, "linux-aarch64", ("1.2", None, ["universal"])),  # a synonym
         ("tiny@1.2", None, None, ("1.2", None, ["linux-x86_64", "universal"])),  # every target
-        ("tiny", None, "macos-arm64", ("1.10", None, ["macos-arm64"])),  # 1.10 > 1.2
-        ("tiny@stable", "1.2", "universal", ("1.2", "stable", ["universal"])),  # an alias
+        ("tiny", None, "macos-arm64", ("1.10", None, ["macos-arm64"])),  # latest: 1.10 > 1.2
+        ("tiny@stable", None, "universal", ("1.2", "stable", ["universal"])),  # the alias map
+        ("tiny@prod", "1.0", "universal", ("1.0", "prod", ["universal"])),  # a pointer found
         ("tiny@1.0", "1.2", "universal", ("1.2", "1.0", ["universal"])),  # the alias wins
     ],
 )
@@ -53,72 +55,60 @@ def test_resolution_table(
     ref: str, alias_version: str | None, target: str | None, expected: tuple[object, ...]
 ) -> None:
     targets = None if target is None else target_order(target)
-    found = resolve(
-        CATALOG, parse_ref(ref), alias_version, targets=targets, where=WHERE, known_aliases=never
-    )
+    found = resolve(STATES["tiny"], parse_ref(ref), alias_version, targets=targets, where=WHERE)
     assert (found.version, found.alias, [b.target for b in found.bundles]) == expected
     assert (found.ref, found.model) == (ref, "tiny")
 
 
 @pytest.mark.parametrize(
-    ("ref", "alias_version", "target", "aliases", "message"),
+    ("ref", "target", "message"),
     [
         (
-            "tinny@1.0",
-            None,
-            "universal",
-            [],
-            f"model 'tinny' is not in the index of {WHERE} (models: mac-only, tiny)",
-        ),
-        (
             "tiny@1.3",
-            None,
             "universal",
-            ["stable"],
             f"model 'tiny' has no version or alias '1.3' in {WHERE} "
-            "(versions: 1.0, 1.2, 1.10; aliases: stable)",
-        ),
-        (
-            "tiny@prod",
-            None,
-            "universal",
-            ["prod"],
-            f"alias 'prod' of model 'tiny' in {WHERE} is damaged: neither its pointer "
-            "aliases/tiny/prod.json nor its first record aliases/tiny/prod/1.json exists; "
-            "restore the files, or promote the alias again",
+            "(versions: 1.0, 1.2, 1.10; aliases: next, stable)",
         ),
         (
             "tiny@next",
-            "9.9",
             "universal",
-            [],
             f"tiny@next points at version '9.9', which the index of {WHERE} no longer holds "
             "(versions: 1.0, 1.2, 1.10): promote the alias to one of those",
         ),
         (
             "mac-only@2.0",
-            None,
             "linux-x86_64",
-            [],
             f"mac-only@2.0 has no bundle for target 'linux-x86_64' or 'universal' in {WHERE} "
             "(targets of 2.0: macos-arm64): pass one of those with --target, or pick another "
             "version",
         ),
     ],
 )
-def test_one_message_per_kind_of_miss(
-    ref: str, alias_version: str | None, target: str, aliases: list[str], message: str
-) -> None:
+def test_one_message_per_kind_of_miss(ref: str, target: str, message: str) -> None:
+    parsed = parse_ref(ref)
     with pytest.raises(ResolveError) as caught:
-        resolve(
-            CATALOG,
-            parse_ref(ref),
-            alias_version,
-            targets=target_order(target),
-            where=WHERE,
-            known_aliases=lambda: aliases,
-        )
+        resolve(STATES[parsed.model], parsed, targets=target_order(target), where=WHERE)
     assert str(caught.value) == message
+
+
+def test_a_latest_the_shard_does_not_hold_says_to_reindex() -> None:
+    state = ModelState("tiny", "2.0", {}, TINY)
+    with pytest.raises(ResolveError) as caught:
+        resolve(state, parse_ref("tiny"), targets=("universal",), where=WHERE)
+    assert str(caught.value) == (
+        f"the index of {WHERE} names '2.0' as the highest version of 'tiny', but its shard holds "
+        "no such version (versions: 1.0, 1.2, 1.10): ask the publisher to run "
+        "`registry-build reindex`"
+    )
+
+
+def test_an_unknown_model_lists_twenty_models_and_counts_the_rest() -> None:
+    assert str(unknown_model("tinny", ["tiny", "mac-only"], WHERE)) == (
+        f"model 'tinny' is not in the index of {WHERE} (models: mac-only, tiny)"
+    )
+    many = [f"model-{n:04d}" for n in range(5000)]
+    assert listing(many) == ", ".join(many[:20]) + " and 4980 more"
+    assert listing([]) == "none"
 
 
 def test_the_damaged_alias_message_takes_what_the_caller_knows() -> None:
@@ -143,7 +133,6 @@ def test_target_rules() -> None:
     )
 
 
-def test_versions_of_a_model_lowest_first_or_the_unknown_model_error() -> None:
-    assert versions_of(CATALOG, "tiny", WHERE) == ["1.0", "1.2", "1.10"]
-    with pytest.raises(ResolveError, match=r"^model 'x' is not in the index of /srv/registry"):
-        versions_of(CATALOG, "x", WHERE)
+def test_versions_of_a_model_lowest_first() -> None:
+    assert STATES["tiny"].versions() == ["1.0", "1.2", "1.10"]
+    assert [b.target for b in STATES["tiny"].bundles_of("1.2")] == ["linux-x86_64", "universal"]

@@ -14,6 +14,7 @@ from runtime.registry.wire import (
     BundleDescriptor,
     Index,
     Location,
+    Shard,
     blob_key,
     decode_document,
     encode,
@@ -49,14 +50,14 @@ def entry(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def index_with(**changes: Any) -> bytes:
-    return json.dumps({"format": 1, "bundles": [entry(**changes)]}).encode()
+def shard_with(**changes: Any) -> bytes:
+    return json.dumps({"model": "m", "bundles": [entry(**changes)]}).encode()
 
 
-def test_a_sound_index_decodes() -> None:
-    index = decode_document(index_with(), Index, WHERE, FIX)
-    assert index.bundles[0].hash == HEX
-    assert index.bundles[0].blob_key == blob_key(HEX)
+def test_a_sound_shard_decodes() -> None:
+    shard = decode_document(shard_with(), Shard, WHERE, FIX)
+    assert shard.bundles[0].hash == HEX
+    assert shard.bundles[0].blob_key == blob_key(HEX)
 
 
 @pytest.mark.parametrize(
@@ -108,11 +109,11 @@ def test_a_sound_index_decodes() -> None:
         ({"hash": None}, "$.bundles[0]: object missing required field `hash`"),
     ],
 )  # fmt: skip
-def test_a_hostile_index_entry_is_one_line_naming_the_field(
+def test_a_hostile_shard_entry_is_one_line_naming_the_field(
     changes: dict[str, Any], problem: str
 ) -> None:
     with pytest.raises(CorruptDocument) as caught:
-        decode_document(index_with(**changes), Index, WHERE, FIX)
+        decode_document(shard_with(**changes), Shard, WHERE, FIX)
     assert str(caught.value) == f"{WHERE}: {problem}{TAIL}"
 
 

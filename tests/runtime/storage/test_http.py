@@ -7,6 +7,7 @@ streams through it (resume, restart, verification) is in ``tests/runtime/client/
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
 import threading
@@ -14,12 +15,22 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
+import blake3
 import pytest
+import urllib3
 from support.faults import Faults, serve
+from urllib3.util import Timeout
 
 from runtime.errors import KeyNotFound
-from runtime.storage.http import HttpStatusError, HttpStore, ObjectTooLarge, default_retries
+from runtime.storage.http import (
+    HttpStatusError,
+    HttpStore,
+    ObjectTooLarge,
+    _socket_readinto,
+    default_retries,
+)
 from runtime.storage.store import PutMode, ReadOnlyStore, StoreUnreachable
 
 PAYLOAD = os.urandom(3 << 20)
@@ -194,3 +205,88 @@ def test_a_document_larger_than_the_limit_is_refused_without_holding_it(key: str
         f"{key} from {base} is larger than 1048576 bytes, the most a document may have: the "
         "registry is corrupt or hostile; check the registry URL"
     )
+
+
+class _Streams:
+    """What a :func:`streaming` server saw, and whether it stalls its first answer."""
+
+    def __init__(self, stall_first: bool) -> None:
+        self.stall_first = stall_first
+        self.seen: list[tuple[int, str | None]] = []  # (client port, Range)
+        self.resumed = threading.Event()
+
+
+def streaming(streams: _Streams) -> type[BaseHTTPRequestHandler]:
+    """An HTTP/1.1 handler (keep-alive) that serves PAYLOAD at any path and honours Range; with
+    ``stall_first`` its first answer stops half-way until the client asks again."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            asked = self.headers.get("Range")
+            streams.seen.append((self.client_address[1], asked))
+            start = int(asked.removeprefix("bytes=").removesuffix("-")) if asked else 0
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header(
+                    "Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}"
+                )
+            self.send_header("Content-Length", str(len(PAYLOAD) - start))
+            self.end_headers()
+            if streams.stall_first and len(streams.seen) == 1:
+                self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+                streams.resumed.wait(10)
+                self.close_connection = True
+                return
+            streams.resumed.set()
+            self.wfile.write(PAYLOAD[start:])
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+def test_a_stream_reads_into_the_callers_buffer_without_allocating() -> None:
+    buffer, hasher = memoryview(bytearray(1 << 20)), blake3.blake3()
+    with running(streaming(_Streams(stall_first=False))) as base:
+        store = fast(base)
+        tracemalloc.start()
+        try:
+            with store.open("blobs/p.xyb") as reader:
+                while count := cast(io.RawIOBase, reader).readinto(buffer):
+                    hasher.update(buffer[:count])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            store.pool.clear()
+    assert hasher.digest() == blake3.blake3(PAYLOAD).digest()
+    assert peak < 256 << 10  # 3 MiB received through a 1 MiB buffer, no bytes object per read
+
+
+def test_a_stream_read_to_its_end_leaves_its_connection_to_the_next_request() -> None:
+    streams = _Streams(stall_first=False)
+    with running(streaming(streams)) as base:
+        store = fast(base)
+        assert read_all(store, "blobs/p.xyb") == PAYLOAD
+        assert store.get("index.json")[0] == PAYLOAD
+        store.pool.clear()
+    assert [port for port, _ in streams.seen] == [streams.seen[0][0]] * 2
+
+
+def test_a_stalled_stream_is_resumed_where_it_stopped() -> None:
+    streams = _Streams(stall_first=True)
+    with running(streaming(streams)) as base:
+        store = HttpStore(base, retries=default_retries(1, 0.01), timeout=Timeout(5, read=0.2))
+        assert read_all(store, "blobs/p.xyb") == PAYLOAD
+        store.pool.clear()
+    # It stalled 1.5 MiB in, during the second 1 MiB read: the first MiB, handed over, is kept.
+    assert [asked for _, asked in streams.seen] == [None, f"bytes={1 << 20}-"]
+
+
+def test_a_body_without_an_http_client_response_is_read_through_urllib3() -> None:
+    response = urllib3.HTTPResponse(body=io.BytesIO(b"bytes"), preload_content=False)
+    buffer = bytearray(8)
+    assert _socket_readinto(response)(memoryview(buffer)) == 5
+    assert buffer[:5] == b"bytes"
