@@ -21,9 +21,22 @@ def register(subparsers: Any) -> None:
                    "and the hive catalog (default registry-runtime.db)")  # fmt: skip
     p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
     p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
-    p.add_argument("--registry", help="also serve /v1/promote, resolve, aliases, history, verify "
-                   "over this registry (a directory, s3:// or, read-only, http(s)://); default "
-                   "$BUNDLE_REGISTRY")  # fmt: skip
+    p.add_argument("--registry", help="the registry whose models /v1/models lists and whose "
+                   "default model /v1/schedule takes without ?model; also serve /v1/promote, "
+                   "resolve, aliases, history, verify over it (a directory, s3:// or, read-only, "
+                   "http(s)://); default $BUNDLE_REGISTRY")  # fmt: skip
+    # fmt: off
+    p.add_argument("--health-interval", type=_positive, default=30.0,
+                   help="seconds between health checks of the services (default 30)")
+    p.add_argument("--health-timeout", type=_positive, default=5.0,
+                   help="seconds a service's health check may take (default 5)")
+    p.add_argument("--cleanup-interval", type=_positive, default=60.0,
+                   help="seconds between removals of services silent for 300 s (default 60)")
+    p.add_argument("--allow-anonymous-services", action="store_true",
+                   help="accept service writes (/services) without a token, as infini-registry "
+                   "clients send them; a service registered with a token stays its owner's")
+    p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    # fmt: on
     p.set_defaults(handler=_serve)
 
     p = subparsers.add_parser("agent", help="send this hive's heartbeats to a server")
@@ -54,15 +67,18 @@ def _positive(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from runtime.service.server import serve
+    from runtime.service.server import ServeOptions, serve
     from runtime.service.state import STATE_ENV
 
-    registry = args.registry or os.environ.get("BUNDLE_REGISTRY")
-    state = args.state or os.environ.get(STATE_ENV) or "memory"
-    serve(
+    options = ServeOptions(
         host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl,
-        registry=registry, state=state,
+        registry=args.registry or os.environ.get("BUNDLE_REGISTRY"),
+        state=args.state or os.environ.get(STATE_ENV) or "memory",
+        health_interval=args.health_interval, health_timeout=args.health_timeout,
+        cleanup_interval=args.cleanup_interval,
+        allow_anonymous_services=args.allow_anonymous_services, access_log=args.access_log,
     )  # fmt: skip
+    serve(options)
     return 0
 
 

@@ -1,10 +1,18 @@
 """The hive agent: sends this host's heartbeat to the runtime service on an interval.
 
 The workers come from a provider: a JSON file (``--workers-file``), a command printing JSON
-(``--workers-cmd``), or none. Either gives a list of worker reports (or ``{"workers": [...]}``);
-``last_heartbeat`` may be left out and is then the time of reading. A provider that fails or prints
-garbage is logged, and the heartbeat goes out with no workers: the hive stays known, nothing is
-scheduled on workers the agent cannot vouch for.
+(``--workers-cmd``), or none. Either gives a list of worker reports (or ``{"workers": [...]}``),
+each with ``worker_id``, ``state`` (``Idle``, ``Busy``, ``Loading``) and ``health_status``
+(``healthy``, ``degraded``), and optionally ``model_id``, ``url``, ``backend`` (``cpu``,
+``cuda``, ``metal``), ``device_id``, ``vram_bytes``, ``ram_bytes``, ``cpu_percent`` and
+``gpu_percent`` (:class:`~runtime.service.types.WorkerReport`; ``examples/list-workers.py`` prints
+one). ``last_heartbeat`` may be left out and is then the time of reading. A provider that fails or
+prints garbage is logged, and the heartbeat goes out with the last good worker list; a worker the
+server would refuse is dropped with a log line.
+
+The heartbeats go through the service's Python client (:mod:`runtime.service.client`, one
+kept-alive connection), which makes one attempt each: the agent keeps its own rhythm. It logs
+when it starts, when its first heartbeat lands, and when one lands again after failures.
 
 Heartbeats go out every ``interval`` seconds with +-10 % jitter, so hives restarted together do
 not stay in step. While the server cannot be reached, or answers 5xx, 408 or 429, the agent backs
@@ -33,6 +41,7 @@ import urllib3
 
 from runtime.errors import RegistryError
 from runtime.names import is_name, name_problem
+from runtime.service.client import ServiceClient, ServiceError
 from runtime.service.types import HiveHeartbeat, WorkerReport
 from runtime.storage.location import redact
 
@@ -156,12 +165,15 @@ class Agent:
             raise AgentConfigError(f"{name_problem('hive id', config.hive_id)}; fix --hive-id")
         self.config = config
         self.provider = provider
-        self.http = http or urllib3.PoolManager(retries=False)
+        self.client = ServiceClient(
+            config.server, config.token, timeout=config.timeout, retries=0, http=http
+        )
         self.rng = rng or random.Random()
         self.now = now
         self.failures = 0
         self.sent = 0
         self.last_good: list[Any] = []  # the provider's last valid worker list
+        self._failing = False  # since the last heartbeat that landed
 
     def heartbeat(self) -> HiveHeartbeat:
         """This hive's heartbeat now. Provider trouble is logged and the last good worker list
@@ -185,34 +197,45 @@ class Agent:
     def beat_once(self) -> bool:
         """Send one heartbeat: True when the server accepted it, False when it is worth trying
         again (no answer, 5xx, 408, 429); raises :class:`HeartbeatRefused` otherwise."""
-        cfg = self.config
-        headers = {"Content-Type": "application/json"}
-        if cfg.token:
-            headers["Authorization"] = f"Bearer {cfg.token}"
+        beat = self.heartbeat()
         try:
-            resp = self.http.request(
-                "POST",
-                cfg.server.rstrip("/") + "/v1/heartbeat",
-                body=msgspec.json.encode(self.heartbeat()),
-                headers=headers,
-                timeout=cfg.timeout,
-            )
-        except urllib3.exceptions.HTTPError as exc:
-            log.warning("hive %s: server %s unreachable: %s", cfg.hive_id, redact(cfg.server), exc)
+            self.client.heartbeat(beat)
+        except ServiceError as exc:
+            if exc.status is not None and exc.status < 500 and exc.status not in RETRY_STATUSES:
+                raise self._refused(exc) from None
+            self._note_failure(exc)
             return False
-        if resp.status >= 500 or resp.status in RETRY_STATUSES:
-            log.warning("hive %s: server answered %d", cfg.hive_id, resp.status)
-            return False
-        if resp.status >= 300:
-            raise self._refused(resp)
+        self._note_success(len(beat.workers))
         self.sent += 1
         return True
 
-    def _refused(self, resp: urllib3.BaseHTTPResponse) -> HeartbeatRefused:
-        fix = _FIX.get(resp.status, "fix the agent's settings and start it again")
+    def _note_failure(self, exc: ServiceError) -> None:
+        hive, server = self.config.hive_id, redact(self.config.server)
+        if exc.status is None:
+            log.warning("hive %s: server %s unreachable: %s", hive, server, exc.message)
+        else:
+            log.warning("hive %s: server answered %d", hive, exc.status)
+        self._failing = True
+
+    def _note_success(self, workers: int) -> None:
+        hive = self.config.hive_id
+        if self.sent == 0:
+            log.info("hive %s: first heartbeat accepted by %s (%d workers)", hive,
+                     redact(self.config.server), workers)  # fmt: skip
+        elif self._failing:
+            log.info("hive %s: heartbeats accepted again after %d failed attempts", hive,
+                     self.failures)  # fmt: skip
+        self._failing = False
+
+    def _refused(self, exc: ServiceError) -> HeartbeatRefused:
+        status = exc.status or 0
+        reason = exc.message
+        if exc.location:
+            reason += " (point --server at that server)"
+        fix = _FIX.get(status, "fix the agent's settings and start it again")
         return HeartbeatRefused(
             f"server {redact(self.config.server)} refused the heartbeat of hive "
-            f"{self.config.hive_id!r} ({resp.status}): {_reason(resp)}; {fix}"
+            f"{self.config.hive_id!r} ({status}): {reason}; {fix}"
         )
 
     def next_delay(self, delivered: bool) -> float:
@@ -227,24 +250,13 @@ class Agent:
     def run(self, stop: threading.Event | None = None) -> None:
         """Send heartbeats until ``stop`` is set (forever without one)."""
         stop = stop or threading.Event()
-        while not stop.is_set():
-            stop.wait(self.next_delay(self.beat_once()))
-
-
-def _reason(resp: urllib3.BaseHTTPResponse) -> str:
-    """The server's reason on one line: a redirect's target, its JSON ``error``, or the text."""
-    try:
-        error = msgspec.json.decode(resp.data).get("error")
-    except (msgspec.DecodeError, AttributeError):
-        error = None
-    if resp.headers.get("location"):
-        text = f"a redirect to {redact(resp.headers['location'])} (point --server at that server)"
-    elif isinstance(error, str):
-        text = error
-    else:
-        text = resp.data.decode("utf-8", "replace") or "no reason given"
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:300] + "..."
+        log.info("hive %s: sending heartbeats to %s every %g s", self.config.hive_id,
+                 redact(self.config.server), self.config.interval)  # fmt: skip
+        try:
+            while not stop.is_set():
+                stop.wait(self.next_delay(self.beat_once()))
+        finally:
+            self.client.close()
 
 
 def _report(raw: dict[str, Any], now: datetime) -> WorkerReport:

@@ -27,27 +27,10 @@ from runtime import aliases as al
 from runtime.names import NAME_PATTERN
 from runtime.registry.wire import AliasRecord, AliasView
 from runtime.service.endpoints import Endpoint, query_required, read_body
+from runtime.service.types import PromoteRequest, PromoteResponse
 from runtime.storage.store import Store
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-
-
-class PromoteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /v1/promote``: point ``model@alias`` at ``version``."""
-
-    model: Name
-    alias: Name
-    version: Name
-    actor: Annotated[str, msgspec.Meta(min_length=1, max_length=al.MAX_ACTOR)]
-    reason: Annotated[str, msgspec.Meta(max_length=al.MAX_REASON)] = ""
-
-
-class PromoteResponse(msgspec.Struct):
-    """The record the promotion wrote, the races it lost, and follow-ups that failed."""
-
-    record: AliasRecord
-    retries: int
-    warnings: tuple[str, ...] = ()
 
 
 class AliasList(msgspec.Struct):

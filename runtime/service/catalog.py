@@ -1,10 +1,14 @@
-"""What the runtime service keeps across a restart, in SQLite: registered services and hives.
+"""What the runtime service keeps across a restart, in SQLite: registered services, hives and
+how often each model was scheduled.
 
-Heartbeat state is soft and rebuilt from the next heartbeats; only these two tables persist::
+Heartbeat state is soft and rebuilt from the next heartbeats; only these tables persist::
 
     services(name PRIMARY KEY, body)            body: the ServiceView as JSON, with its owner
     hives(hive_id PRIMARY KEY, host, port, devices, created_at, updated_at, status,
           last_heartbeat)                       status: Unknown | Online | Offline
+    model_usage(model PRIMARY KEY, use_count, last_used_ms)
+                                                schedule answers per model, and the last one
+                                                (epoch ms); written in batches (add_uses)
 
 A hive row changes when the hive appears, its host/port/devices change, or it goes Online or
 Offline. ``last_heartbeat`` is buffered and written in one transaction by :meth:`Catalog.flush`
@@ -37,7 +41,7 @@ from pathlib import Path
 import msgspec
 
 from runtime.errors import RegistryError
-from runtime.service.types import HiveHeartbeat, HiveStatus, ServiceView
+from runtime.service.types import HiveHeartbeat, HiveStatus, ModelUse, ServiceView
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS services (name TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -45,6 +49,9 @@ CREATE TABLE IF NOT EXISTS hives (
     hive_id TEXT PRIMARY KEY, host TEXT, port INTEGER, devices TEXT NOT NULL,
     created_at TEXT NOT NULL, updated_at TEXT NOT NULL, status TEXT NOT NULL,
     last_heartbeat TEXT
+);
+CREATE TABLE IF NOT EXISTS model_usage (
+    model TEXT PRIMARY KEY, use_count INTEGER NOT NULL, last_used_ms INTEGER NOT NULL
 );
 """
 
@@ -146,6 +153,36 @@ class Catalog:
         with self._lock:
             rows = self._db.execute("SELECT * FROM hives ORDER BY hive_id").fetchall()
         return [_hive_record(row) for row in rows]
+
+    def hive(self, hive_id: str) -> HiveRecord | None:
+        """One catalogued hive; None when the catalog does not have it."""
+        self.flush()
+        with self._lock:
+            row = self._db.execute("SELECT * FROM hives WHERE hive_id = ?", (hive_id,)).fetchone()
+        return None if row is None else _hive_record(row)
+
+    # -- model usage --------------------------------------------------------------------------
+
+    def add_uses(self, uses: dict[str, ModelUse]) -> None:
+        """Add ``uses`` to the stored counts, in one transaction (the later last use wins)."""
+        rows = [(m, u.count, _ms(u.last_used)) for m, u in uses.items()]
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "INSERT INTO model_usage VALUES (?, ?, ?) ON CONFLICT(model) DO UPDATE SET "
+                "use_count = use_count + excluded.use_count, "
+                "last_used_ms = max(last_used_ms, excluded.last_used_ms)",
+                rows,
+            )
+            self._db.execute("COMMIT")
+
+    def usage(self) -> dict[str, ModelUse]:
+        """The stored counts, by model."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM model_usage").fetchall()
+        return {m: ModelUse(count=n, last_used=_from_ms(ms)) for m, n, ms in rows}
 
     def flush(self) -> None:
         """Write buffered ``last_heartbeat`` values in one transaction."""
@@ -251,6 +288,14 @@ def _connect(path: str) -> sqlite3.Connection:
             "pass --db a writable path, or move the file away to start afresh"
         ) from exc
     return db
+
+
+def _ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _hive_record(row: tuple[object, ...]) -> HiveRecord:

@@ -12,8 +12,10 @@ its body with :func:`read_body` and its query with the ``query_*`` functions, wh
 errors of :mod:`runtime.service.errors`; it raises, never builds an error answer itself.
 
 ``access`` is checked before the handler runs: ``public`` needs nothing, ``token`` any known
-token, ``admin`` a token bound to no hive. :func:`caller` then says which hive the token speaks
-for, and a route about one hive checks it with :func:`speaks_for`.
+token, ``admin`` a token bound to no hive, ``service`` a known token or, when the server allows
+anonymous service writes, no ``Authorization`` header at all. :func:`caller` then says which hive
+the token speaks for (a route about one hive checks it with :func:`speaks_for`), and
+:func:`writer` who writes a service (:data:`~runtime.service.tokens.ANONYMOUS` without a token).
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import msgspec
 from starlette.requests import ClientDisconnect, Request
 
 from runtime.service.errors import BadRequest, BodyTooLarge, InvalidBody
-from runtime.service.tokens import check_hive
+from runtime.service.tokens import Writer, check_hive
 
 T = TypeVar("T")
 
-Access = Literal["public", "token", "admin"]
+Access = Literal["public", "token", "admin", "service"]
 Handler = Callable[[Request], Awaitable[object]]
 
 JSON = "application/json"
@@ -68,6 +70,13 @@ def caller(request: Request) -> str | None:
     return bound
 
 
+def writer(request: Request) -> Writer:
+    """Who writes a service: a hive, None for an admin token, or
+    :data:`~runtime.service.tokens.ANONYMOUS` (rows whose ``access`` is ``service``)."""
+    who: Writer = request.state.caller
+    return who
+
+
 def speaks_for(request: Request, hive_id: str | None) -> None:
     """Refuse (403) a token bound to another hive than ``hive_id``."""
     check_hive(caller(request), hive_id)
@@ -92,6 +101,8 @@ async def read_body(request: Request, kind: type[T], empty: T | None = None) -> 
         raise InvalidBody(f"invalid body: {exc}", _field_path(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", "$") from None
+    except RecursionError:
+        raise BadRequest("the body nests arrays or objects too deeply", "$") from None
 
 
 async def _raw(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:

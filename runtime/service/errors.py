@@ -10,7 +10,8 @@ The status comes from :data:`STATUS`, looked up along the error's class hierarch
 answers as its parent unless it has a row of its own. Two rows are kinds rather than classes:
 a ``PermissionError`` is a refusal of the caller (403), an ``OSError`` a store, the catalog or the
 network failing on the server's side (503: retry later). A registry served read-only (over HTTP)
-cannot take a promotion however often it is asked: 501.
+cannot take a promotion however often it is asked: 501. No worker able to serve a model is a 503
+(the service cannot answer now; rbee's routers expect it).
 
 **An error with no row is a 500.** A status says whose fault a failure is, and only a row may
 claim that it is the client's: a :class:`~runtime.errors.RegistryError` that no row maps is one
@@ -37,8 +38,14 @@ from runtime.errors import (
 )
 from runtime.registry.index import IndexFormatError
 from runtime.service.hives import UnknownHive, UnknownWorker, WorkerConflict
+from runtime.service.models import NoDefaultModel, RegistryModelsUnavailable
 from runtime.service.scheduler import NoWorkerAvailable, ScheduleRequestError
-from runtime.service.services import ServiceNameMismatch, ServiceOwned, UnknownService
+from runtime.service.services import (
+    ServiceNameMismatch,
+    ServiceNeedsToken,
+    ServiceOwned,
+    UnknownService,
+)
 from runtime.service.state import StateUnavailable
 from runtime.service.tokens import Forbidden, Unauthorized
 from runtime.service.types import ErrorBody
@@ -73,14 +80,15 @@ STATUS: dict[type[BaseException], int] = {
     InvalidNameError: 400,
     RefError: 400,
     ScheduleRequestError: 400,
+    NoDefaultModel: 400,
     Unauthorized: 401,
+    ServiceNeedsToken: 401,
     Forbidden: 403,
     ServiceOwned: 403,
     PermissionError: 403,
     UnknownHive: 404,
     UnknownWorker: 404,
     UnknownService: 404,
-    NoWorkerAvailable: 404,
     ResolveError: 404,
     WorkerConflict: 409,
     AliasConflict: 409,
@@ -91,6 +99,8 @@ STATUS: dict[type[BaseException], int] = {
     ServiceNameMismatch: 422,
     # What the service reads from is wrong, cannot do this, or is away: the request was fine.
     ReadOnlyStore: 501,
+    NoWorkerAvailable: 503,
+    RegistryModelsUnavailable: 503,
     CorruptDocument: 502,
     IndexFormatError: 502,
     IntegrityError: 502,

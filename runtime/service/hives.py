@@ -15,6 +15,11 @@ ten TTLs), when the silence is taken as real and the stale hives are evicted.
 The registry also keeps the index the scheduler reads: idle, healthy workers grouped by the model
 they have loaded, so choosing a worker for a model does not scan every worker.
 
+What a hive is beyond its heartbeats (host, port, devices, and whether it was ever heard from) is
+the hive catalog's (:mod:`runtime.service.catalog`, or Redis): :func:`with_catalog` puts the two
+together for ``/v1/hives``, so that after a restart the catalog's hives are listed, ``Unknown``
+until they speak again.
+
 The same class is the in-memory *mirror* of a shared state (:mod:`runtime.service.state_redis`):
 built with ``evicts=False`` it never evicts or freezes on its own; the shared state decides that
 once for every replica (with :func:`should_freeze`, the one freeze rule) and the mirror applies
@@ -36,8 +41,10 @@ from typing import NamedTuple
 import msgspec
 
 from runtime.errors import RegistryError
+from runtime.service.catalog import HiveRecord
 from runtime.service.types import (
     HiveHeartbeat,
+    HiveStatus,
     HiveView,
     Resources,
     WorkerHeartbeat,
@@ -435,9 +442,11 @@ class HiveRegistry:
 
     def _view(self, hive: _Hive, now: float) -> HiveView:
         beat = hive.beat
+        online = now < hive.expires
         return HiveView(
             hive_id=hive.hive_id,
-            online=now < hive.expires,
+            status="Online" if online else "Offline",
+            online=online,
             age_seconds=round(now - hive.seen, 3),
             timestamp=beat.timestamp,
             workers=list(beat.workers),
@@ -509,10 +518,12 @@ def with_worker_health(hive: HiveHeartbeat, beat: WorkerHeartbeat) -> HiveHeartb
 
 
 def summed_resources(workers: Iterable[WorkerReport]) -> Resources:
-    """Counts by state and the sums of what the workers report (a missing value counts as 0)."""
+    """Counts by state, the sums of VRAM, RAM and CPU (a missing value counts as 0), and the
+    GPU load of each worker that reports one with their mean (see
+    :class:`~runtime.service.types.Resources`)."""
     res = Resources(
         workers=0, idle=0, busy=0, loading=0, vram_bytes=0, ram_bytes=0, cpu_percent=0.0,
-        gpu_percent=0.0,
+        gpu_percent=None, gpu_percent_per_worker={},
     )  # fmt: skip
     for w in workers:
         res.workers += 1
@@ -522,8 +533,42 @@ def summed_resources(workers: Iterable[WorkerReport]) -> Resources:
         res.vram_bytes += w.vram_bytes or 0
         res.ram_bytes += w.ram_bytes or 0
         res.cpu_percent += w.cpu_percent or 0.0
-        res.gpu_percent += w.gpu_percent or 0.0
+        if w.gpu_percent is not None:
+            res.gpu_percent_per_worker[w.worker_id] = w.gpu_percent
+    gpus = res.gpu_percent_per_worker
+    if gpus:
+        res.gpu_percent = round(sum(gpus.values()) / len(gpus), 3)
     return res
+
+
+def with_catalog(held: Iterable[HiveView], records: Iterable[HiveRecord]) -> list[HiveView]:
+    """The hives ``held``, with the host, port and devices their catalog ``records`` give, and
+    the hives only the catalog has (:func:`catalog_view`); sorted by id."""
+    rows = {r.hive_id: r for r in records}
+    views = {v.hive_id: with_record(v, rows.get(v.hive_id)) for v in held}
+    for hive_id, record in rows.items():
+        views.setdefault(hive_id, catalog_view(record))
+    return [views[k] for k in sorted(views)]
+
+
+def with_record(view: HiveView, record: HiveRecord | None) -> HiveView:
+    """A held hive with what its catalog row says of its host (unchanged without a row)."""
+    if record is None:
+        return view
+    return msgspec.structs.replace(
+        view, host=record.host, port=record.port, devices=list(record.devices)
+    )
+
+
+def catalog_view(record: HiveRecord) -> HiveView:
+    """A hive only the catalog has: no workers, no age; ``Unknown`` unless it was evicted
+    (``Offline``): a row still ``Online`` is a hive not heard from by this server."""
+    status: HiveStatus = "Offline" if record.status == "Offline" else "Unknown"
+    return HiveView(
+        hive_id=record.hive_id, status=status, online=False, age_seconds=None,
+        timestamp=record.last_heartbeat, workers=[], resources=summed_resources(()),
+        host=record.host, port=record.port, devices=list(record.devices),
+    )  # fmt: skip
 
 
 def _compact(beat: HiveHeartbeat) -> HiveHeartbeat:

@@ -18,8 +18,11 @@ from runtime.service.types import ErrorBody
 _ADMIN = "Needs a token bound to no hive (an admin token)."
 
 
-def openapi_document(table: Sequence[Endpoint]) -> dict[str, Any]:
-    """The document for ``table``."""
+def openapi_document(
+    table: Sequence[Endpoint], *, anonymous_services: bool = False
+) -> dict[str, Any]:
+    """The document for ``table``; with ``anonymous_services``, the ``service`` rows take a
+    request without a token too."""
     kinds = sorted(
         {k for e in table for k in (e.body, e.answer) if k is not None} | {ErrorBody},
         key=lambda k: k.__name__,
@@ -30,7 +33,7 @@ def openapi_document(table: Sequence[Endpoint]) -> dict[str, Any]:
     ref = dict(zip(kinds, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for e in table:
-        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, ref)
+        paths.setdefault(e.path, {})[e.method.lower()] = _operation(e, ref, anonymous_services)
     return {
         "openapi": "3.1.0",
         "info": {"title": "registry-runtime", "version": "1"},
@@ -42,7 +45,7 @@ def openapi_document(table: Sequence[Endpoint]) -> dict[str, Any]:
     }
 
 
-def _operation(e: Endpoint, ref: Mapping[type[Any], Any]) -> dict[str, Any]:
+def _operation(e: Endpoint, ref: Mapping[type[Any], Any], anonymous: bool) -> dict[str, Any]:
     error = {"description": "error", "content": {JSON: {"schema": ref[ErrorBody]}}}
     answer: dict[str, Any] = {"description": e.summary}
     if e.answer is not None:
@@ -56,7 +59,8 @@ def _operation(e: Endpoint, ref: Mapping[type[Any], Any]) -> dict[str, Any]:
     if e.body is not None:
         op["requestBody"] = {"required": True, "content": {JSON: {"schema": ref[e.body]}}}
     if e.access != "public":
-        op["security"] = [{"bearer": []}]
+        optional = e.access == "service" and anonymous
+        op["security"] = [{"bearer": []}, {}] if optional else [{"bearer": []}]
     if e.access == "admin":
         op["description"] = _ADMIN
     return op

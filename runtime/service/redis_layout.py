@@ -14,6 +14,8 @@ One Redis database holds one fleet (``redis://HOST:PORT/DB``)::
     runtime:evicted             zset    "<hive>@<ms>" -> when it was evicted (the last TTL only)
     runtime:frozen              string  since when eviction is frozen (ms); absent when it is not
     runtime:services            hash    name -> the service (ServiceView JSON, with its owner)
+    runtime:usage:count         hash    model -> schedule answers for it (HINCRBY, in batches)
+    runtime:usage:last          hash    model -> the last of them (Redis-clock ms; the max wins)
     runtime:events              stream  every change, in order, MAXLEN ~ STREAM_MAXLEN
     runtime:lease:reap          string  the replica that evicts this interval (SET NX PX)
     runtime:lease:check:<name>  string  the replica that probes service <name> this interval
@@ -45,6 +47,8 @@ OWNER = PREFIX + "owner"
 EVICTED = PREFIX + "evicted"
 FROZEN = PREFIX + "frozen"
 SERVICES = PREFIX + "services"
+USAGE_COUNT = PREFIX + "usage:count"
+USAGE_LAST = PREFIX + "usage:last"
 EVENTS = PREFIX + "events"
 REAP_LEASE = PREFIX + "lease:reap"
 
@@ -76,7 +80,8 @@ def _lua(text: str) -> str:
     """A script's text with ``$prefix``, ``$hives``, ... replaced by the key names above."""
     return Template(text).substitute(
         prefix=PREFIX, epoch=EPOCH, hives=HIVES, owner=OWNER, evicted=EVICTED, frozen=FROZEN,
-        services=SERVICES, events=EVENTS, maxlen=STREAM_MAXLEN,
+        services=SERVICES, events=EVENTS, maxlen=STREAM_MAXLEN, usage_count=USAGE_COUNT,
+        usage_last=USAGE_LAST,
     )  # fmt: skip
 
 
@@ -246,6 +251,19 @@ end
 redis.call('HSET', '${services}', ARGV[1], ARGV[3])
 return redis.call('XADD', '${events}', 'MAXLEN', '~', ${maxlen}, '*',
                   'e', 'svc ' .. ARGV[1] .. ' ' .. ARGV[3])
+"""
+)
+
+# A batch of model uses. ARGV: triples of model, uses, last use (ms). No event: the counts are
+# read from Redis when asked for (GET /v1/models), not mirrored.
+USE = _lua(
+    """
+for i = 1, #ARGV, 3 do
+  redis.call('HINCRBY', '${usage_count}', ARGV[i], ARGV[i + 1])
+  local last = tonumber(redis.call('HGET', '${usage_last}', ARGV[i]) or '0')
+  if tonumber(ARGV[i + 2]) > last then redis.call('HSET', '${usage_last}', ARGV[i], ARGV[i + 2]) end
+end
+return 1
 """
 )
 

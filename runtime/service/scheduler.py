@@ -2,10 +2,16 @@
 
 The best worker is on an online hive, healthy and Idle, with the model already loaded; among
 those the lowest ``gpu_percent`` wins (a missing figure counts as 100), ties go to lower VRAM use,
-then to the lower worker id, so the same state always gives the same answer. An idle worker
-without the model is chosen only when the caller allows it (``fallback="any"``). With
-``spread=2`` the answer is the better of two candidates drawn at random, so that many callers
-asking at once do not all pile onto the single best worker ("power of two choices").
+then to the lower worker id. When no such worker has the model loaded, any healthy idle worker
+is chosen instead, to load it (``fallback="any"``, the default, as rbee's
+``find_best_worker_for_model`` does); ``fallback="none"`` asks for a worker with the model loaded
+or nothing. A model that no worker has loaded and that the registry does not list
+(``loadable=False``) gets no fallback: no worker could load it.
+
+The answer is the better of two candidates drawn at random (``spread=2``, the default: "power of
+two choices"), so that many routers asking at once do not all pile onto the single best worker
+(a herd); ``spread=1`` always answers the single best, the same state giving the same answer.
+When nothing can serve, :class:`NoWorkerAvailable` is a 503, as rbee's routers expect.
 
 Candidates come from the registry's per-model index of healthy idle workers, each stored with its
 rank (:func:`runtime.service.hives.rank`) already computed: a query reads only the workers that
@@ -25,7 +31,8 @@ Fallback = Literal["none", "any"]
 
 
 class NoWorkerAvailable(RegistryError, LookupError):
-    """Raised when no healthy idle worker on an online hive can serve the requested model."""
+    """Raised when no healthy idle worker on an online hive can serve the requested model
+    (503)."""
 
 
 class ScheduleRequestError(RegistryError, ValueError):
@@ -40,19 +47,20 @@ class Scheduler:
         self.rng = rng or random.Random()
 
     def best_worker(
-        self, model: str, *, fallback: Fallback = "none", spread: int = 1
+        self, model: str, *, fallback: Fallback = "any", spread: int = 2, loadable: bool = True
     ) -> ScheduleAnswer:
-        """The best worker for ``model``; raises :class:`NoWorkerAvailable` when there is none."""
+        """The best worker for ``model``; raises :class:`NoWorkerAvailable` when there is none.
+        ``loadable`` is False when the registry does not list ``model``."""
         if spread not in (1, 2):
             raise ScheduleRequestError(f"spread={spread} is not supported: use 1 or 2")
         self.hives.tick()
         loaded = True
         candidates = self.hives.candidates(model)
-        if not candidates and fallback == "any":
+        if not candidates and fallback == "any" and loadable:
             loaded = False
             candidates = self.hives.other_candidates(model)
         if not candidates:
-            raise NoWorkerAvailable(self._none_message(model, fallback))
+            raise NoWorkerAvailable(self._none_message(model, fallback, loadable))
         pool = self.rng.sample(candidates, 2) if spread == 2 and len(candidates) > 2 else candidates
         chosen = min(pool)  # candidates compare by their rank: (gpu, vram, worker id)
         return ScheduleAnswer(
@@ -64,10 +72,16 @@ class Scheduler:
         )
 
     @staticmethod
-    def _none_message(model: str, fallback: Fallback) -> str:
-        if fallback == "any":
-            return f"no healthy idle worker on an online hive for model {model!r}, nor any other"
+    def _none_message(model: str, fallback: Fallback, loadable: bool) -> str:
+        loaded = f"no healthy idle worker on an online hive has model {model!r} loaded"
+        if fallback == "none":
+            return f"{loaded}; drop fallback=none to accept an idle worker that would load it"
+        if not loadable:
+            return (
+                f"{loaded}, and the registry does not list it, so no worker can load it; "
+                "GET /v1/models lists the registry's models"
+            )
         return (
-            f"no healthy idle worker on an online hive has model {model!r} loaded; "
-            "ask with fallback=any to accept an idle worker without it"
+            f"no worker can serve model {model!r}: no healthy idle worker on an online hive; "
+            "retry when one is idle (GET /v1/workers lists the workers)"
         )

@@ -4,14 +4,20 @@
 catalog, or in Redis shared by replicas) and builds the scheduler and the health checker over
 it; :func:`create_app` puts the routes, and with a registry store the alias routes, through the
 one HTTP layer (:mod:`runtime.service.http`); :func:`serve` runs that under uvicorn
-(``registry-runtime serve``).
+(``registry-runtime serve``), after printing one line that says where it listens, on which
+state, over which registry, and who may write (:func:`summary`).
 
 The routes, by concern: :mod:`~runtime.service.hive_routes` (heartbeats, hives, workers,
-``/v1/schedule``), :mod:`~runtime.service.service_routes` (``/services``, ``/health``,
-``/stats``) and :mod:`~runtime.service.alias_routes` (``/v1/promote``, resolve, aliases,
-history, verify); the layer under all of them (access, errors, metrics, ``/openapi.json``) is
+``/v1/schedule``), :mod:`~runtime.service.model_routes` (``/v1/models``),
+:mod:`~runtime.service.service_routes` (``/services``, ``/health``, ``/stats``) and
+:mod:`~runtime.service.alias_routes` (``/v1/promote``, resolve, aliases, history, verify); the
+layer under all of them (access, errors, metrics, ``/openapi.json``, the access log) is
 :mod:`runtime.service.http`. While the state is stale (Redis away), every answer carries
 ``X-Registry-Stale: SECONDS``.
+
+In the background, while the app runs: the state's own work (eviction, flushes), the services'
+health checks every ``check_interval`` seconds, their cleanup every ``cleanup_interval`` seconds
+(:func:`~runtime.service.services.clean_up`), and a refresh of the registry's model list.
 """
 
 from __future__ import annotations
@@ -37,9 +43,11 @@ from runtime.service.hive_routes import HiveRoutes
 from runtime.service.hives import DEFAULT_TTL, Clock, HiveRegistry
 from runtime.service.http import http_app
 from runtime.service.metrics import RuntimeCollector, schedule_latency
+from runtime.service.model_routes import ModelRoutes
+from runtime.service.models import REFRESH_INTERVAL, RegistryModels
 from runtime.service.scheduler import Scheduler
 from runtime.service.service_routes import ServiceRoutes
-from runtime.service.services import HealthChecker, Probe, ServiceRegistry
+from runtime.service.services import HealthChecker, Probe, ServiceRegistry, clean_up
 from runtime.service.state import (
     MEMORY,
     State,
@@ -49,6 +57,7 @@ from runtime.service.state import (
     parse_state,
 )
 from runtime.service.tokens import Tokens
+from runtime.storage.location import redact
 from runtime.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -65,6 +74,7 @@ class Runtime:
     scheduler: Scheduler
     tokens: Tokens
     checker: HealthChecker
+    cleanup_interval: float = 60.0
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -88,27 +98,45 @@ def build_runtime(
     now: Callable[[], datetime] | None = None,
     check_interval: float = 30.0,
     check_timeout: float = 5.0,
+    cleanup_interval: float = 60.0,
     probe: Probe | None = None,
 ) -> Runtime:
     """Open the state and build the scheduler and the health checker over it (``db``,
     ``clock`` and ``now`` are the memory state's)."""
     opened = open_state(state, db=str(db), ttl=ttl, clock=clock, now=now)
     checker = HealthChecker(opened, interval=check_interval, timeout=check_timeout, probe=probe)
-    return Runtime(opened, Scheduler(opened.hives), tokens, checker)
+    return Runtime(opened, Scheduler(opened.hives), tokens, checker, cleanup_interval)
 
 
-def create_app(rt: Runtime, *, registry: Store | None = None) -> Starlette:
-    """The app serving ``rt``; with ``registry``, the alias routes over that store too
-    (promotion and verification behind an admin token)."""
+def create_app(
+    rt: Runtime,
+    *,
+    registry: Store | None = None,
+    anonymous_services: bool = False,
+    log_requests: bool = False,
+    models_interval: float = REFRESH_INTERVAL,
+) -> Starlette:
+    """The app serving ``rt``; with ``registry``, ``/v1/models`` lists its models, its default
+    model is scheduled, and the alias routes serve it (promotion and verification behind an
+    admin token). ``anonymous_services`` lets service writes come without a token;
+    ``log_requests`` logs every answer; the model list is read again every
+    ``models_interval`` seconds."""
     metrics = CollectorRegistry()
     metrics.register(RuntimeCollector(rt.state))
-    hives = HiveRoutes(rt.state, rt.scheduler, schedule_latency(metrics))
-    table = [*hives.endpoints(), *ServiceRoutes(rt.state, rt.started).endpoints()]
+    models = RegistryModels(registry)
+    hives = HiveRoutes(rt.state, rt.scheduler, schedule_latency(metrics), models)
+    table = [
+        *hives.endpoints(),
+        *ModelRoutes(rt.state, models).endpoints(),
+        *ServiceRoutes(rt.state, rt.checker, rt.started).endpoints(),
+    ]
     if registry is not None:
         table += AliasRoutes(registry).endpoints()
     return http_app(
-        table, rt.tokens, registry=metrics, lifespan=_lifespan(rt), headers=_stale_header(rt.state)
-    )
+        table, rt.tokens, registry=metrics, lifespan=_lifespan(rt, models, models_interval),
+        headers=_stale_header(rt.state), anonymous_services=anonymous_services,
+        log_requests=log_requests,
+    )  # fmt: skip
 
 
 def _stale_header(state: State) -> Callable[[], dict[str, str] | None]:
@@ -119,54 +147,114 @@ def _stale_header(state: State) -> Callable[[], dict[str, str] | None]:
     return headers
 
 
-def _lifespan(rt: Runtime) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+def _lifespan(
+    rt: Runtime, models: RegistryModels, models_interval: float
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await rt.state.start()
-        checks = asyncio.create_task(rt.checker.run())
+        tasks = [
+            asyncio.create_task(rt.checker.run()),
+            asyncio.create_task(clean_up(rt.state, rt.cleanup_interval)),
+            asyncio.create_task(models.follow(models_interval)),
+        ]
         try:
             yield
         finally:
-            checks.cancel()
-            await asyncio.gather(checks, return_exceptions=True)
+            await _cancel(tasks)
             await rt.state.stop()
 
     return lifespan
 
 
-def serve(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8081,
-    db: Path | None = None,
-    token_file: Path | None = None,
-    ttl: float = DEFAULT_TTL,
-    registry: str | None = None,
-    state: str = "memory",
-) -> None:
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait for them to end, cancelling again those that go on: redis-py may
+    swallow a cancellation mid-call (a health check's lease, say), and a loop would run on."""
+    pending = set(tasks)
+    while pending:
+        for task in pending:
+            task.cancel()
+        _done, pending = await asyncio.wait(pending, timeout=0.05)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """What ``registry-runtime serve`` is given (defaults as the command's)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8081
+    db: Path | None = None
+    token_file: Path | None = None
+    ttl: float = DEFAULT_TTL
+    registry: str | None = None
+    state: str = "memory"
+    health_interval: float = 30.0
+    health_timeout: float = 5.0
+    cleanup_interval: float = 60.0
+    allow_anonymous_services: bool = False
+    access_log: bool = False
+
+
+def serve(options: ServeOptions) -> None:
     """Run the service under uvicorn until interrupted (``registry-runtime serve``).
 
     ``state`` is ``memory`` (the catalog ``db`` is locked before the port is bound: a second
     server on one file refuses to start) or a Redis URL shared by replicas. With ``registry``
-    (a location a build writes) the alias routes are served too.
+    (a location a build writes) ``/v1/models`` lists its models and the alias routes are served.
     """
     import uvicorn
 
     from runtime.storage.location import open_store
 
-    choice = parse_state(state)
-    _check_db(choice, db)
-    _check_free(host, port)
-    tokens = Tokens.from_file(token_file) if token_file is not None else _one_run_token()
-    rt = build_runtime(tokens=tokens, state=choice, db=db or DEFAULT_DB, ttl=ttl)
+    o = options
+    choice = parse_state(o.state)
+    _check_db(choice, o.db)
+    _check_free(o.host, o.port)
+    tokens = Tokens.from_file(o.token_file) if o.token_file is not None else _one_run_token()
+    rt = build_runtime(
+        tokens=tokens, state=choice, db=o.db or DEFAULT_DB, ttl=o.ttl,
+        check_interval=o.health_interval, check_timeout=o.health_timeout,
+        cleanup_interval=o.cleanup_interval,
+    )  # fmt: skip
     try:
         if choice.kind == "redis":
             _try_redis(choice)
-        store = open_store(registry) if registry is not None else None
-        app = create_app(rt, registry=store)
-        uvicorn.run(app, host=host, port=port, ws="none", access_log=False)
+        store = open_store(o.registry) if o.registry is not None else None
+        app = create_app(
+            rt, registry=store, anonymous_services=o.allow_anonymous_services,
+            log_requests=o.access_log,
+        )  # fmt: skip
+        if o.access_log:
+            _log_requests_to_stderr()
+        print(summary(o, choice, store, len(tokens)), file=sys.stderr, flush=True)
+        uvicorn.run(app, host=o.host, port=o.port, ws="none", access_log=False, log_level="warning")
     finally:
         rt.state.close()
+
+
+def summary(o: ServeOptions, choice: StateChoice, store: Store | None, tokens: int) -> str:
+    """The line ``serve`` prints on start: address, state, registry, who may write."""
+    host = f"[{o.host}]" if ":" in o.host else o.host
+    state = f"memory (db {o.db or DEFAULT_DB})" if choice.kind == "memory" else choice.shown
+    registry = "none" if store is None else redact(store.location)
+    if o.token_file is None:
+        auth = "writes need the one-run token printed above"
+    else:
+        auth = f"writes need one of {tokens} token{'s' if tokens != 1 else ''} of {o.token_file}"
+    anonymous = "allowed" if o.allow_anonymous_services else "refused"
+    return (
+        f"registry-runtime: serving on http://{host}:{o.port}; state {state}; registry "
+        f"{registry}; {auth}; service writes without a token {anonymous}"
+    )
+
+
+def _log_requests_to_stderr() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access = logging.getLogger("runtime.service.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
 
 
 def _check_db(choice: StateChoice, db: Path | None) -> None:

@@ -2,14 +2,20 @@
 
 A service is healthy when its status is ``running``, it sent a heartbeat within
 ``healthy_within`` seconds (default 120), and the last active check did not fail. One silent for
-``remove_after`` seconds (default 300) is removed. Every change is written to the
-:class:`~runtime.service.catalog.Catalog`, so registrations survive a restart.
+``remove_after`` seconds (default 300) is no longer listed, and is removed from the store by the
+next cleanup (every ``serve --cleanup-interval`` seconds, :meth:`ServiceRegistry.prune`). Every
+change is written to the :class:`~runtime.service.catalog.Catalog`, so registrations survive a
+restart.
 
-A service belongs to whoever registered it: ``owner`` is the hive of the registering token, or
-None for a token bound to no hive (an admin). Every write names its writer (``by``: a hive id, or
-None for an admin), and :func:`check_writer` is the one ownership rule: an admin may change any
-service, a hive only its own. Ownership is kept by overwrites and ends when the service is
-removed (DELETE, or ``remove_after`` seconds without a heartbeat).
+A service belongs to whoever registered it, and keeps that owner through every change: ``owner``
+is the hive of the registering token, or None for a token bound to no hive (an admin); a service
+registered without a token (``serve --allow-anonymous-services``) is ``anonymous``. Every write
+names its writer (``by``: a hive id, None for an admin, or
+:data:`~runtime.service.tokens.ANONYMOUS`), and :func:`check_writer` is the one ownership rule:
+anyone may change an anonymous service; an admin may change any service, a hive only its own; a
+write without a token may not change a service that a token registered (401: send that token).
+Ownership ends when the service is removed (DELETE, or ``remove_after`` seconds without a
+heartbeat).
 
 The write methods are the memory state's; the rules they apply (:meth:`ServiceRegistry.registered`,
 ``updated``, ``beaten``, ``removable``, ``checked``) take the current value and return the new one,
@@ -19,8 +25,14 @@ compare-and-set loop, and keeps a ServiceRegistry as its read-only mirror.
 The :class:`HealthChecker` probes every service each ``interval`` (30 s) with a ``timeout`` (5 s):
 all probes run at once on the event loop, so one hung service delays no other. Replicas sharing a
 state each run one; a service is probed by the replica that claims it for the interval
-(:meth:`Checks.claim_check`), so once per interval in all. A probe GETs the
-service's ``url`` (or ``http://host:port/``): a 2xx answer is up, a redirect (3xx with a
+(:meth:`Checks.claim_check`), so once per interval in all. ``GET /services/{name}/health`` runs
+one check at once (:meth:`HealthChecker.check_now`); a check that passes there counts as a
+heartbeat, as in infini-registry.
+
+A probe GETs the service's health endpoint (:func:`probe_url`): ``{url}/health`` (a ``url``
+whose path already ends in ``/health`` as it is; without an http(s) ``url``,
+``http://host:port/health``), and for a service whose ``metadata.type`` is ``openai-api`` its
+babysitter's, ``http://host:(port + 1)/health``. A 2xx answer is up, a redirect (3xx with a
 ``Location``) is followed up to :data:`MAX_REDIRECTS` times, anything else (4xx, 5xx, no answer,
 too many redirects) is down.
 """
@@ -41,17 +53,23 @@ import msgspec
 
 from runtime.errors import RegistryError
 from runtime.service.catalog import Catalog
+from runtime.service.tokens import ANONYMOUS, Writer
 from runtime.service.types import (
+    UNSET,
     ServiceHealth,
     ServiceHeartbeat,
     ServiceRegistration,
+    ServiceUpdate,
     ServiceView,
     Stats,
 )
+from runtime.storage.location import redact
 
 log = logging.getLogger(__name__)
 
 Probe = Callable[[str, float], Awaitable[bool]]
+
+_UPDATABLE = ("host", "port", "hostname", "url", "status", "metadata")
 
 MAX_REDIRECTS = 5
 MAX_HEADER_LINES = 100
@@ -70,11 +88,19 @@ class ServiceOwned(RegistryError, PermissionError):
     token, registered (403)."""
 
 
-def check_writer(service: ServiceView, by: str | None) -> None:
-    """The ownership rule: ``by`` (a hive id, or None for an admin token) may change ``service``
-    when it is an admin or the hive that owns it; else raise :class:`ServiceOwned`."""
-    if by is None or by == service.owner:
+class ServiceNeedsToken(RegistryError, PermissionError):
+    """Raised when a write without a token (``--allow-anonymous-services``) changes a service
+    that was registered with a token (401: send a token of its owner)."""
+
+
+def check_writer(service: ServiceView, by: Writer) -> None:
+    """The ownership rule: ``by`` (a hive id, None for an admin token, or ANONYMOUS) may change
+    ``service`` when the service is anonymous, ``by`` is an admin, or ``by`` is the hive that owns
+    it; else raise :class:`ServiceOwned` (or :class:`ServiceNeedsToken` for no token)."""
+    if service.anonymous or by is None or by == service.owner:
         return
+    if by is ANONYMOUS:
+        raise _needs_token(service)
     if service.owner is None:
         raise ServiceOwned(
             f"service {service.name!r} was registered with an admin token and this token is "
@@ -84,6 +110,32 @@ def check_writer(service: ServiceView, by: str | None) -> None:
         f"service {service.name!r} belongs to hive {service.owner!r} and this token is bound to "
         f"hive {by!r}; use a token of hive {service.owner!r} or an admin token (bound to no hive)"
     )
+
+
+def _needs_token(service: ServiceView) -> ServiceNeedsToken:
+    if service.owner is None:
+        whose = "was registered with an admin token"
+        fix = "an admin token (bound to no hive)"
+    else:
+        whose = f"belongs to hive {service.owner!r}"
+        fix = f"a token of hive {service.owner!r} or an admin token"
+    return ServiceNeedsToken(
+        f"service {service.name!r} {whose} and this request has no token; send "
+        f"'Authorization: Bearer <token>' with {fix}"
+    )
+
+
+def probe_url(service: ServiceView) -> str:
+    """The URL a health check of ``service`` GETs (see the module notes)."""
+    host = f"[{service.host}]" if ":" in service.host else service.host
+    if service.metadata.get("type") == "openai-api":
+        return f"http://{host}:{service.port + 1}/health"
+    url = service.url if service.url and service.url.startswith(("http://", "https://")) else None
+    parts = urllib.parse.urlsplit(url or f"http://{host}:{service.port}")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/health"):
+        path += "/health"
+    return urllib.parse.urlunsplit(parts._replace(path=path))
 
 
 def _utcnow() -> datetime:
@@ -110,28 +162,30 @@ class ServiceRegistry:
 
     # -- writes (the memory state's) -----------------------------------------------------------
 
-    def register(self, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
+    def register(self, reg: ServiceRegistration, *, by: Writer = None) -> ServiceView:
         """Add a service owned by ``by``, or overwrite the one of the same name (``by`` must be
-        allowed to change it; its owner stays). ``by`` is the writer's hive, None for an admin."""
+        allowed to change it; its owner stays). ``by`` is the writer's hive, None for an admin,
+        or ANONYMOUS."""
         return self._store(self.registered(self._services.get(reg.name), reg, by))
 
-    def update(self, name: str, reg: ServiceRegistration, *, by: str | None = None) -> ServiceView:
-        """Replace a registered service's description; raises :class:`UnknownService`,
-        :class:`ServiceOwned` or :class:`ServiceNameMismatch`."""
-        return self._store(self.updated(self._services.get(name), name, reg, by))
+    def update(self, name: str, change: ServiceUpdate, *, by: Writer = None) -> ServiceView:
+        """Change the fields ``change`` gives of a registered service; raises
+        :class:`UnknownService`, :class:`ServiceOwned` or :class:`ServiceNameMismatch`."""
+        return self._store(self.updated(self._services.get(name), name, change, by))
 
-    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: str | None = None) -> ServiceView:
+    def heartbeat(self, name: str, beat: ServiceHeartbeat, *, by: Writer = None) -> ServiceView:
         """Record a heartbeat (and optionally a new status); raises :class:`UnknownService` or
         :class:`ServiceOwned`."""
         return self._store(self.beaten(self._services.get(name), name, beat, by))
 
-    def record_check(self, name: str, up: bool) -> None:
-        """Store an active check's result (ignored if the service went away meanwhile)."""
-        changed = self.checked(self._services.get(name), up)
+    def record_check(self, name: str, up: bool, *, beat: bool = False) -> None:
+        """Store an active check's result, a passing one as a heartbeat too with ``beat``
+        (ignored if the service went away meanwhile)."""
+        changed = self.checked(self._services.get(name), up, beat=beat)
         if changed is not None:
             self._store(changed)
 
-    def remove(self, name: str, *, by: str | None = None) -> None:
+    def remove(self, name: str, *, by: Writer = None) -> None:
         """Deregister a service; raises :class:`UnknownService` or :class:`ServiceOwned`."""
         self.removable(self._services.get(name), name, by)
         self._drop(name)
@@ -139,43 +193,56 @@ class ServiceRegistry:
     # -- the rules: what a write makes of the current value (None: not registered) ------------
 
     def registered(
-        self, current: ServiceView | None, reg: ServiceRegistration, by: str | None
+        self, current: ServiceView | None, reg: ServiceRegistration, by: Writer
     ) -> ServiceView:
         """The service ``reg`` registers over ``current``: a silent service's name is free
         again, not held by its old owner; else ``by`` must be allowed to change it."""
         current = self._live(current)
-        if current is not None:
-            check_writer(current, by)
-        return self._new(reg, by if current is None else current.owner)
+        if current is None:
+            return self._new(reg, None if by is ANONYMOUS else by, anonymous=by is ANONYMOUS)
+        check_writer(current, by)
+        return self._new(reg, current.owner, anonymous=current.anonymous)
 
     def updated(
-        self, current: ServiceView | None, name: str, reg: ServiceRegistration, by: str | None
+        self, current: ServiceView | None, name: str, change: ServiceUpdate, by: Writer
     ) -> ServiceView:
-        """``current`` with the description ``reg`` (``PUT /services/{name}``)."""
+        """``current`` with the fields ``change`` gives (``PUT /services/{name}``), heard from
+        now; a new health endpoint is not checked yet (``unknown``)."""
         found = self._writable(current, name, by)
-        if reg.name != name:
+        if change.name is not UNSET and change.name != name:
             raise ServiceNameMismatch(
-                f"$.name: the body names service {reg.name!r} but the path names {name!r}; "
+                f"$.name: the body names service {change.name!r} but the path names {name!r}; "
                 "use the same name in both (POST /services registers a new one)"
             )
-        return self._new(reg, found.owner)
+        given = {f: v for f in _UPDATABLE if (v := getattr(change, f)) is not UNSET}
+        new = msgspec.structs.replace(found, **given, last_heartbeat=self.now())
+        if probe_url(new) != probe_url(found):
+            new = msgspec.structs.replace(new, health_status="unknown")
+        return new
 
     def beaten(
-        self, current: ServiceView | None, name: str, beat: ServiceHeartbeat, by: str | None
+        self, current: ServiceView | None, name: str, beat: ServiceHeartbeat, by: Writer
     ) -> ServiceView:
         """``current`` after a heartbeat (and optionally a new status)."""
         found = self._writable(current, name, by)
         status = found.status if beat.status is None else beat.status
         return msgspec.structs.replace(found, last_heartbeat=self.now(), status=status)
 
-    def removable(self, current: ServiceView | None, name: str, by: str | None) -> None:
+    def removable(self, current: ServiceView | None, name: str, by: Writer) -> None:
         """Raise unless ``by`` may deregister ``current``."""
         self._writable(current, name, by)
 
-    def checked(self, current: ServiceView | None, up: bool) -> ServiceView | None:
-        """``current`` with an active check's result; None when nothing changes."""
+    def checked(
+        self, current: ServiceView | None, up: bool, *, beat: bool = False
+    ) -> ServiceView | None:
+        """``current`` with an active check's result (a passing one heard from now, with
+        ``beat``); None when nothing changes."""
         health = "healthy" if up else "unhealthy"
-        if current is None or current.health_status == health:
+        if current is None:
+            return None
+        if up and beat:
+            return msgspec.structs.replace(current, health_status=health, last_heartbeat=self.now())
+        if current.health_status == health:
             return None
         return msgspec.structs.replace(current, health_status=health)
 
@@ -221,15 +288,19 @@ class ServiceRegistry:
             and (status is None or v.status == status)
         ]
 
-    def health(self, name: str) -> ServiceHealth:
-        """A service's health summary; raises :class:`UnknownService`."""
+    def health(self, name: str, probed: str) -> ServiceHealth:
+        """A service's health after a check of ``probed``; raises :class:`UnknownService`."""
         view = self.get(name)
+        now = self.now()
         return ServiceHealth(
-            name=name,
-            is_healthy=view.is_healthy,
+            service=name,
             health_status=view.health_status,
+            is_healthy=view.is_healthy,
+            last_heartbeat=round(view.last_heartbeat.timestamp(), 3),
+            timestamp=now,
             status=view.status,
-            seconds_since_heartbeat=round((self.now() - view.last_heartbeat).total_seconds(), 3),
+            seconds_since_heartbeat=round((now - view.last_heartbeat).total_seconds(), 3),
+            probed=redact(probed),
         )
 
     def stats(self) -> Stats:
@@ -237,12 +308,13 @@ class ServiceRegistry:
         views = self.find()
         healthy = sum(v.is_healthy for v in views)
         return Stats(
-            total=len(views),
-            healthy=healthy,
-            unhealthy=len(views) - healthy,
-            statuses=dict(Counter(v.status for v in views)),
-            hosts=dict(Counter(v.host for v in views)),
-            uptime_seconds=round(time.monotonic() - self.started, 3),
+            total_services=len(views),
+            healthy_services=healthy,
+            unhealthy_services=len(views) - healthy,
+            status_distribution=dict(Counter(v.status for v in views)),
+            host_distribution=dict(Counter(v.host for v in views)),
+            uptime=round(time.monotonic() - self.started, 3),
+            timestamp=self.now(),
         )
 
     def prune(self) -> list[str]:
@@ -254,7 +326,7 @@ class ServiceRegistry:
 
     def probe_targets(self) -> dict[str, str]:
         """Service name -> the URL an active check asks."""
-        return {s.name: s.url or f"http://{s.host}:{s.port}/" for s in self._services.values()}
+        return {s.name: probe_url(s) for s in self._services.values()}
 
     def __len__(self) -> int:
         return len(self._services)
@@ -274,7 +346,7 @@ class ServiceRegistry:
     def _live(self, current: ServiceView | None) -> ServiceView | None:
         return None if current is None or self.silent(current) else current
 
-    def _writable(self, current: ServiceView | None, name: str, by: str | None) -> ServiceView:
+    def _writable(self, current: ServiceView | None, name: str, by: Writer) -> ServiceView:
         if current is None:
             raise self._unknown(name)
         check_writer(current, by)
@@ -285,9 +357,9 @@ class ServiceRegistry:
         if self.catalog:
             self.catalog.delete_service(name)
 
-    def _new(self, reg: ServiceRegistration, owner: str | None) -> ServiceView:
+    def _new(self, reg: ServiceRegistration, owner: str | None, *, anonymous: bool) -> ServiceView:
         now = self.now()
-        service = ServiceView(
+        return ServiceView(
             name=reg.name,
             host=reg.host,
             port=reg.port,
@@ -300,8 +372,8 @@ class ServiceRegistry:
             health_status="unknown",
             is_healthy=False,
             owner=owner,
+            anonymous=anonymous,
         )
-        return service
 
     def _store(self, service: ServiceView) -> ServiceView:
         self._services[service.name] = service
@@ -327,8 +399,8 @@ class Checks(Protocol):
         """Whether this process checks ``name`` in this interval (no other replica does)."""
         ...
 
-    async def record_check(self, name: str, up: bool) -> None:
-        """Store a check's result."""
+    async def record_check(self, name: str, up: bool, *, beat: bool = False) -> None:
+        """Store a check's result (a passing one as a heartbeat too, with ``beat``)."""
         ...
 
 
@@ -359,6 +431,15 @@ class HealthChecker:
             await self.state.record_check(name, up)
         return dict(zip(names, results, strict=True))
 
+    async def check_now(self, name: str) -> ServiceHealth:
+        """Probe one service at once (``GET /services/{name}/health``); a passing check counts
+        as its heartbeat. Raises :class:`UnknownService`."""
+        services = self.state.services
+        url = probe_url(services.get(name))
+        up = await self._check(url)
+        await self.state.record_check(name, up, beat=up)
+        return services.health(name, url)
+
     async def run(self) -> None:
         """Check forever, every ``interval`` seconds (cancel the task to stop)."""
         while True:
@@ -375,6 +456,28 @@ class HealthChecker:
         except TimeoutError:
             log.info("health check of %s timed out after %g s", url, self.timeout)
             return False
+
+
+class Pruning(Protocol):
+    """What the cleanup needs from a state (:class:`runtime.service.state.State`)."""
+
+    async def prune_services(self) -> list[str]:
+        """Remove the silent services; their names."""
+        ...
+
+
+async def clean_up(state: Pruning, interval: float) -> None:
+    """Remove the services silent for longer than ``remove_after`` from the store, every
+    ``interval`` seconds, forever (``serve --cleanup-interval``; cancel the task to stop)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            gone = await state.prune_services()
+        except Exception:  # a bad round must not end the cleanup for good
+            log.exception("service cleanup failed; retrying in %g s", interval)
+            continue
+        if gone:
+            log.info("removed %d silent services: %s", len(gone), ", ".join(gone[:10]))
 
 
 async def http_probe(url: str, timeout: float) -> bool:

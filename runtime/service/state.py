@@ -27,6 +27,10 @@ which one they use:
   ``Retry-After``) when the store cannot be reached.
 - :meth:`State.stale_for` says how long the views have been out of touch with the store (None:
   in sync), for the ``/health`` status and the stale marker on answers.
+- **model use counts** (``/v1/models``) are the one buffered write: :meth:`State.record_use`
+  counts a schedule answer in this process at once (``/v1/schedule`` never waits on a store),
+  and the counts are written out every few seconds and when the server stops (SQLite: the
+  ``model_usage`` table; Redis: two hashes), so they survive a restart.
 
 redis-py is imported only when a Redis state is opened: a device, or a server on the memory
 state, does not need it.
@@ -44,10 +48,13 @@ from runtime.errors import RegistryError
 from runtime.service.catalog import HiveRecord
 from runtime.service.hives import DEFAULT_TTL, Clock, HiveRegistry
 from runtime.service.services import ServiceRegistry
+from runtime.service.tokens import Writer
 from runtime.service.types import (
     HiveHeartbeat,
+    ModelUse,
     ServiceHeartbeat,
     ServiceRegistration,
+    ServiceUpdate,
     ServiceView,
     WorkerHeartbeat,
     WorkerView,
@@ -154,36 +161,49 @@ class State(Protocol):
         """Forget a hive, its workers and its catalog row."""
         ...
 
-    async def register_service(self, reg: ServiceRegistration, by: str | None) -> ServiceView:
+    async def register_service(self, reg: ServiceRegistration, by: Writer) -> ServiceView:
         """Register or overwrite a service (the rules of :class:`ServiceRegistry`)."""
         ...
 
-    async def update_service(
-        self, name: str, reg: ServiceRegistration, by: str | None
-    ) -> ServiceView:
-        """Replace a service's description."""
+    async def update_service(self, name: str, change: ServiceUpdate, by: Writer) -> ServiceView:
+        """Change the fields ``change`` gives of a service."""
         ...
 
-    async def service_heartbeat(
-        self, name: str, beat: ServiceHeartbeat, by: str | None
-    ) -> ServiceView:
+    async def service_heartbeat(self, name: str, beat: ServiceHeartbeat, by: Writer) -> ServiceView:
         """Record a service's heartbeat."""
         ...
 
-    async def remove_service(self, name: str, by: str | None) -> None:
+    async def remove_service(self, name: str, by: Writer) -> None:
         """Deregister a service."""
+        ...
+
+    async def prune_services(self) -> list[str]:
+        """Remove the services silent for longer than the registry's ``remove_after``; returns
+        their names."""
         ...
 
     async def claim_check(self, name: str, interval: float) -> bool:
         """Whether this process probes service ``name`` in this interval."""
         ...
 
-    async def record_check(self, name: str, up: bool) -> None:
-        """Store a health check's result."""
+    async def record_check(self, name: str, up: bool, *, beat: bool = False) -> None:
+        """Store a health check's result (a passing one as a heartbeat too, with ``beat``)."""
         ...
 
     async def catalog_hives(self) -> list[HiveRecord]:
         """The hive catalog (every hive ever heard from, with its status)."""
+        ...
+
+    async def catalog_hive(self, hive_id: str) -> HiveRecord | None:
+        """One hive's catalog row; None when the catalog does not have it."""
+        ...
+
+    def record_use(self, model: str) -> None:
+        """Count one schedule answer for ``model`` (buffered; never waits, never fails)."""
+        ...
+
+    async def model_usage(self) -> dict[str, ModelUse]:
+        """Every model's use count and last use: what is stored, with what is buffered here."""
         ...
 
 

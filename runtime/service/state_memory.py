@@ -7,8 +7,9 @@ refuses a second server on the same ``--db``). Heartbeat state is soft: it comes
 next heartbeats. Liveness runs on this process's monotonic clock (injected, so tests move time).
 
 Writes never wait on anything but the SQLite file, so this state is never stale and never
-unavailable; a background task evicts on time, prunes silent services and writes buffered
-heartbeat times to the catalog every :data:`FLUSH_INTERVAL` seconds.
+unavailable; a background task evicts on time and writes buffered heartbeat times and model use
+counts (:mod:`runtime.service.usage`) to the catalog every :data:`FLUSH_INTERVAL` seconds, and
+once more when the server stops.
 """
 
 from __future__ import annotations
@@ -23,15 +24,18 @@ from pathlib import Path
 from runtime.service.catalog import Catalog, HiveRecord
 from runtime.service.hives import DEFAULT_TTL, Clock, HiveRegistry
 from runtime.service.services import ServiceRegistry
-from runtime.service.tokens import check_hive
+from runtime.service.tokens import Writer, check_hive
 from runtime.service.types import (
     HiveHeartbeat,
+    ModelUse,
     ServiceHeartbeat,
     ServiceRegistration,
+    ServiceUpdate,
     ServiceView,
     WorkerHeartbeat,
     WorkerView,
 )
+from runtime.service.usage import Usage
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,7 @@ class MemoryState:
         self.hives = hives
         self.services = services
         self.catalog = catalog
+        self.usage = Usage(services.now, catalog.usage())
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -71,11 +76,11 @@ class MemoryState:
         self._task = asyncio.create_task(self._housekeeping())
 
     async def stop(self) -> None:
-        """Stop the background task and flush buffered heartbeat times."""
+        """Stop the background task and flush buffered heartbeat times and use counts."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self.catalog.flush()
+        self._flush()
 
     def close(self) -> None:
         """Close the catalog and release its lock."""
@@ -106,48 +111,71 @@ class MemoryState:
         """The catalog's rows."""
         return self.catalog.hives()
 
+    async def catalog_hive(self, hive_id: str) -> HiveRecord | None:
+        """One catalog row."""
+        return self.catalog.hive(hive_id)
+
     # -- services ---------------------------------------------------------------------------
 
-    async def register_service(self, reg: ServiceRegistration, by: str | None) -> ServiceView:
+    async def register_service(self, reg: ServiceRegistration, by: Writer) -> ServiceView:
         """See :meth:`ServiceRegistry.register`."""
         return self.services.register(reg, by=by)
 
-    async def update_service(
-        self, name: str, reg: ServiceRegistration, by: str | None
-    ) -> ServiceView:
+    async def update_service(self, name: str, change: ServiceUpdate, by: Writer) -> ServiceView:
         """See :meth:`ServiceRegistry.update`."""
-        return self.services.update(name, reg, by=by)
+        return self.services.update(name, change, by=by)
 
-    async def service_heartbeat(
-        self, name: str, beat: ServiceHeartbeat, by: str | None
-    ) -> ServiceView:
+    async def service_heartbeat(self, name: str, beat: ServiceHeartbeat, by: Writer) -> ServiceView:
         """See :meth:`ServiceRegistry.heartbeat`."""
         return self.services.heartbeat(name, beat, by=by)
 
-    async def remove_service(self, name: str, by: str | None) -> None:
+    async def remove_service(self, name: str, by: Writer) -> None:
         """See :meth:`ServiceRegistry.remove`."""
         self.services.remove(name, by=by)
+
+    async def prune_services(self) -> list[str]:
+        """See :meth:`ServiceRegistry.prune`."""
+        return self.services.prune()
 
     async def claim_check(self, name: str, interval: float) -> bool:
         """Always: this process is the only checker."""
         return True
 
-    async def record_check(self, name: str, up: bool) -> None:
+    async def record_check(self, name: str, up: bool, *, beat: bool = False) -> None:
         """See :meth:`ServiceRegistry.record_check`."""
-        self.services.record_check(name, up)
+        self.services.record_check(name, up, beat=beat)
+
+    # -- model usage ------------------------------------------------------------------------
+
+    def record_use(self, model: str) -> None:
+        """Count a use in memory; the catalog gets it with the next flush."""
+        self.usage.record(model)
+
+    async def model_usage(self) -> dict[str, ModelUse]:
+        """The counts: this process holds them all."""
+        return dict(self.usage.totals)
 
     # -- background -------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        """Evict on time even without traffic, and write buffered heartbeats to the catalog."""
+        """Evict on time even without traffic, and write buffered heartbeats and use counts
+        to the catalog."""
         last_flush = time.monotonic()
         while True:
             await asyncio.sleep(1.0)
             try:
                 self.hives.tick()
-                self.services.prune()
                 if time.monotonic() - last_flush >= FLUSH_INTERVAL:
-                    self.catalog.flush()
+                    self._flush()
                     last_flush = time.monotonic()
             except Exception:  # keep evicting and flushing after a transient failure
                 log.exception("runtime housekeeping failed; retrying in 1 s")
+
+    def _flush(self) -> None:
+        self.catalog.flush()
+        uses = self.usage.take()
+        try:
+            self.catalog.add_uses(uses)
+        except Exception:
+            self.usage.give_back(uses)
+            raise

@@ -12,9 +12,11 @@ still the one read (else read again). A write is acknowledged only after Redis c
 a replica killed with -9 loses nothing it acknowledged, and after this replica's mirror shows
 it, so a client reads its own writes from the same replica.
 
-**Reads** never leave the process. Each replica keeps a mirror (a
+**Reads** never leave the process (``/v1/schedule`` above all). Each replica keeps a mirror (a
 :class:`~runtime.service.hives.HiveRegistry` with its per-model index, and a
-:class:`~runtime.service.services.ServiceRegistry`), fed by the change events.
+:class:`~runtime.service.services.ServiceRegistry`), fed by the change events. Two listings read
+Redis itself, in one pipelined round trip: the hive catalog (``/v1/hives``) and the model use
+counts (``/v1/models``).
 
 *Why a stream.* Change notifications come from a Redis Stream (``runtime:events``), which each
 replica reads from the last id it applied (``XREAD BLOCK``). A stream keeps its entries, so a
@@ -39,8 +41,13 @@ the mirror, their data age still counting, with the stale marker
 the events it missed. If Redis lost its data (a restart without persistence: a new epoch), the
 replicas write back what their mirrors hold and Redis lacks (insert-if-absent, keeping each
 hive's own heard-at time), so a restarted, empty Redis makes no hive look dead: silent ones
-age out as before, under the freeze rule. Run Redis with ``appendonly yes`` to keep the catalog
-and the services across its restarts without relying on that.
+age out as before, under the freeze rule. Run Redis with ``appendonly yes`` to keep the catalog,
+the services and the model use counts across its restarts without relying on that.
+
+**Model use counts** are counted in this replica (:mod:`runtime.service.usage`) and added to
+Redis in one script call each housekeeping round (:data:`~runtime.service.redis_layout.USE`) and
+when the replica stops; ``/v1/models`` reads Redis' totals and adds what this replica has not
+written yet (the last totals read, while Redis is away).
 """
 
 from __future__ import annotations
@@ -80,15 +87,18 @@ from runtime.service.hives import (
 )
 from runtime.service.services import ServiceRegistry
 from runtime.service.state import StateChoice, StateChoiceError, StateUnavailable
-from runtime.service.tokens import check_hive
+from runtime.service.tokens import Writer, check_hive
 from runtime.service.types import (
     HiveHeartbeat,
+    ModelUse,
     ServiceHeartbeat,
     ServiceRegistration,
+    ServiceUpdate,
     ServiceView,
     WorkerHeartbeat,
     WorkerView,
 )
+from runtime.service.usage import Usage
 from runtime.storage.location import redact
 
 log = logging.getLogger(__name__)
@@ -209,6 +219,8 @@ class RedisState:
         self._lost_at: float | None = time.monotonic()  # not in sync until the first load
         self._tasks: list[asyncio.Task[None]] = []
         self._warned = False
+        self.usage = Usage(self.clock.wall)
+        self._stored_usage: dict[str, ModelUse] = {}  # Redis' counts as last read
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -224,7 +236,7 @@ class RedisState:
         )  # fmt: skip
         self._scripts = {
             name: self._redis.register_script(getattr(rl, name))
-            for name in ("WORKER", "GONE", "SURVEY", "EVICT", "FREEZE", "SERVICE")
+            for name in ("WORKER", "GONE", "SURVEY", "EVICT", "FREEZE", "SERVICE", "USE")
         }
         self._snapshot = self._tail.register_script(rl.SNAPSHOT)
         self._beats = Pipelined(self._redis, rl.BEAT)
@@ -233,12 +245,16 @@ class RedisState:
         self._tasks = [asyncio.create_task(self._follow()), asyncio.create_task(self._keep())]
 
     async def stop(self) -> None:
-        """Stop following and close the connections."""
+        """Stop following, write the use counts not yet written, and close the connections."""
         pending = set(self._tasks)
         while pending:  # cancelled again until it ends: redis-py may swallow one mid-call
             for task in pending:
                 task.cancel()
             _done, pending = await asyncio.wait(pending, timeout=0.05)
+        try:
+            await self._flush_usage()
+        except (RedisError, StateUnavailable) as exc:
+            log.warning("model use counts not stored at stop: %s", _reason(exc))
         for client in (self._redis, self._tail):
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
@@ -296,11 +312,19 @@ class RedisState:
         await self._shown(event)
 
     async def catalog_hives(self) -> list[HiveRecord]:
-        """Every catalog row in Redis, by hive id."""
+        """Every catalog row in Redis, by hive id (read in one pipelined round trip)."""
         start = len(rl.catalog_key(""))
         found = sorted(await self._call(self._catalog_keys()))
-        rows = [cast(Row, await self._call(self._redis.hgetall(k))) for k in found]
+        pipe = self._redis.pipeline(transaction=False)
+        for key in found:
+            pipe.hgetall(key)
+        rows = cast(list[Row], await self._call(pipe.execute()))
         return [_record(k[start:], row) for k, row in zip(found, rows, strict=True) if row]
+
+    async def catalog_hive(self, hive_id: str) -> HiveRecord | None:
+        """One catalog row in Redis."""
+        row = cast(Row, await self._call(self._redis.hgetall(rl.catalog_key(hive_id))))
+        return _record(hive_id, row) if row else None
 
     async def _catalog_keys(self) -> list[str]:
         pattern = rl.catalog_key("*")
@@ -321,23 +345,21 @@ class RedisState:
 
     # -- services ---------------------------------------------------------------------------
 
-    async def register_service(self, reg: ServiceRegistration, by: str | None) -> ServiceView:
+    async def register_service(self, reg: ServiceRegistration, by: Writer) -> ServiceView:
         """Register or overwrite, by the registry's rule, in one compare-and-set."""
         return await self._put_service(reg.name, lambda cur: self.services.registered(cur, reg, by))
 
-    async def update_service(
-        self, name: str, reg: ServiceRegistration, by: str | None
-    ) -> ServiceView:
-        """Replace a service's description."""
-        return await self._put_service(name, lambda cur: self.services.updated(cur, name, reg, by))
+    async def update_service(self, name: str, change: ServiceUpdate, by: Writer) -> ServiceView:
+        """Change the fields ``change`` gives of a service."""
+        return await self._put_service(
+            name, lambda cur: self.services.updated(cur, name, change, by)
+        )
 
-    async def service_heartbeat(
-        self, name: str, beat: ServiceHeartbeat, by: str | None
-    ) -> ServiceView:
+    async def service_heartbeat(self, name: str, beat: ServiceHeartbeat, by: Writer) -> ServiceView:
         """Record a service's heartbeat."""
         return await self._put_service(name, lambda cur: self.services.beaten(cur, name, beat, by))
 
-    async def remove_service(self, name: str, by: str | None) -> None:
+    async def remove_service(self, name: str, by: Writer) -> None:
         """Deregister a service."""
 
         def remove(current: ServiceView | None) -> bytes:
@@ -356,11 +378,11 @@ class RedisState:
             return False
         return bool(won)
 
-    async def record_check(self, name: str, up: bool) -> None:
+    async def record_check(self, name: str, up: bool, *, beat: bool = False) -> None:
         """Store a changed health result (skipped, with a log line, while Redis is away)."""
 
         def record(current: ServiceView | None) -> bytes | None:
-            new = self.services.checked(current, up)
+            new = self.services.checked(current, up, beat=beat)
             return None if new is None else _ENCODE.encode(new)
 
         try:
@@ -539,7 +561,7 @@ class RedisState:
                     rl.REAP_LEASE, self.replica, nx=True, px=int(self.interval * 1000)
                 ):
                     await self._reap()
-                    await self._prune_services()
+                await self._flush_usage()
                 self._warned = False
             except (RedisError, StateUnavailable) as exc:
                 if not self._warned:
@@ -568,13 +590,49 @@ class RedisState:
         for hive_id in stale:
             await self._script("EVICT", [hive_id, ttl_ms])
 
-    async def _prune_services(self) -> None:
+    async def prune_services(self) -> list[str]:
+        """Remove the silent services, each by a compare-and-set (another replica may prune
+        the same one meanwhile: it is removed once)."""
+
         def prune(current: ServiceView | None) -> bytes | None:
             return b"" if current is not None and self.services.silent(current) else None
 
-        for name, view in self.services.held().items():
-            if self.services.silent(view):
-                await self._change_service(name, prune)
+        silent = [n for n, v in self.services.held().items() if self.services.silent(v)]
+        for name in silent:
+            await self._change_service(name, prune)
+        return silent
+
+    # -- model usage --------------------------------------------------------------------------
+
+    def record_use(self, model: str) -> None:
+        """Count a use in this replica; Redis gets it with the next round."""
+        self.usage.record(model)
+
+    async def model_usage(self) -> dict[str, ModelUse]:
+        """Redis' counts (the last read, while it is away) with this replica's unwritten ones."""
+        with contextlib.suppress(StateUnavailable):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hgetall(rl.USAGE_COUNT)
+            pipe.hgetall(rl.USAGE_LAST)
+            counts, lasts = await self._call(pipe.execute())
+            self._stored_usage = {
+                _text(m): ModelUse(count=int(n), last_used=_ms(lasts.get(m, b"0")))
+                for m, n in counts.items()
+            }
+        return self.usage.merged(self._stored_usage)
+
+    async def _flush_usage(self) -> None:
+        uses = self.usage.take()
+        if not uses:
+            return
+        args: list[str | int] = []
+        for model, use in uses.items():
+            args += [model, use.count, round(use.last_used.timestamp() * 1000)]
+        try:
+            await self._script("USE", args)
+        except BaseException:
+            self.usage.give_back(uses)
+            raise
 
     # -- calls --------------------------------------------------------------------------------
 

@@ -8,10 +8,16 @@ promotion, verification). Tokens are held as SHA-256 digests, never as the text 
 Which routes need which kind of token is a column of the endpoint table
 (:class:`runtime.service.endpoints.Endpoint`); the HTTP layer asks :meth:`Tokens.caller` once per
 request, and a route that speaks for one hive checks the binding with :func:`check_hive`.
+
+The service registry's writes may also come without a token, when the operator chose so
+(``serve --allow-anonymous-services``, for clients of infini-registry, which send none): the
+writer is then :data:`ANONYMOUS`. A write's writer is a :data:`Writer`: a hive id, None for an
+admin token, or :data:`ANONYMOUS`.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +37,17 @@ class Forbidden(RegistryError, PermissionError):
 
 class TokenFileError(RegistryError, ValueError):
     """Raised when a token file cannot be read or has a malformed line."""
+
+
+class Anonymous(enum.Enum):
+    """The writer of a service write that came without a token (allowed only with
+    ``serve --allow-anonymous-services``)."""
+
+    CALLER = "anonymous"
+
+
+ANONYMOUS = Anonymous.CALLER
+Writer = str | Anonymous | None
 
 
 class Tokens:
@@ -55,6 +72,9 @@ class Tokens:
         if not tokens:
             raise TokenFileError(f"token file {path}: no tokens in it; add one token per line")
         return cls(tokens)
+
+    def __len__(self) -> int:
+        return len(self._bound)
 
     def caller(self, authorization: str | None) -> str | None:
         """The hive that a valid ``Bearer`` header's token is bound to, None for a token bound

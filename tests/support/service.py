@@ -8,8 +8,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import urllib3
 import uvicorn
@@ -100,13 +102,14 @@ class Client:
 
 
 @contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Run ``app`` under uvicorn on a free loopback port in a thread; yields its base URL."""
+def serve(app: Starlette, port: int = 0) -> Iterator[str]:
+    """Run ``app`` under uvicorn on loopback ``port`` (0: a free one) in a thread; yields its
+    base URL."""
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and without
     # it keep-alive requests stall 40 ms on Nagle + delayed ACK.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind(("127.0.0.1", port))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
         app, log_level="warning", lifespan="on", ws="none", access_log=False, http="h11"
@@ -125,6 +128,14 @@ def serve(app: Starlette) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+        # A server still running would go on writing to a state the next test uses.
+        assert not thread.is_alive(), f"uvicorn did not stop within 10 s:\n{_stack(thread)}"
+
+
+def _stack(thread: threading.Thread) -> str:
+    """Where ``thread`` is now (to show where a server hangs)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return "".join(traceback.format_stack(frame)) if frame else "(no frame)"
 
 
 def worker(worker_id: str, **fields: Any) -> dict[str, Any]:
@@ -148,9 +159,11 @@ def heartbeat(hive_id: str, *workers: dict[str, Any], **fields: Any) -> dict[str
 
 class _OkHandler(BaseHTTPRequestHandler):
     hits: list[float]  # set per server: when each GET arrived
+    paths: list[str]  # and the path it asked for
 
     def do_GET(self) -> None:
         self.hits.append(time.monotonic())
+        self.paths.append(self.path)
         self.send_response(200)
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -170,11 +183,12 @@ class LocalService:
         probe.close()
         self.url = f"http://127.0.0.1:{self.port}/health"
         self.hits: list[float] = []  # when each request arrived (monotonic)
+        self.paths: list[str] = []  # the path of each
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        handler = type("Handler", (_OkHandler,), {"hits": self.hits})
+        handler = type("Handler", (_OkHandler,), {"hits": self.hits, "paths": self.paths})
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -200,25 +214,33 @@ def hung_service() -> Iterator[str]:
 
 
 class _StatusHandler(BaseHTTPRequestHandler):
-    """Any method on ``/CODE[/...]`` answers CODE with ``{"error": "status CODE"}``; ``?to=URL``
-    adds ``Location: URL``; ``/loop`` redirects to itself."""
+    """Any method on ``/CODE[/...]`` answers CODE with ``{"error": "status CODE"}``;
+    ``/CODE+N[/...]`` adds ``Retry-After: N``, ``?to=URL`` adds ``Location: URL``; ``/loop``
+    redirects to itself. Every request's method and path are noted in the server's
+    ``requests``."""
 
     def do_GET(self) -> None:
+        cast(StatusServer, self.server).requests.append((self.command, self.path))
         parts = urllib.parse.urlsplit(self.path)
         first = parts.path.strip("/").split("/")[0]
         if first == "loop":
             self._answer(302, "/loop")
             return
         to = urllib.parse.parse_qs(parts.query).get("to")
-        self._answer(int(first), to[0] if to else None)
+        code, _, after = first.partition("+")
+        self._answer(int(code), to[0] if to else None, after or None)
 
-    do_POST = do_GET
+    do_POST = do_PUT = do_DELETE = do_GET
 
-    def _answer(self, status: int, location: str | None) -> None:
+    def _answer(self, status: int, location: str | None, after: str | None = None) -> None:
+        if self.headers.get("Content-Length"):
+            self.rfile.read(int(self.headers["Content-Length"]))
         body = json.dumps({"error": f"status {status}"}).encode()
         self.send_response(status)
         if location is not None:
             self.send_header("Location", location)
+        if after is not None:
+            self.send_header("Retry-After", after)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -228,11 +250,18 @@ class _StatusHandler(BaseHTTPRequestHandler):
         pass
 
 
+class StatusServer(ThreadingHTTPServer):
+    """The server of :class:`_StatusHandler`, with the requests it got."""
+
+    requests: list[tuple[str, str]]
+
+
 @contextmanager
-def status_server() -> Iterator[str]:
+def status_server(requests: list[tuple[str, str]] | None = None) -> Iterator[str]:
     """A real HTTP server on a free loopback port answering the status its path names (see
-    :class:`_StatusHandler`); yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StatusHandler)
+    :class:`_StatusHandler`); yields its base URL. ``requests`` collects (method, path)."""
+    server = StatusServer(("127.0.0.1", 0), _StatusHandler)
+    server.requests = requests if requests is not None else []
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()

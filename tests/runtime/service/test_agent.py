@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -18,9 +20,12 @@ from support.service import (
     T0,
     Client,
     FakeWallClock,
+    LocalService,
     closed_port_url,
+    free_port,
     serve,
     status_server,
+    wait_for,
     worker,
 )
 
@@ -294,12 +299,14 @@ def test_the_agent_command_exits_on_a_refusal(server: str, tmp_path: Path) -> No
          "--interval", "0.1"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert (done.returncode, done.stderr) == (
+    started, error = done.stderr.splitlines()
+    assert started.endswith(f" INFO hive h2: sending heartbeats to {server} every 0.1 s")
+    assert (done.returncode, error) == (
         1,
         "Error: " + refusal(
             server, "h2", 403,
             "this token is bound to hive 'h1' and cannot speak for hive 'h2'", FIX_403,
-        ) + "\n",
+        ),
     )  # fmt: skip
 
 
@@ -312,3 +319,72 @@ def test_the_agent_command_rejects_a_bad_url() -> None:
         1,
         "Error: server 'nowhere' is not an http(s) URL; pass --server http://HOST:PORT\n",
     )
+
+
+def test_the_agent_logs_its_start_first_success_and_recovery(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    a = agent(url, interval=0.05, max_backoff=0.05, timeout=1.0)
+    stop = threading.Event()
+    thread = threading.Thread(target=a.run, args=(stop,))
+    with caplog.at_level(logging.INFO, logger="runtime.service.agent"):
+        with serve(create_app(runtime), port=port):
+            thread.start()
+            assert wait_for(lambda: a.sent >= 2)
+        assert wait_for(lambda: a.failures >= 2)  # the server is gone
+        failed = a.failures
+        with serve(create_app(runtime), port=port):
+            assert wait_for(lambda: a.sent >= 4)
+        stop.set()
+        thread.join(timeout=5)
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert infos[:2] == [
+        f"hive h1: sending heartbeats to {url} every 0.05 s",
+        f"hive h1: first heartbeat accepted by {url} (0 workers)",
+    ]
+    [again] = infos[2:]
+    assert re.fullmatch(r"hive h1: heartbeats accepted again after (\d+) failed attempts", again)
+    assert int(again.split()[-3]) >= failed
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned[0].startswith(f"hive h1: server {url} unreachable: ")
+
+
+EXAMPLE = Path(__file__).parents[3] / "examples" / "list-workers.py"
+
+
+def test_the_example_workers_command_feeds_the_agent(server: str) -> None:
+    command = f"{EXAMPLE} --model tiny-llama --cpu --prefix h1 --host 10.0.0.5 --port 9000"
+    assert agent(server, command_provider(command)).beat_once()  # run as it is (its #! line)
+    [view] = Client(server).get("/v1/workers").body["workers"]
+    assert view["worker"] == {
+        "worker_id": "h1-cpu0", "state": "Idle", "last_heartbeat": "2026-01-01T00:00:00Z",
+        "health_status": "healthy", "url": "http://10.0.0.5:9000", "model_id": "tiny-llama",
+        "backend": "cpu", "device_id": 0,
+    }  # fmt: skip
+
+
+def test_the_example_reports_each_gpu_and_probes_health(
+    server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nprintf '0, 35, 1024\\n1, 80.5, 2048\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    alive = LocalService()
+    alive.start()
+    try:
+        command = (f"{sys.executable} {EXAMPLE} --model m --prefix h1 --host 127.0.0.1 "
+                   f"--port {alive.port} --probe")  # fmt: skip
+        assert agent(server, command_provider(command)).beat_once()
+    finally:
+        alive.stop()
+    reports = [v["worker"] for v in Client(server).get("/v1/workers").body["workers"]]
+    assert [(w["worker_id"], w["backend"], w["gpu_percent"], w["vram_bytes"], w["health_status"])
+            for w in reports] == [
+        ("h1-gpu0", "cuda", 35.0, 1024 * 1024 * 1024, "healthy"),  # its /health answers
+        ("h1-gpu1", "cuda", 80.5, 2048 * 1024 * 1024, "degraded"),  # nothing on port + 1
+    ]  # fmt: skip
+    assert alive.paths == ["/health"]

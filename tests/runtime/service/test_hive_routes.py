@@ -3,9 +3,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from support.service import HIVE_A, Client, FakeClock, fleet, heartbeat, worker
+from support.service import (
+    ADMIN,
+    HIVE_A,
+    Client,
+    FakeClock,
+    fleet,
+    heartbeat,
+    serve,
+    wait_for,
+    worker,
+)
+
+from runtime.service.server import build_runtime, create_app
+from runtime.service.state import StateChoice
+from runtime.service.tokens import Tokens
+
+from .conftest import TOKENS
 
 
 def test_heartbeats_then_every_query(client: Client, clock: FakeClock) -> None:
@@ -15,14 +32,17 @@ def test_heartbeats_then_every_query(client: Client, clock: FakeClock) -> None:
     assert (hives["total"], hives["online"], hives["frozen"]) == (2, 2, False)
     assert [h["hive_id"] for h in hives["hives"]] == ["a", "b"]
     hive = client.get("/v1/hives/a").body
-    assert (hive["online"], hive["age_seconds"], hive["timestamp"]) == (
+    assert (hive["status"], hive["online"], hive["age_seconds"], hive["timestamp"]) == (
+        "Online",
         True,
         3.0,
         "2026-01-01T00:00:00Z",
     )
+    assert (hive["host"], hive["port"], hive["devices"]) == ("gpu-a", 9000, ["cuda:0", "cuda:1"])
     assert hive["resources"] == {
         "workers": 2, "idle": 1, "busy": 1, "loading": 0, "vram_bytes": 100, "ram_bytes": 0,
-        "cpu_percent": 0.0, "gpu_percent": 135.0,
+        "cpu_percent": 0.0, "gpu_percent": 67.5,
+        "gpu_percent_per_worker": {"a1": 40.0, "a2": 95.0},
     }  # fmt: skip
 
     def ids(query: str) -> list[str]:
@@ -40,11 +60,11 @@ def test_heartbeats_then_every_query(client: Client, clock: FakeClock) -> None:
     best = client.get("/v1/schedule?model=llama").body
     assert (best["worker"]["worker"]["worker_id"], best["model_loaded"]) == ("a1", True)
     assert (best["data_age_seconds"], best["candidates"]) == (3.0, 1)
-    any_ = client.get("/v1/schedule?model=mistral&fallback=any").body
+    any_ = client.get("/v1/schedule?model=mistral").body  # any idle worker, to load it
     assert (any_["worker"]["worker"]["worker_id"], any_["model_loaded"]) == ("b1", False)
     health = client.get("/health").body
     assert {k: health[k] for k in ("status", "hives_total", "hives_online", "workers")} == {
-        "status": "ok", "hives_total": 2, "hives_online": 2, "workers": 3,
+        "status": "healthy", "hives_total": 2, "hives_online": 2, "workers": 3,
     }  # fmt: skip
     assert client.request("DELETE", "/v1/hives/b").status == 204
     assert client.get("/v1/hives/b").status == 404
@@ -64,12 +84,14 @@ def test_worker_heartbeat(any_client: Client) -> None:
     body = {"worker_id": "a1", "timestamp": "2026-01-01T00:01:00Z", "health_status": "degraded"}
     answer = any_client.post("/v1/worker-heartbeat", body)
     assert answer.body["worker"]["health_status"] == "degraded"
-    gone = any_client.get("/v1/schedule?model=llama")
-    assert gone.status == 404
-    assert gone.body == {
-        "error": "no healthy idle worker on an online hive has model 'llama' loaded; ask with "
-        "fallback=any to accept an idle worker without it"
-    }
+    gone = any_client.get("/v1/schedule?model=llama&fallback=none")
+    assert (gone.status, gone.body) == (
+        503,
+        {"error": "no healthy idle worker on an online hive has model 'llama' loaded; drop "
+         "fallback=none to accept an idle worker that would load it"},
+    )  # fmt: skip
+    other = any_client.get("/v1/schedule?model=llama").body  # the idle whisper worker
+    assert (other["worker"]["worker"]["worker_id"], other["model_loaded"]) == ("b1", False)
     assert any_client.post("/v1/worker-heartbeat", {**body, "worker_id": "zz"}).status == 404
 
 
@@ -153,7 +175,9 @@ def test_conflicting_worker_ids(any_client: Client) -> None:
 
 def test_bad_query_parameters(any_client: Client) -> None:
     cases = {
-        "/v1/schedule": ("query parameter model is required: /v1/schedule?model=NAME", "model"),
+        "/v1/schedule": (
+            "query parameter model is required: this server has no --registry to take a default "
+            "model from; ask /v1/schedule?model=NAME", "model"),
         "/v1/schedule?model=bad%20name": (
             "model 'bad name' is not a valid name: use 1-128 letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit, without '..'", "model"),
@@ -183,7 +207,11 @@ def test_expiry_and_freeze_show_in_health_and_metrics(client: Client, clock: Fak
     for name in "abcde":
         client.post("/v1/heartbeat", heartbeat(name))
     clock.advance(15)  # f expired: a sixth of the fleet, so it is evicted
-    assert client.get("/v1/hives").body["total"] == 5
+    assert client.get("/health").body["hives_total"] == 5
+    listed = client.get("/v1/hives").body  # the catalog keeps it, Offline
+    assert (listed["total"], listed["hives"][-1]["hive_id"], listed["hives"][-1]["status"]) == (
+        6, "f", "Offline",
+    )  # fmt: skip
     assert "runtime_evictions_total 1.0" in client.get("/metrics").body
     clock.advance(40)  # everything expired: the registry freezes instead of emptying
     health = client.get("/health").body
@@ -197,6 +225,34 @@ def test_expiry_and_freeze_show_in_health_and_metrics(client: Client, clock: Fak
     for name in "abc":
         client.post("/v1/heartbeat", heartbeat(name))
     clock.advance(1)  # d and e are two of five: evicted, and the freeze thaws
-    assert client.get("/health").body["status"] == "ok"
-    assert client.get("/v1/hives").body["total"] == 3
+    assert client.get("/health").body["status"] == "healthy"
+    assert client.get("/health").body["hives_total"] == 3
     assert "runtime_heartbeats_total 14.0" in client.get("/metrics").body
+
+
+def test_the_catalog_lists_evicted_hives_and_nothing_can_serve(
+    state_choice: StateChoice, tmp_path: Path
+) -> None:
+    rt = build_runtime(tokens=Tokens(TOKENS), state=state_choice, db=tmp_path / "rt.db", ttl=0.3)
+    try:
+        with serve(create_app(rt)) as url:
+            client = Client(url, ADMIN)
+            beat = heartbeat("a", worker("a1", model_id="m"), host="gpu-a", devices=["cuda:0"])
+            assert client.post("/v1/heartbeat", beat).status == 200
+            assert wait_for(lambda: client.get("/health").body["hives_total"] == 0)  # evicted
+            listed = client.get("/v1/hives").body
+            one = client.get("/v1/hives/a").body
+            nothing = client.get("/v1/schedule?model=m")
+    finally:
+        rt.state.close()
+    assert (listed["total"], listed["online"], listed["hives"]) == (1, 0, [one])
+    keys = ("status", "online", "age_seconds", "host", "devices", "workers")
+    assert {k: one[k] for k in keys} == {
+        "status": "Offline", "online": False, "age_seconds": None, "host": "gpu-a",
+        "devices": ["cuda:0"], "workers": [],
+    }  # fmt: skip
+    assert (nothing.status, nothing.body) == (
+        503,
+        {"error": "no worker can serve model 'm': no healthy idle worker on an online hive; "
+         "retry when one is idle (GET /v1/workers lists the workers)"},
+    )  # fmt: skip

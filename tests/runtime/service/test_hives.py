@@ -47,7 +47,10 @@ def test_queries_after_heartbeats() -> None:
     assert [w.worker_id for w in view.workers] == ["w1", "w2"]
     assert reg.resources("h1") == Resources(
         workers=2, idle=1, busy=1, loading=0, vram_bytes=1500, ram_bytes=10, cpu_percent=5.5,
-        gpu_percent=110.0,
+        gpu_percent=55.0, gpu_percent_per_worker={"w1": 20.0, "w2": 90.0},
+    )  # fmt: skip
+    assert (reg.resources("h2").gpu_percent, reg.resources("h2").gpu_percent_per_worker) == (
+        None, {},
     )  # fmt: skip
     assert reg.worker_counts() == {"total": 3, "Idle": 1, "Busy": 1, "Loading": 1}
     assert reg.hive_count() == (2, 2)

@@ -97,7 +97,11 @@ def test_a_heartbeat_through_a_is_scheduled_through_b_after_a_is_killed(
         assert via_b.get("/services/api").body["host"] == "10.0.0.1"
         assert via_b.post("/v1/heartbeat", heartbeat("b", worker("b1"))).status == 200
         health = via_b.get("/health").body
-        assert (health["status"], health["state"], health["hives_online"]) == ("ok", "redis", 2)
+        assert (health["status"], health["state"], health["hives_online"]) == (
+            "healthy",
+            "redis",
+            2,
+        )
         conflict = via_b.post("/v1/heartbeat", heartbeat("c", worker("a1")))
         assert (conflict.status, conflict.body["field"]) == (409, "$.workers[0].worker_id")
 
@@ -167,7 +171,7 @@ def replicas(url: str, count: int, check_interval: float = 30.0) -> Iterator[lis
 
 def healthy(client: Client) -> bool:
     status: str = client.get("/health").body["status"]
-    return status == "ok"
+    return status == "healthy"
 
 
 def test_a_redis_restart_leaves_reads_stale_writes_refused_and_evicts_nobody(

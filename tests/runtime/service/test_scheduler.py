@@ -46,7 +46,7 @@ def test_ranking(workers: list[dict[str, Any]], best: str) -> None:
     assert answer.model_loaded
 
 
-def test_loaded_model_wins_and_fallback_is_opt_in() -> None:
+def test_loaded_model_wins_and_any_idle_worker_is_the_fallback() -> None:
     clock = FakeClock()
     reg = registry(
         clock,
@@ -58,17 +58,34 @@ def test_loaded_model_wins_and_fallback_is_opt_in() -> None:
     )
     sched = Scheduler(reg)
     assert sched.best_worker("m").worker.worker.worker_id == "warm"
-    with pytest.raises(NoWorkerAvailable) as err:
-        sched.best_worker("x")
-    assert str(err.value) == (
-        "no healthy idle worker on an online hive has model 'x' loaded; ask with fallback=any "
-        "to accept an idle worker without it"
-    )
-    answer = sched.best_worker("x", fallback="any")
+    answer = sched.best_worker("x", spread=1)  # rbee's default: any idle worker, to load it
     assert (answer.worker.worker.worker_id, answer.model_loaded, answer.candidates) == (
         "cold",
         False,
         3,
+    )
+    with pytest.raises(NoWorkerAvailable) as err:
+        sched.best_worker("x", fallback="none")  # loaded only
+    assert str(err.value) == (
+        "no healthy idle worker on an online hive has model 'x' loaded; drop fallback=none to "
+        "accept an idle worker that would load it"
+    )
+    with pytest.raises(NoWorkerAvailable) as err:
+        sched.best_worker("x", loadable=False)  # the registry does not have it
+    assert str(err.value) == (
+        "no healthy idle worker on an online hive has model 'x' loaded, and the registry does "
+        "not list it, so no worker can load it; GET /v1/models lists the registry's models"
+    )
+    assert sched.best_worker("m", loadable=False).worker.worker.worker_id == "warm"
+
+
+def test_no_idle_worker_at_all() -> None:
+    sched = Scheduler(registry(FakeClock(), ("h", [worker("busy", state="Busy", model_id="m")])))
+    with pytest.raises(NoWorkerAvailable) as err:
+        sched.best_worker("m")
+    assert str(err.value) == (
+        "no worker can serve model 'm': no healthy idle worker on an online hive; retry when one "
+        "is idle (GET /v1/workers lists the workers)"
     )
 
 
@@ -90,13 +107,14 @@ def test_offline_hives_are_skipped_and_data_age_is_reported() -> None:
     assert (answer.worker.worker.worker_id, answer.data_age_seconds) == ("b", 10.0)
     clock.advance(30)
     with pytest.raises(NoWorkerAvailable):
-        sched.best_worker("m", fallback="any")
+        sched.best_worker("m")
 
 
-def test_spread_picks_the_better_of_two_random_candidates() -> None:
+def test_spread_picks_the_better_of_two_random_candidates_by_default() -> None:
     workers = [worker(f"w{i}", gpu_percent=float(i), model_id="m") for i in range(10)]
     sched = Scheduler(registry(FakeClock(), ("h", workers)), rng=random.Random(7))
-    chosen = [sched.best_worker("m", spread=2).worker.worker.worker_id for _ in range(200)]
+    assert {sched.best_worker("m", spread=1).worker.worker.worker_id for _ in range(20)} == {"w0"}
+    chosen = [sched.best_worker("m").worker.worker.worker_id for _ in range(200)]
     assert "w9" not in chosen  # the worst can never beat its partner
     assert len(set(chosen)) >= 5
     assert chosen.count("w0") < 100  # the best no longer takes every request

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,11 @@ from support.service import (
 
 from registry_build.commit import commit
 from runtime.registry.wire import BundleDescriptor, Location, blob_key
-from runtime.service.server import Runtime, build_runtime, create_app
+from runtime.service.scheduler import Scheduler
+from runtime.service.server import Runtime, ServeOptions, build_runtime, create_app, summary
+from runtime.service.services import HealthChecker
+from runtime.service.state import MEMORY, StateChoice, parse_state
+from runtime.service.state_memory import MemoryState
 from runtime.service.tokens import Tokens
 from runtime.storage.local import LocalStore
 from runtime.storage.location import open_store
@@ -55,7 +60,17 @@ def test_restart_keeps_services_and_the_hive_catalog(tmp_path: Path) -> None:
     with serve(create_app(again)) as url:
         client = Client(url, ADMIN)
         assert client.get("/services/api").body["host"] == "10.0.0.1"
-        assert client.get("/v1/hives").body["total"] == 0  # heartbeat state is soft
+        listed = client.get("/v1/hives").body  # heartbeat state is soft; the catalog is not
+        assert (listed["total"], listed["online"]) == (1, 0)
+        assert listed["hives"] == [client.get("/v1/hives/a").body]
+        assert listed["hives"][0] == {
+            "hive_id": "a", "status": "Unknown", "online": False, "age_seconds": None,
+            "timestamp": "2026-01-01T00:00:00Z", "workers": [], "host": "gpu-a", "port": None,
+            "devices": ["cuda:0"], "resources": {
+                "workers": 0, "idle": 0, "busy": 0, "loading": 0, "vram_bytes": 0, "ram_bytes": 0,
+                "cpu_percent": 0.0, "gpu_percent": None, "gpu_percent_per_worker": {}},
+        }  # fmt: skip
+        assert client.get("/v1/hives?online=true").body["hives"] == []
     [hive] = asyncio.run(again.state.catalog_hives())
     assert (hive.hive_id, hive.host, hive.devices, hive.status) == (
         "a",
@@ -199,7 +214,7 @@ def test_the_serve_command_rejects_a_bad_token_file(tmp_path: Path) -> None:
 _PATHS = [
     "/v1/heartbeat", "/v1/worker-heartbeat", "/v1/hives", "/v1/hives/{x}", "/v1/workers",
     "/v1/workers/{x}", "/v1/schedule", "/services", "/services/{x}", "/services/{x}/heartbeat",
-    "/services/{x}/health", "/health", "/stats", "/metrics", "/openapi.json",
+    "/services/{x}/health", "/health", "/stats", "/metrics", "/openapi.json", "/v1/models",
 ]  # fmt: skip
 
 
@@ -223,6 +238,9 @@ _bodies = st.one_of(
     st.builds(lambda h, ws: {"hive_id": h, "timestamp": T0.isoformat(), "workers": ws},
               st.text(max_size=12), st.lists(_worker, max_size=3)),
     st.builds(lambda n, p: {"name": n, "host": "h", "port": p}, st.text(max_size=8), _json),
+    st.builds(lambda m, u: {"name": "s", "host": "127.0.0.1", "port": 1, "metadata": m, "url": u},
+              _json, _json),
+    st.builds(lambda s, m: {"status": s, "metadata": m}, st.text(max_size=8), _json),
     _json,
 )  # fmt: skip
 _requests = st.tuples(
@@ -260,6 +278,27 @@ def test_generated_requests_never_get_a_5xx(runtime: Runtime) -> None:
     assert {200, 404, 422} <= set(statuses)
 
 
+@pytest.mark.parametrize(
+    ("options", "state", "tokens", "line"),
+    [
+        (ServeOptions(), MEMORY, 1, "registry-runtime: serving on http://127.0.0.1:8081; state "
+         "memory (db registry-runtime.db); registry none; writes need the one-run token printed "
+         "above; service writes without a token refused"),
+        (ServeOptions(host="::", port=9000, token_file=Path("tokens"), registry="site",
+                      allow_anonymous_services=True),
+         parse_state("redis://:s3cret@cache:6379/2"), 3,
+         "registry-runtime: serving on http://[::]:9000; state redis://cache:6379/2; registry "
+         "{site}; writes need one of 3 tokens of tokens; service writes without a token "
+         "allowed"),
+    ],
+)  # fmt: skip
+def test_the_line_serve_prints_on_start(
+    options: ServeOptions, state: StateChoice, tokens: int, line: str, tmp_path: Path
+) -> None:
+    store = None if options.registry is None else LocalStore(tmp_path / "site")
+    assert summary(options, state, store, tokens) == line.format(site=tmp_path / "site")
+
+
 def test_the_serve_command_names_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     from runtime.cli import main
 
@@ -269,3 +308,31 @@ def test_the_serve_command_names_a_port_in_use(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.startswith(f"Error: cannot listen on 127.0.0.1:{port}: ")
     assert err.endswith("; stop what uses it or choose another --port\n")
+
+
+class SwallowingState(MemoryState):
+    """The memory state with redis-py's fault: the first cancellation that arrives while the
+    health checker claims a service is swallowed."""
+
+    swallowed = False
+
+    async def claim_check(self, name: str, interval: float) -> bool:
+        if not self.swallowed:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                self.swallowed = True
+        return False
+
+
+def test_the_server_stops_when_a_task_swallows_its_cancellation(tmp_path: Path) -> None:
+    state = SwallowingState.open(tmp_path / "rt.db")
+    checker = HealthChecker(state, interval=0.01)
+    rt = Runtime(state, Scheduler(state.hives), Tokens({ADMIN: None}), checker)
+    started = time.monotonic()
+    with serve(create_app(rt)) as url:
+        assert Client(url, ADMIN).post("/services", SVC).status == 201
+        time.sleep(0.1)  # the checker is claiming the service now
+    state.close()
+    assert state.swallowed
+    assert time.monotonic() - started < 5  # the helper also fails if uvicorn is still running

@@ -27,7 +27,7 @@ from runtime.service.services import (
     http_probe,
 )
 from runtime.service.state_memory import MemoryState
-from runtime.service.types import ServiceHeartbeat, ServiceRegistration, Stats
+from runtime.service.types import ServiceHeartbeat, ServiceRegistration, ServiceUpdate, Stats
 
 
 def reg(name: str, **fields: object) -> ServiceRegistration:
@@ -52,8 +52,9 @@ def test_health_follows_heartbeats_and_status() -> None:
     services.register(reg("api"))
     wall.advance(121)
     assert not services.get("api").is_healthy
-    health = services.health("api")
+    health = services.health("api", "http://10.0.0.1:8080/health")
     assert (health.is_healthy, health.seconds_since_heartbeat) == (False, 121.0)
+    assert health.last_heartbeat == T0.timestamp()
     services.heartbeat("api", ServiceHeartbeat())
     assert services.get("api").is_healthy
     services.heartbeat("api", ServiceHeartbeat(status="draining"))
@@ -80,19 +81,20 @@ def test_find_and_stats() -> None:
     assert [s.name for s in services.find(status="running")] == ["a", "c"]
     stats = services.stats()
     assert stats == Stats(
-        total=3, healthy=1, unhealthy=2, statuses={"running": 2, "stopped": 1},
-        hosts={"n1": 2, "n2": 1}, uptime_seconds=stats.uptime_seconds,
+        total_services=3, healthy_services=1, unhealthy_services=2,
+        status_distribution={"running": 2, "stopped": 1}, host_distribution={"n1": 2, "n2": 1},
+        uptime=stats.uptime, timestamp=T0,
     )  # fmt: skip
 
 
 def test_update_and_remove() -> None:
     services = ServiceRegistry(now=FakeWallClock())
     with pytest.raises(UnknownService):
-        services.update("api", reg("api"))
+        services.update("api", ServiceUpdate())
     services.register(reg("api"))
-    assert services.update("api", reg("api", hostname="box")).hostname == "box"
+    assert services.update("api", ServiceUpdate(hostname="box")).hostname == "box"
     with pytest.raises(ServiceNameMismatch) as err:
-        services.update("api", reg("web"))
+        services.update("api", ServiceUpdate(name="web"))
     assert str(err.value) == (
         "$.name: the body names service 'web' but the path names 'api'; use the same name in "
         "both (POST /services registers a new one)"
@@ -208,7 +210,7 @@ def test_a_hive_changes_only_its_own_services() -> None:
     )
     attempts: list[Callable[[], object]] = [
         lambda: services.register(reg("api", hostname="evil"), by="b"),
-        lambda: services.update("api", reg("api", hostname="evil"), by="b"),
+        lambda: services.update("api", ServiceUpdate(hostname="evil"), by="b"),
         lambda: services.heartbeat("api", ServiceHeartbeat(status="stopped"), by="b"),
         lambda: services.remove("api", by="b"),
     ]
@@ -217,7 +219,7 @@ def test_a_hive_changes_only_its_own_services() -> None:
             attempt()
         assert str(err.value) == refused
     assert (services.get("api").hostname, services.get("api").status) == (None, "running")
-    assert services.update("api", reg("api", hostname="a-1"), by="a").owner == "a"
+    assert services.update("api", ServiceUpdate(hostname="a-1"), by="a").owner == "a"
     assert services.register(reg("api", hostname="fixed"), by=None).owner == "a"  # admin keeps it
     assert services.heartbeat("api", ServiceHeartbeat(), by="a").hostname == "fixed"
     services.remove("api", by="a")

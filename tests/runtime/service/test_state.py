@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from runtime.service.types import (
     HiveHeartbeat,
     ServiceHeartbeat,
     ServiceRegistration,
+    ServiceUpdate,
     WorkerHeartbeat,
 )
 
@@ -233,6 +235,44 @@ async def _services_and_their_owners(state: State) -> None:
     assert await state.claim_check("api", 1.0)
 
 
+async def _partial_updates_checks_and_cleanup(state: State) -> None:
+    await state.register_service(reg("api", metadata={"v": "1"}, url="http://10.0.0.1:80"), "a")
+    changed = await state.update_service("api", ServiceUpdate(port=81, url=None), "a")
+    assert (changed.host, changed.port, changed.url, changed.metadata) == (
+        "10.0.0.1", 81, None, {"v": "1"},
+    )  # fmt: skip
+    await state.record_check("api", True, beat=True)
+    assert state.services.get("api").health_status == "healthy"
+    later = state.services.now() + timedelta(seconds=301)
+    state.services.now = lambda: later  # five minutes without a heartbeat
+    assert await state.prune_services() == ["api"]
+    assert state.services.held() == {}
+    assert await state.prune_services() == []
+
+
+async def _model_use_counts(state: State) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    for model in ("m", "m", "n"):
+        state.record_use(model)
+    usage = await state.model_usage()
+    assert {m: u.count for m, u in usage.items()} == {"m": 2, "n": 1}
+    assert before <= usage["m"].last_used <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+async def _one_catalog_row(state: State) -> None:
+    await state.heartbeat(beat("a", host="gpu-a", devices=["cuda:0"]))
+    row = await state.catalog_hive("a")
+    assert row is not None and (row.host, row.devices, row.status) == (
+        "gpu-a",
+        ["cuda:0"],
+        "Online",
+    )
+    assert await state.catalog_hive("nope") is None
+
+
+test_partial_updates_checks_and_cleanup = contract(_partial_updates_checks_and_cleanup)
+test_model_use_counts = contract(_model_use_counts)
+test_one_catalog_row = contract(_one_catalog_row)
 test_heartbeats_and_workers = contract(_heartbeats_and_workers)
 test_worker_heartbeats = contract(_worker_heartbeats)
 test_removing_hives_and_the_catalog = contract(_removing_hives_and_the_catalog)
