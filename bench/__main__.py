@@ -11,7 +11,7 @@ from pathlib import Path
 
 ALL = (
     "build_cold", "build_noop", "index", "pages", "publish", "fetch", "promote", "runtime",
-    "replicas", "discover", "scale",
+    "replicas", "discover", "scale", "trust",
 )  # fmt: skip
 
 

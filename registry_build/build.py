@@ -7,7 +7,9 @@ build leaves the registry as it was (at most unreferenced blobs). An output that
 directory (``s3://``) is built into a local mirror kept with the build state, and the bundles of
 this build are then published from it
 (:func:`registry_build.publish.publish_registry`, the same function ``registry-build publish``
-calls); with an alias, publishing ends by promoting it.
+calls); with an alias, publishing ends by promoting it. With a signing key (and, the first time, a
+root to install) the commits into the output are signed (:mod:`runtime.trust`); the local mirror
+of an ``s3://`` output is not: the bucket's commit is.
 
 Incremental: a stat fingerprint of each target's inputs is kept in the build state; a target whose
 fingerprint, descriptor and blob are unchanged is not repacked and no source byte is read.
@@ -44,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -52,6 +55,7 @@ from registry_build.commit import Options, commit
 from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec, load_config
 from registry_build.publish import Promote, PublishReport, promote_newest, publish_registry
 from runtime.errors import RegistryError
+from runtime.registry.head import marked_signed
 from runtime.registry.wire import (
     INDEX_FORMAT,
     BundleDescriptor,
@@ -64,6 +68,9 @@ from runtime.storage.atomic import is_temp_name, sweep_temp_files, temp_path_for
 from runtime.storage.local import LocalStore
 from runtime.storage.location import Location, open_store, parse_location
 from runtime.storage.store import PutMode
+
+if TYPE_CHECKING:
+    from runtime.trust.keys import Signing
 
 BUILD_FORMAT = 1  # bump when packing changes so old fingerprints stop matching
 STALE_TEMP_SECONDS = 3600  # a temporary in blobs/ untouched this long belongs to a dead writer
@@ -82,10 +89,13 @@ class BuildOptions:
     endpoint_url: str | None = None  # for s3:// outputs
     progress: bool = False  # upload progress bars (s3:// outputs)
     xybrid_index: bool = True  # keep `index` (Xybrid's GET /index) current
+    signing: Signing | None = None  # the online key (and a root to install): sign the output
 
-    def commit_options(self, rewrite: bool = False) -> Options:
-        """How the commits of this build write (registry_build.commit)."""
-        return Options(xybrid_index=self.xybrid_index, rewrite=rewrite)
+    def commit_options(self, rewrite: bool = False, signed: bool = True) -> Options:
+        """How the commits of this build write (registry_build.commit); ``signed`` False for
+        the local mirror of an output that is not a directory."""
+        signing = self.signing if signed else None
+        return Options(xybrid_index=self.xybrid_index, rewrite=rewrite, signing=signing)
 
     def promotion(self) -> Promote | None:
         """The promotion ``alias`` asks for (its name checked), or None."""
@@ -159,7 +169,7 @@ def build(
     state = BuildState(state_dir(location, options.endpoint_url))
     site = LocalStore(location.directory or state.directory / "site")
     results = pack_site(jobs, site, state, options, on_bundle)
-    committed = commit_site(site, state, results, options)
+    committed = commit_site(site, state, results, options, signed=location.directory is not None)
     report = BuildReport(out, results, committed, config.warnings)
     publish_site(report, site, location, promotion, options)
     return report
@@ -178,19 +188,32 @@ def pack_site(
 
 
 def commit_site(
-    site: LocalStore, state: BuildState, results: list[BundleResult], options: BuildOptions
+    site: LocalStore,
+    state: BuildState,
+    results: list[BundleResult],
+    options: BuildOptions,
+    signed: bool = True,
 ) -> list[str]:
-    """Commit ``results`` into ``site`` and save the build state; returns the keys written, none
-    when nothing was built and the index and pages are as the last commit left them (when only
-    they changed since, they are made whole again)."""
+    """Commit ``results`` into ``site`` (signed, unless ``signed`` is False) and save the build
+    state; returns the keys written, none when nothing was built and the index and pages are as
+    the last commit left them (when only they changed since, they are made whole again), and the
+    site is signed if a key is given."""
     written: list[str] = []
     unchanged = all(r.status == "unchanged" for r in results)
-    if not (unchanged and state.committed == site_signature(site.root)):
-        commits = options.commit_options(rewrite=unchanged)
+    installs = signed and options.signing is not None and not _signed_site(site.root)
+    if installs or not (unchanged and state.committed == site_signature(site.root)):
+        commits = options.commit_options(rewrite=unchanged, signed=signed)
         written = commit(site, [r.descriptor for r in results], options=commits)
         state.committed = site_signature(site.root)
     state.save()
     return written
+
+
+def _signed_site(root: Path) -> bool:
+    try:
+        return marked_signed((root / "index.json").read_bytes())
+    except FileNotFoundError:
+        return False
 
 
 def publish_site(

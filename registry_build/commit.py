@@ -13,6 +13,13 @@ consistent (content before pointers)::
     index.json                      4. compare-and-swap on the etag read first; when another
                                        writer got there first: re-read, re-merge, retry
 
+On a signed registry step 4 is the signed commit instead (:mod:`runtime.registry.head`,
+:mod:`runtime.trust.repository`): the index is read from the metadata, signed with the online key
+of :class:`Options` ``signing`` as the next version of targets, snapshot and timestamp, and
+committed by the compare-and-swap of ``metadata/timestamp.json``, the one linearization point;
+``index.json`` follows. Without the key, or with another, a commit to a signed registry is
+refused before anything is written (:func:`prepare`, :func:`commit_index`).
+
 The derived documents go just before the index they derive from, so the last writer to commit
 ``index.json`` also wrote the derived documents that match it. Nothing unchanged is rewritten, and
 nothing is listed. The index is read through :mod:`runtime.registry.index`, which refuses a newer
@@ -39,7 +46,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import blake3
 import msgspec
@@ -63,7 +70,7 @@ from registry_build.render import ModelView, Site, list_rows
 from registry_build.state import Published, Shards, read_state
 from runtime.aliases.view import read_view
 from runtime.errors import KeyNotFound, PreconditionFailed
-from runtime.registry.index import INDEX_KEY
+from runtime.registry.head import IndexWriter
 from runtime.registry.wire import (
     AliasIndex,
     BundleDescriptor,
@@ -72,11 +79,13 @@ from runtime.registry.wire import (
     Shard,
     decode_document,
     descriptor_key,
-    encode,
     encode_pretty,
     shard_key,
 )
 from runtime.storage.store import PutMode, Store
+
+if TYPE_CHECKING:
+    from runtime.trust.keys import Signing
 
 MAX_ATTEMPTS = 12  # compare-and-swap rounds on index.json before giving up
 WHOLE_MODELS = 32  # up to this many models, documents and pages are made whole
@@ -98,12 +107,14 @@ class Options:
     """How a commit writes. ``xybrid_index``: keep ``index`` (Xybrid's ``GET /index``) current;
     ``whole_models``: up to this many models, documents are made whole (module notes);
     ``rewrite``: make them whole even when ``index.json`` would not change (a build whose output
-    was touched since its last commit, reindex); ``pages``: what renders the browse pages."""
+    was touched since its last commit, reindex); ``pages``: what renders the browse pages;
+    ``signing``: the online key (and a root to install) for a signed registry."""
 
     xybrid_index: bool = True
     whole_models: int = WHOLE_MODELS
     rewrite: bool = False
     pages: Pages = field(default_factory=Site)
+    signing: Signing | None = None
 
 
 DEFAULTS = Options()
@@ -151,18 +162,21 @@ def prepare(
     descriptors: Sequence[BundleDescriptor],
     files: Mapping[tuple[str, str, str], bytes] | None = None,
     local: Store | None = None,
+    signing: Signing | None = None,
 ) -> Pending:
     """Read the store's index and the shards of the models of ``descriptors`` and check the
-    descriptors against them before anything is written.
+    descriptors against them, and ``signing`` against the registry, before anything is written.
 
     Raises ImmutableConflict naming both digests when a bundle is published with another digest,
-    and IndexFormatError when the index is of a newer format. ``files`` holds descriptor files to
+    IndexFormatError when the index is of a newer format, and SigningKeyRequired (or another
+    signing error) when the commit could not be signed. ``files`` holds descriptor files to
     copy byte for byte (a publish copies the source's); the others are encoded. ``local`` is the
     source registry of a publish, where a shard the store names may be read without a request
     (:class:`registry_build.state.Shards`).
     """
     shards = Shards(store, local)
     state = read_state(store, shards)
+    IndexWriter(store, signing).check(state.head)
     held: set[tuple[tuple[str, str, str], str]] = set()
     for model, found in _by_model(descriptors).items():
         current = shards.of(state.index, model)
@@ -184,7 +198,8 @@ def commit(
     """Record descriptors whose blobs ``store`` already holds (module doc); returns the keys
     written, none when nothing changed. ``refresh`` names models whose pages to render again
     (their aliases moved)."""
-    return record(store, prepare(store, descriptors), View(store, listed=False), refresh, options)
+    pending = prepare(store, descriptors, signing=options.signing)
+    return record(store, pending, View(store, listed=False), refresh, options)
 
 
 def record(
@@ -281,11 +296,13 @@ class _Rounds:
     ) -> None:
         self.store, self.view, self.shards, self.options = store, view, shards, options
         self.first = first  # what was read first: the documents to edit must match it
+        self.writer = IndexWriter(store, options.signing)
         self._based: tuple[Base | None] | None = None  # read when a round first needs them
 
     def run(self, compute: Compute, reread: Reader) -> list[str]:
         """:func:`commit_index`."""
         state = self.first
+        self.writer.check(state.head)  # before the first write
         for attempt in range(MAX_ATTEMPTS):
             if attempt:
                 time.sleep(random.uniform(0, min(2.0, 0.05 * 2**attempt)))
@@ -302,24 +319,26 @@ class _Rounds:
     def _round(self, state: Published, plan: Plan) -> list[str] | None:
         """One round: shards, the documents that changed, then ``index.json`` if its etag is
         still the one read; the keys written, or None when another writer committed first."""
+        head = state.head
         unchanged = plan.index.models == state.index.models and not plan.unwritten
-        if unchanged and not plan.refresh and not self.options.rewrite and state.etag:
+        settled = state.etag and not self.writer.installs(head)
+        if unchanged and not plan.refresh and not self.options.rewrite and settled:
             return []
         documents, digests = self._documents(plan, self._base())
-        index_bytes = encode(msgspec.structs.replace(plan.index, documents=digests))
+        index_bytes = self.writer.encode(
+            head, msgspec.structs.replace(plan.index, documents=digests)
+        )
         if state.data == index_bytes and not documents and not plan.unwritten:
             return []
         written = self._write_shards(plan.unwritten)
         for key, data in documents.items():
             self.view.record(key, data, self.store.put(key, data))
-        mode = PutMode.MATCH if state.etag is not None else PutMode.CREATE
-        try:
-            # Even when index.json's bytes stay the same, the conditional write proves that no one
-            # committed since we read it, so the derived documents just written match it.
-            self.store.put(INDEX_KEY, index_bytes, mode, state.etag)
-        except (PreconditionFailed, KeyNotFound):
+        # Even when index.json's bytes stay the same, the conditional write proves that no one
+        # committed since we read it, so the derived documents just written match it.
+        committed = self.writer.write(head, index_bytes)
+        if committed is None:
             return None
-        return [*written, *documents, INDEX_KEY]
+        return [*written, *documents, *committed]
 
     def _write_shards(self, unwritten: Mapping[str, bytes]) -> list[str]:
         written = []

@@ -12,10 +12,18 @@ Each works on a store as :mod:`registry_build.publish` leaves it::
       index.html, models/...          reindex: re-rendered
       blobs/<blake3>.xyb              verify: stream-hashed; gc: deleted when nothing names them
                                       and they are older than the grace period
+      metadata/N.{targets,snapshot}.json, targets/<sha256>.index.json
+                                      (signed) gc: deleted when older than the version the
+                                      timestamp names and than the grace period (roots never)
 
 None of them reads a blob except ``verify``, and none of them overwrites an ``index.json`` of a
 newer format than this version writes. ``reindex`` upgrades a registry of format 1 (so does the
 next publish); ``verify`` and ``gc`` read format 2 only and say to reindex first.
+
+On a signed registry (``metadata/``, :mod:`runtime.trust`) ``reindex`` commits by signing, with
+the online key (refused before anything is written without it), and ``verify`` also checks the
+signed metadata as a client would: every root of the chain, the signatures, versions and expiry
+of timestamp, snapshot and targets, and ``index.json`` against the hash they sign.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from registry_build.commit import DEFAULTS, Options, Plan, commit_index
 from registry_build.destination import View
 from registry_build.state import Published, Shards, build_state, pointer_aliases, shards_from
 from runtime.errors import CorruptDocument, KeyNotFound, RegistryError
+from runtime.registry.head import marked_signed, read_head
 from runtime.registry.index import INDEX_KEY, NoIndex, index_format, read_index, read_shard
 from runtime.registry.wire import (
     BundleDescriptor,
@@ -48,6 +57,8 @@ from runtime.storage.store import ObjectInfo, Store
 CHUNK = 1 << 20
 _BLOB_KEY = re.compile(r"^blobs/[0-9a-f]{64}\.xyb$")
 _SHARD_KEY = re.compile(r"^shards/[A-Za-z0-9][A-Za-z0-9._-]*/[0-9a-f]{64}\.json$")
+_SIGNED_INDEX_KEY = re.compile(r"^targets/[0-9a-f]{64}\.index\.json$")
+_VERSIONED_KEY = re.compile(r"^metadata/([1-9][0-9]{0,18})\.(?:targets|snapshot)\.json$")
 
 
 def read_descriptors(store: Store) -> list[BundleDescriptor]:
@@ -82,15 +93,15 @@ def reindex(dest: Store, *, options: Options = DEFAULTS) -> list[str]:
 
 
 def _replaceable(store: Store, shards: Shards) -> Published:
-    """The etag of ``index.json``, whatever it holds (reindex replaces even one that no longer
-    parses), unless it is of a newer format (IndexFormatError): that one is never overwritten."""
-    try:
-        data, etag = store.get(INDEX_KEY)
-    except KeyNotFound:
+    """The head of the store (its etag: on a signed registry, what the metadata says too),
+    whatever ``index.json`` holds (reindex replaces even one that no longer parses), unless it is
+    of a newer format (IndexFormatError): that one is never overwritten."""
+    head = read_head(store)
+    if head.data is None:
         return Published()
     with contextlib.suppress(CorruptDocument):
-        index_format(data, f"{store.location}/{INDEX_KEY}")
-    return Published(Index(), etag, data)
+        index_format(head.data, f"{store.location}/{INDEX_KEY}")
+    return Published(Index(), head.etag, head.data, signed=head.signed)
 
 
 @dataclass(frozen=True)
@@ -118,10 +129,31 @@ def verify(dest: Store, *, workers: int = 4) -> tuple[int, list[Problem]]:
         raise NoIndex(
             f"{dest.location} has no {INDEX_KEY}: publish or build a registry there first"
         )
-    problems, bundles = _check_shards(dest, index)
+    problems = _signed_problems(dest)
+    shard_problems, bundles = _check_shards(dest, index)
     with ThreadPoolExecutor(workers) as pool:
         found = list(pool.map(lambda d: _verify_one(dest, d), bundles))
-    return len(bundles), problems + [p for found_one in found for p in found_one]
+    return len(bundles), problems + shard_problems + [p for one in found for p in one]
+
+
+def _signed_problems(dest: Store) -> list[Problem]:
+    """What a client verifying from the registry's first root would refuse (none when the
+    registry is not signed)."""
+    if not marked_signed(dest.get(INDEX_KEY)[0]):
+        return []
+    from runtime.trust import require_trust
+
+    require_trust(f"{dest.location} is signed: verifying it")
+    from runtime.trust.client import TrustError, check_signed
+
+    try:
+        report = check_signed(dest, None)
+    except (TrustError, KeyNotFound) as exc:
+        return [Problem("signed metadata", "metadata/", f"is refused: {exc}")]
+    if report.index_current:
+        return []
+    what = "is not the index the metadata signs (the next commit brings it in line)"
+    return [Problem("signed metadata", INDEX_KEY, what)]
 
 
 def _check_shards(dest: Store, index: Index) -> tuple[list[Problem], list[BundleDescriptor]]:
@@ -220,8 +252,28 @@ def garbage(store: Store, grace_seconds: float, now: float | None = None) -> lis
     old = [  # only what a publish writes there, never other files
         *(i for i in store.list("blobs/") if _BLOB_KEY.match(i.key) and _digest(i) not in blobs),
         *(i for i in store.list("shards/") if _SHARD_KEY.match(i.key) and i.key not in shards),
+        *_signed_garbage(store),
     ]
     return [info for info in old if now - info.modified > grace_seconds]
+
+
+def _signed_garbage(store: Store) -> list[ObjectInfo]:
+    """Metadata of versions before the one the timestamp names, and signed copies of other
+    indexes than the one it signs (no client reads them again; a newer, unnamed version may be
+    a commit in progress). Nothing on an unsigned registry."""
+    head = read_head(store)
+    if head.signed is None or not head.signed.version or head.data is None:
+        return []
+    current = f"targets/{hashlib.sha256(head.data).hexdigest()}.index.json"
+    return [
+        *(i for i in store.list("targets/") if _SIGNED_INDEX_KEY.match(i.key) and i.key != current),
+        *(i for i in store.list("metadata/") if _older(i.key, head.signed.version)),
+    ]
+
+
+def _older(key: str, version: int) -> bool:
+    match = _VERSIONED_KEY.match(key)
+    return match is not None and int(match[1]) < version
 
 
 def _digest(info: ObjectInfo) -> str:

@@ -22,6 +22,9 @@ Order, so that a crash at any moment leaves DEST consistent (content before poin
 3. commit descriptors, shards, derived documents and ``index.json`` (:mod:`registry_build.commit`);
 4. with a :class:`Promote`, point the alias at each model's newest published version.
 
+On a signed registry the commit (step 3) and each promotion sign with the online key of
+``options.signing``; without it, step 1 refuses before a byte is sent.
+
 Publishing one new version of one model of a large registry costs, with ``index`` off: GET
 ``index.json``, GET the model's shard, GET ``v1/models``, HEAD and PUT the blob, PUT its descriptor
 and its model's new shard, GET the model's alias view (when it has aliases), PUT ``v1/models``,
@@ -180,7 +183,7 @@ def upload_and_commit(
     store = CountingStore(dest)
     files = {b.descriptor.key: b.descriptor_bytes for b in bundles}
     source = LocalStore(src_dir) if src_dir is not None else None
-    pending = prepare(store, [b.descriptor for b in bundles], files, source)
+    pending = prepare(store, [b.descriptor for b in bundles], files, source, options.signing)
     fresh = {d.key for d, _ in pending.new}
     new = [b for b in bundles if b.descriptor.key in fresh]
     view = View(store, listed=False)
@@ -271,7 +274,7 @@ def promote_newest(
     actor = default_actor(promotion.actor)
     newest = sorted(newest_versions(descriptors).items())
     lines = [
-        _promote_one(store, model, version, promotion.alias, actor, reason)
+        _promote_one(store, model, version, promotion.alias, actor, reason, options)
         for model, version in newest
     ]
     commit(store, [], refresh=[model for model, _ in newest], options=options)  # pages show them
@@ -289,9 +292,11 @@ def newest_versions(descriptors: Iterable[BundleDescriptor]) -> dict[str, str]:
     return newest
 
 
-def _promote_one(store: Store, model: str, version: str, alias: str, actor: str, why: str) -> str:
+def _promote_one(
+    store: Store, model: str, version: str, alias: str, actor: str, why: str, options: Options
+) -> str:
     with contextlib.suppress(ResolveError):
         if resolve_alias(store, model, alias).version == version:
             return f"{model}@{alias} -> {version} (already)"
-    made = promote(store, model, alias, version, actor, why)
+    made = promote(store, model, alias, version, actor, why, signing=options.signing)
     return f"{model}@{alias} -> {version} (seq {made.seq})"

@@ -21,12 +21,13 @@ import contextlib
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from registry_build.index import merge_shard, model_entry, shard_bytes
 from runtime.aliases.lookup import find_alias
-from runtime.errors import KeyNotFound, RegistryError
+from runtime.errors import RegistryError
 from runtime.names import is_name
+from runtime.registry.head import Head, SignedHead, read_head
 from runtime.registry.index import INDEX_KEY, decode_published, read_shard
 from runtime.registry.wire import (
     BundleDescriptor,
@@ -47,12 +48,19 @@ _ALIAS_KEY = re.compile(r"aliases/([^/]+)/([^/]+?)(?:\.json|/[^/]+)$")
 @dataclass(frozen=True)
 class Published:
     """``index.json`` as read (format 1 already upgraded), its etag and bytes (None: there is
-    none yet), and the shards an upgrade made that the store does not hold yet (key -> bytes)."""
+    none yet), the shards an upgrade made that the store does not hold yet (key -> bytes), and
+    what the signed metadata says (None: unsigned; :mod:`runtime.registry.head`)."""
 
     index: Index = field(default_factory=Index)
     etag: str | None = None
     data: bytes | None = None
     unwritten: dict[str, bytes] = field(default_factory=dict)
+    signed: SignedHead | None = None
+
+    @property
+    def head(self) -> Head:
+        """The head this state was read at: what a commit compares and swaps against."""
+        return Head(self.data, self.etag, self.signed)
 
 
 class Shards:
@@ -99,27 +107,28 @@ class Shards:
 
 
 def read_state(store: Store, shards: Shards) -> Published:
-    """What ``store`` holds now (module notes); an index of format 1 comes back upgraded, its
-    shards known to ``shards`` and listed as unwritten."""
-    try:
-        data, etag = store.get(INDEX_KEY)
-    except KeyNotFound:
+    """What ``store`` holds now (module notes: the signed index, on a signed registry); an
+    index of format 1 comes back upgraded, its shards known to ``shards`` and listed as
+    unwritten."""
+    head = read_head(store)
+    if head.data is None:
         return Published()
-    index = decode_published(data, f"{store.location}/{INDEX_KEY}")
+    index = decode_published(head.data, f"{store.location}/{INDEX_KEY}")
+    on = Published(Index(), head.etag, head.data, signed=head.signed)
     if isinstance(index, IndexV1):
-        return upgrade(store, index, etag, data, shards)
-    return Published(index, etag, data)
+        return upgrade(store, index, on, shards)
+    return replace(on, index=index)
 
 
-def upgrade(store: Store, old: IndexV1, etag: str, data: bytes, shards: Shards) -> Published:
-    """The format-2 state of a format-1 index: every model's shard, made from its entries and
-    its description and metadata; the alias maps from the pointer files."""
+def upgrade(store: Store, old: IndexV1, on: Published, shards: Shards) -> Published:
+    """The format-2 state of a format-1 index (read as ``on``): every model's shard, made from
+    its entries and its description and metadata; the alias maps from the pointer files."""
     grouped: dict[str, list[BundleDescriptor]] = {}
     for bundle in old.bundles:
         grouped.setdefault(bundle.id, []).append(bundle)
     aliases = pointer_aliases(store, grouped)
     made = [_shard(model, old.models.get(model, ModelInfo()), b) for model, b in grouped.items()]
-    return build_state(made, aliases, shards, Published(Index(), etag, data))
+    return build_state(made, aliases, shards, on)
 
 
 def build_state(
@@ -134,7 +143,7 @@ def build_state(
         shards.add(entry.shard.hash, shard)
         entries[shard.model] = entry
         unwritten[shard_key(shard.model, entry.shard.hash)] = data
-    return Published(Index(models=entries), on.etag, on.data, unwritten)
+    return Published(Index(models=entries), on.etag, on.data, unwritten, on.signed)
 
 
 def shards_from(descriptors: Iterable[BundleDescriptor]) -> list[Shard]:

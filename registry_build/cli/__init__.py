@@ -15,6 +15,7 @@ from runtime.cli import build_parser, run
 COMMAND_MODULES: tuple[str, ...] = (
     "registry_build.cli.build",
     "registry_build.cli.publish",
+    "registry_build.cli.keys",
     "registry_build.cli.discover",
 )
 

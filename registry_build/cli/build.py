@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from registry_build.build import BuildOptions, BuildReport, BundleResult, Job, build, clean
-from registry_build.cli.publish import commit_options, no_index
+from registry_build.cli.publish import commit_options, no_index, signing_options
 from registry_build.config import load_config
 
 DEFAULT_CONFIG = "bundles.json"
@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user name)")
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     no_index(p)
+    signing_options(p)
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=_build)
@@ -105,11 +106,12 @@ def _size(n: int) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
+    commits = commit_options(args)
     options = BuildOptions(
         only=tuple(args.only), jobs=args.jobs, strict=args.strict, level=args.level,
         alias=args.alias, actor=args.actor, endpoint_url=args.endpoint_url,
         progress=not (args.quiet or args.json),
-        xybrid_index=commit_options(args).xybrid_index,
+        xybrid_index=commits.xybrid_index, signing=commits.signing,
     )  # fmt: skip
     progress = _Progress(args.quiet or args.json)
     try:

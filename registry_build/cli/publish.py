@@ -11,6 +11,7 @@ from typing import Any
 from registry_build.commit import Options
 from runtime.storage.location import open_store
 from runtime.storage.store import Store
+from runtime.trust import SIGNING_ENV, signing_from
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
 NO_INDEX_WARNING = (
@@ -30,12 +31,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--alias", metavar="NAME", help="point NAME at each model's newest version")
     p.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user name)")
     no_index(p)
+    signing_options(p)
     _endpoint(p)
     p.set_defaults(handler=_publish)
 
     p = subparsers.add_parser("reindex", help="rebuild index and pages from descriptors/ alone")
     p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
     no_index(p)
+    signing_options(p)
     _endpoint(p)
     p.set_defaults(handler=_reindex)
 
@@ -45,7 +48,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=_verify)
 
     p = subparsers.add_parser(
-        "gc", help="delete blobs and shards nothing names, older than --grace"
+        "gc",
+        help="delete blobs, shards (and old signed metadata) nothing names, older than --grace",
     )
     p.add_argument("dest", metavar="DEST", help="a directory or s3://bucket/prefix")
     p.add_argument(
@@ -71,11 +75,32 @@ def no_index(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def signing_options(parser: argparse.ArgumentParser, root: bool = True) -> None:
+    """Add ``--signing-key`` (and ``--root``): sign what the command commits to a signed
+    registry."""
+    parser.add_argument(
+        "--signing-key",
+        metavar="KEY",
+        help="the online key that signs the registry's metadata: a key file (KEYS/online.key) "
+        f"or a signer URI such as awskms:... (default: ${SIGNING_ENV}); needed on a signed "
+        "registry",
+    )
+    if root:
+        parser.add_argument(
+            "--root",
+            type=Path,
+            metavar="ROOT.json",
+            help="install this trust root (KEYS/root.json) when the registry has no signed "
+            "metadata yet; later commits need only the key",
+        )
+
+
 def commit_options(args: argparse.Namespace) -> Options:
     """The commit options the arguments ask for; warns on stderr what ``--no-index`` loses."""
     if not args.xybrid_index:
         print(f"Warning: {NO_INDEX_WARNING}", file=sys.stderr)
-    return Options(xybrid_index=args.xybrid_index)
+    signing = signing_from(args.signing_key, args.root)
+    return Options(xybrid_index=args.xybrid_index, signing=signing)
 
 
 def _endpoint(parser: argparse.ArgumentParser) -> None:

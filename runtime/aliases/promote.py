@@ -12,7 +12,9 @@ on a directory and on S3 alike (an HTTP registry is read-only and refuses the fi
    record exists the promotion has happened: if the swap loses, the pointer is rolled forward to
    the newest record (which is ours or later), and never moves backwards.
 4. Update the alias map of ``index.json`` from the pointer (compare-and-swap, retried:
-   :func:`runtime.aliases.view.sync_index_alias`), so the next resolve of a client sees it.
+   :func:`runtime.aliases.view.sync_index_alias`), so the next resolve of a client sees it. On a
+   signed registry this is a signed commit with the online key (``signing``); without that key a
+   promotion is refused before step 1 writes anything.
 5. Rewrite the derived history view (:func:`runtime.aliases.view.refresh_view`).
 
 A crash between steps 2 and 3 leaves a record ahead of the pointer: the next promotion, or the
@@ -28,6 +30,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from runtime.aliases.pointer import (
     DEFAULT_ATTEMPTS,
@@ -49,7 +52,8 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import check_name
-from runtime.registry.index import load_model
+from runtime.registry.head import IndexWriter, head_index, read_head
+from runtime.registry.index import model_of
 from runtime.registry.wire import (
     MAX_ACTOR,
     MAX_REASON,
@@ -59,6 +63,9 @@ from runtime.registry.wire import (
     encode_pretty,
 )
 from runtime.storage.store import PutMode, Store
+
+if TYPE_CHECKING:
+    from runtime.trust.keys import Signing
 
 Clock = Callable[[], datetime]
 
@@ -131,11 +138,14 @@ def promote(
     *,
     clock: Clock = utc_now,
     attempts: int = DEFAULT_ATTEMPTS,
+    signing: Signing | None = None,
 ) -> AliasRecord:
-    """Point ``model@alias`` at ``version`` (which the index must hold); returns its record."""
+    """Point ``model@alias`` at ``version`` (which the index must hold); returns its record.
+    A signed registry needs ``signing``, the online key (see the module notes)."""
     return promote_detailed(
-        store, model, alias, version, actor, reason, clock=clock, attempts=attempts
-    ).record
+        store, model, alias, version, actor, reason, clock=clock, attempts=attempts,
+        signing=signing,
+    ).record  # fmt: skip
 
 
 def promote_detailed(
@@ -148,9 +158,10 @@ def promote_detailed(
     *,
     clock: Clock = utc_now,
     attempts: int = DEFAULT_ATTEMPTS,
+    signing: Signing | None = None,
 ) -> Promotion:
     """:func:`promote`, also reporting how many races it lost and any follow-up that failed."""
-    _check_request(store, model, alias, version, actor, reason)
+    _check_request(store, model, alias, version, actor, reason, signing)
     read = read_pointer(store, model, alias)
     head = _Head.of(read.value)
     for attempt in range(attempts):
@@ -165,7 +176,7 @@ def promote_detailed(
             head = _advance(store, model, alias, head)
             backoff(attempt)
             continue
-        return Promotion(record, attempt, _finish(store, record, digest(data), read))
+        return Promotion(record, attempt, _finish(store, record, digest(data), read, signing))
     raise AliasConflict(
         f"could not promote {model}@{alias} to {version} in {store.location}: another promotion "
         f"took the next record {attempts} times in a row; retry"
@@ -173,14 +184,23 @@ def promote_detailed(
 
 
 def _check_request(
-    store: Store, model: str, alias: str, version: str, actor: str, reason: str
+    store: Store,
+    model: str,
+    alias: str,
+    version: str,
+    actor: str,
+    reason: str,
+    signing: Signing | None,
 ) -> None:
-    """Every check before the first write: names, texts, the version in the index, the alias."""
+    """Every check before the first write: names, texts, the signing key where the registry is
+    signed, the version in the index, the alias."""
     check_name("model", model)
     check_name("version", version)
     _check_text("actor", actor, MAX_ACTOR, required=True)
     _check_text("reason", reason, MAX_REASON, required=False)
-    versions = load_model(store, model).versions()
+    head = read_head(store)
+    IndexWriter(store, signing).check(head)
+    versions = model_of(store, head_index(store, head), model).versions()
     if version not in versions:
         raise ResolveError(
             f"model {model!r} has no version {version!r} in {store.location} "
@@ -221,7 +241,11 @@ def _advance(store: Store, model: str, alias: str, head: _Head) -> _Head:
 
 
 def _finish(
-    store: Store, record: AliasRecord, record_digest: str, read: ReadPointer
+    store: Store,
+    record: AliasRecord,
+    record_digest: str,
+    read: ReadPointer,
+    signing: Signing | None,
 ) -> tuple[str, ...]:
     """Move the pointer, update index.json's alias map and refresh the view; the promotion
     already happened, so only warn."""
@@ -232,7 +256,7 @@ def _finish(
     except RegistryError as exc:
         warnings.append(f"the pointer was not moved yet (the next promote or resolve will): {exc}")
     try:
-        sync_index_alias(store, model, alias)
+        sync_index_alias(store, model, alias, signing=signing)
     except RegistryError as exc:
         warnings.append(f"index.json's alias map was not updated, so clients do not see it: {exc}")
     try:

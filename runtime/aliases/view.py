@@ -13,10 +13,14 @@ model's alias names from the view alone (:func:`alias_names`).
 The alias map of ``index.json`` (:func:`sync_index_alias`) is what a client resolves an alias by.
 It is read before the pointer and written only if ``index.json`` is still what was read, so it
 never moves back: whoever writes after another writer read ``index.json`` again first, and so
-read a pointer at least as new as the one the other wrote.
+read a pointer at least as new as the one the other wrote. On a signed registry "``index.json``"
+is the signed index and the write is a signed commit (:mod:`runtime.registry.head`), which needs
+the online key.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -30,9 +34,13 @@ from runtime.aliases.pointer import (
 )
 from runtime.errors import CorruptDocument, KeyNotFound, PreconditionFailed
 from runtime.names import check_name, is_name
-from runtime.registry.index import INDEX_KEY, read_index
-from runtime.registry.wire import AliasIndex, AliasView, alias_index_key, encode
+from runtime.registry.head import IndexWriter, read_head
+from runtime.registry.index import INDEX_KEY, decode_index
+from runtime.registry.wire import AliasIndex, AliasView, Index, alias_index_key, encode
 from runtime.storage.store import PutMode, ReadOnlyStore, Store
+
+if TYPE_CHECKING:
+    from runtime.trust.keys import Signing
 
 RESERVED_ALIASES = frozenset({"index"})  # aliases/<id>/index.json is the model's alias view
 
@@ -130,27 +138,34 @@ def refresh_view(
 
 
 def sync_index_alias(
-    store: Store, model: str, alias: str, *, attempts: int = DEFAULT_ATTEMPTS
+    store: Store,
+    model: str,
+    alias: str,
+    *,
+    attempts: int = DEFAULT_ATTEMPTS,
+    signing: Signing | None = None,
 ) -> str | None:
     """Make the alias map of ``index.json`` say what the pointer of ``model@alias`` says now
     (module notes); returns that version (None: no pointer, so no alias). Nothing is written when
-    the map already agrees, or when ``index.json`` does not hold the model."""
+    the map already agrees, or when ``index.json`` does not hold the model; a signed registry
+    needs ``signing`` (else SigningKeyRequired, and nothing is written)."""
+    writer = IndexWriter(store, signing)
     for attempt in range(attempts):
-        index, etag = read_index(store)
+        head = read_head(store)
+        where = f"{store.location}/{INDEX_KEY}"
+        index = Index() if head.data is None else decode_index(head.data, where)
         entry = index.models.get(model)
         pointer = read_pointer(store, model, alias).value
         version = pointer.version if pointer is not None else None
-        if entry is None or etag is None or entry.aliases.get(alias) == version:
+        if entry is None or head.etag is None or entry.aliases.get(alias) == version:
             return version
         aliases = {k: v for k, v in entry.aliases.items() if k != alias}
         aliases.update({alias: version} if version is not None else {})
         changed = msgspec.structs.replace(entry, aliases=dict(sorted(aliases.items())))
         updated = msgspec.structs.replace(index, models={**index.models, model: changed})
-        try:
-            store.put(INDEX_KEY, encode(updated), PutMode.MATCH, etag)
+        if writer.write(head, writer.encode(head, updated)) is not None:
             return version
-        except (PreconditionFailed, KeyNotFound):
-            backoff(attempt)
+        backoff(attempt)
     raise AliasConflict(
         f"could not update the alias map of {INDEX_KEY} in {store.location} for {model}@{alias} "
         f"after {attempts} attempts: other writers keep changing it; run the promotion again"

@@ -2,13 +2,16 @@
 
 Every command takes ``--registry LOC``, defaulting to ``$BUNDLE_REGISTRY``. ``aliases``,
 ``history`` and ``verify`` only read, so any location serves, ``http(s)://`` included;
-``promote`` writes, so it needs a directory or an ``s3://`` location.
+``promote`` writes, so it needs a directory or an ``s3://`` location, and on a signed registry
+the online key (``--signing-key``, ``$BUNDLE_REGISTRY_SIGNING_KEY``); ``verify`` also checks a
+signed registry's metadata, from ``--trust ROOT.json`` when given.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from runtime.cli import registry_location
@@ -24,6 +27,12 @@ def register(subparsers: Subparsers) -> None:
     promote.add_argument("version")
     promote.add_argument("--actor", help="who promotes (default: $GITHUB_ACTOR, else the user)")
     promote.add_argument("--reason", default="", help="why, kept in the audit record")
+    promote.add_argument(
+        "--signing-key",
+        metavar="KEY",
+        help="the online key (KEYS/online.key or a signer URI) that signs a signed registry's "
+        "index (default: $BUNDLE_REGISTRY_SIGNING_KEY)",
+    )
     promote.set_defaults(handler=run_promote)
 
     listing = _command(subparsers, "aliases", "list a model's aliases and their versions")
@@ -41,6 +50,13 @@ def register(subparsers: Subparsers) -> None:
     )
     check.add_argument("ref", help="MODEL, MODEL@VERSION or MODEL@ALIAS")
     check.add_argument("--target", help="only this target's bundle (default: every target)")
+    check.add_argument(
+        "--trust",
+        type=Path,
+        metavar="ROOT.json",
+        help="check the signed metadata from this pinned root (default: $BUNDLE_REGISTRY_TRUST, "
+        "else a signed registry's own first root)",
+    )
     check.set_defaults(handler=run_verify)
 
 
@@ -63,10 +79,12 @@ def _store(args: argparse.Namespace) -> Any:
 def run_promote(args: argparse.Namespace) -> int:
     """``promote MODEL ALIAS VERSION``."""
     from runtime.aliases import default_actor, promote_detailed
+    from runtime.trust import signing_from
 
     done = promote_detailed(
-        _store(args), args.model, args.alias, args.version, default_actor(args.actor), args.reason
-    )
+        _store(args), args.model, args.alias, args.version, default_actor(args.actor), args.reason,
+        signing=signing_from(args.signing_key),
+    )  # fmt: skip
     r = done.record
     was = f" (was {r.previous})" if r.previous else ""
     print(f"{r.model}@{r.alias} -> {r.version}{was}: record {r.seq} by {r.actor}")
@@ -106,7 +124,9 @@ def run_verify(args: argparse.Namespace) -> int:
     """``verify REF``: exit 1 with every problem listed when anything does not check out."""
     from runtime.aliases import raise_for_problems, verify
 
-    report = verify(_store(args), args.ref, args.target)
+    store = _store(args)
+    _verify_signed(store, args.trust)
+    report = verify(store, args.ref, args.target)
     for check in report.bundles:
         if check.ok:
             print(f"ok\t{report.model}@{report.version}\t{check.target}\t{check.hash}")
@@ -115,3 +135,28 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"ok\t{chain.model}@{chain.alias}\t{chain.records} record(s), chain intact")
     raise_for_problems(report)
     return 0
+
+
+def _verify_signed(store: Any, trust: Path | None) -> None:
+    """Check a signed registry's metadata (every registry, with a pinned root); one ``ok`` line,
+    or the refusal as the error."""
+    from runtime.errors import KeyNotFound
+    from runtime.registry.head import marked_signed
+    from runtime.registry.index import INDEX_KEY
+    from runtime.trust import require_trust, trust_from
+
+    root = trust_from(trust)
+    if root is None:
+        try:
+            if not marked_signed(store.get(INDEX_KEY)[0]):
+                return
+        except KeyNotFound:
+            return  # verify says what is missing
+    require_trust(f"{store.location} is signed: verifying it")
+    from runtime.trust.client import check_signed
+
+    report = check_signed(store, root)
+    pinned = "from the pinned root" if report.pinned else "from the registry's own root 1"
+    expires = report.expires.strftime("%Y-%m-%dT%H:%M:%SZ") if report.expires else "?"
+    print(f"ok\tsigned metadata\tversion {report.version}, root {report.root_version} "
+          f"({pinned}), timestamp expires {expires}")  # fmt: skip

@@ -60,6 +60,18 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", help="platform target (default: this machine, then universal)")
     parser.add_argument("--offline", action="store_true", help="use only the cache, no network")
     parser.add_argument("--cache-dir", type=_directory, help="cache directory")
+    trust_option(parser)
+
+
+def trust_option(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trust ROOT.json``: verify the registry's signed metadata from that root."""
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        metavar="ROOT.json",
+        help="verify index.json through the registry's signed metadata from this pinned root "
+        "(KEYS/root.json); refuse a registry that fails (default: $BUNDLE_REGISTRY_TRUST)",
+    )
 
 
 def _registry(
@@ -67,10 +79,14 @@ def _registry(
 ) -> Any:
     from runtime.client.cache import Cache
     from runtime.client.registry import Registry
+    from runtime.trust import trust_from
 
     location = registry_location(args.registry, from_file)
     cache = Cache(args.cache_dir)
-    return Registry(location, cache=cache, offline=args.offline, max_extract_bytes=max_extract)
+    return Registry(
+        location, cache=cache, offline=args.offline, max_extract_bytes=max_extract,
+        trust=trust_from(args.trust),
+    )  # fmt: skip
 
 
 def _max_extract(args: argparse.Namespace) -> int | None:

@@ -24,6 +24,19 @@ fetched); anything else reads the current index and the model's shard and hands 
 ``index.json``, never by a pointer file: ``index.json`` is what a registry vouches for as a whole
 (and what a signature covers), while a pointer is the publisher's working state.
 
+With a pinned root (``Registry(..., trust=...)``) ``index.json`` is read through python-tuf
+instead, verified from that root (:class:`runtime.trust.client.SignedIndex`, whose state is kept
+in ``tuf/`` of the registry's folder), and the folder's key names the root too, so that what a
+client saved without verifying is never taken for verified::
+
+    <cache>/registries/<key>/           <key> = sha1 of the location and the root's SHA-256
+      index.json                        the index.json the signed metadata names, verified
+      tuf/                              python-tuf's metadata, timestamp.json's etag
+
+A warm resolve is then one conditional request for ``metadata/timestamp.json`` instead of
+``index.json``. Offline the saved index answers as without a root; with the registry unreachable
+it does so only while the timestamp trusted last has not expired.
+
 Every file name here is built from a digest or the location's hash, never from other text a
 registry sent.
 """
@@ -34,6 +47,8 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.client.cache import Cache
 from runtime.errors import CorruptDocument, IntegrityError, RegistryError
@@ -51,6 +66,10 @@ from runtime.registry.resolver import ModelState
 from runtime.registry.wire import BundleDescriptor, Index, ModelEntry, Shard
 from runtime.storage.atomic import write_atomic
 from runtime.storage.store import NotModified, Store, StoreUnreachable
+
+if TYPE_CHECKING:
+    from runtime.trust.client import SignedIndex
+    from runtime.trust.keys import TrustRoot
 
 Notice = Callable[[str], None]
 _REBUILD = "ask the publisher to rebuild the registry's index.json"
@@ -73,8 +92,10 @@ class Mirror:
         *,
         offline: bool = False,
         notice: Notice,
+        trust: TrustRoot | None = None,
     ) -> None:
-        key = hashlib.sha1(location.encode(), usedforsecurity=False).hexdigest()[:16]
+        named = location if trust is None else f"{location}\n{trust.digest}"
+        key = hashlib.sha1(named.encode(), usedforsecurity=False).hexdigest()[:16]
         self.cache = cache
         self.folder = cache.root / "registries" / key
         self.location = location
@@ -85,6 +106,7 @@ class Mirror:
         self.etag_path = self.folder / "index.etag"
         self._store = store  # opened on first use: a cache hit needs no store (and no boto3)
         self._decoded: tuple[tuple[int, int], Index] | None = None
+        self.signed = _signed_index(trust, self.folder, location)
 
     def resolve(self, ref: Ref, targets: Sequence[str]) -> BundleDescriptor:
         """The index entry of the bundle ``ref`` names for the first of ``targets`` that has one
@@ -118,6 +140,8 @@ class Mirror:
         unreachable."""
         if self.offline:
             return self._saved_instead()
+        if self.signed is not None:
+            return self._verified(self.signed)
         etag = self._saved_etag()
         try:
             index, data, etag = fetch_index(self._store(), _REBUILD, etag)
@@ -129,6 +153,21 @@ class Mirror:
             return self._saved_instead()
         self.save_index(data, etag)
         self.fallback = None
+        return index
+
+    def _verified(self, signed: SignedIndex) -> Index:
+        """The registry's current index, verified from the pinned root (module notes)."""
+        try:
+            signed.fetch(self._store(), self.index_path)
+        except StoreUnreachable as exc:
+            self.fallback = f"registry unreachable ({str(exc).split('; ')[0]})"
+            signed.check_fresh()
+            return self._saved_instead()
+        self.fallback = None
+        self._note_location()
+        index = self.saved_index()
+        if index is None:  # the signed index is of format 1: say so as a registry would
+            return decode_index(self.index_path.read_bytes(), f"{self.location}/index.json")
         return index
 
     def _unchanged(self) -> Index:
@@ -211,9 +250,22 @@ class Mirror:
         """Keep the ``index.json`` just fetched with its etag (and, once, the location it came
         from). The etag goes first and comes back last, so a crash between leaves none: the
         next read then asks without a condition."""
-        if not (self.folder / "location").exists():
-            write_atomic(self.folder / "location", self.location.encode() + b"\n")
+        self._note_location()
         self.etag_path.unlink(missing_ok=True)
         write_atomic(self.index_path, data)
         if etag:
             write_atomic(self.etag_path, etag.encode() + b"\n")
+
+    def _note_location(self) -> None:
+        """Say once, in the folder, which registry it is of."""
+        if not (self.folder / "location").exists():
+            write_atomic(self.folder / "location", self.location.encode() + b"\n")
+
+
+def _signed_index(trust: TrustRoot | None, folder: Path, location: str) -> SignedIndex | None:
+    """The verified reader of ``index.json`` for a pinned root (python-tuf loaded only then)."""
+    if trust is None:
+        return None
+    from runtime.trust.client import SignedIndex
+
+    return SignedIndex(trust, folder / "tuf", location)

@@ -11,6 +11,13 @@
 - shards, blobs, their descriptors and extracted trees, content-addressed, shared by every
   registry.
 
+With ``trust`` (a root file, as ``--trust ROOT.json`` or ``$BUNDLE_REGISTRY_TRUST`` give it, or a
+checked :class:`~runtime.trust.keys.TrustRoot`) ``index.json`` is verified through the registry's
+signed metadata from that root (python-tuf's ``Updater``, over the same store: a directory, S3
+and HTTP alike), and the shards and blobs by the digests the verified index names; a registry
+whose metadata fails is refused with the attack it looks like (:mod:`runtime.trust.client`).
+Without it, a registry is read as it is, signed or not.
+
 Resolution follows :func:`runtime.registry.resolver.resolve`: a selector is an alias when the
 model's alias map in ``index.json`` names it, else an exact version; no selector means the highest
 version; the target is the one asked for, else this machine's, else ``universal``.
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime.client.cache import Cache
 from runtime.client.download import download_blob
@@ -39,6 +47,9 @@ from runtime.registry.wire import BundleDescriptor, decode_document, descriptor_
 from runtime.registry.xyb import ExtractLimitExceeded, Limits, safe_extract
 from runtime.storage.location import Location, open_store, parse_location
 from runtime.storage.store import Store
+
+if TYPE_CHECKING:
+    from runtime.trust.keys import TrustRoot
 
 __all__ = ["OfflineMiss", "Registry", "stderr_notice"]
 _REPUBLISH = "ask the publisher to rebuild the registry's descriptors and index.json"
@@ -66,6 +77,7 @@ class Registry:
         progress: bool | None = None,
         notice: Notice = stderr_notice,
         max_extract_bytes: int | None = None,
+        trust: TrustRoot | Path | None = None,
     ) -> None:
         # Credentials in a URL (https://user:token@host) stay in the location's address, for the
         # store to send; ``location`` and the cache's files never hold them.
@@ -75,9 +87,11 @@ class Registry:
         self.progress = progress
         self.limits = Limits(max_extract_bytes, _REFETCHED)
         self._store = store
+        self.trust = _trust_root(trust)
         self.mirror = Mirror(
-            self.cache, self.location, lambda: self.store, offline=offline, notice=notice
-        )
+            self.cache, self.location, lambda: self.store, offline=offline, notice=notice,
+            trust=self.trust,
+        )  # fmt: skip
 
     @property
     def store(self) -> Store:
@@ -155,3 +169,15 @@ class Registry:
                 return tree
             raise
         return tree
+
+
+def _trust_root(trust: TrustRoot | Path | None) -> TrustRoot | None:
+    """``trust`` checked: a root file is read and verified now (python-tuf loaded only then)."""
+    if trust is None or not isinstance(trust, Path):
+        return trust
+    from runtime.trust import require_trust
+
+    require_trust("--trust (a pinned root)")
+    from runtime.trust.keys import load_root
+
+    return load_root(trust)

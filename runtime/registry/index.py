@@ -144,11 +144,16 @@ def fetch_index(
     try:
         data, etag = store.get(INDEX_KEY, if_none_match)
     except KeyNotFound:
-        raise NoIndex(
-            f"{store.location} has no {INDEX_KEY}: is it a registry? Build one with "
-            "`registry-build build`, or check --registry / BUNDLE_REGISTRY"
-        ) from None
+        raise no_index(store) from None
     return decode_index(data, f"{store.location}/{INDEX_KEY}", fix), data, etag
+
+
+def no_index(store: Store) -> NoIndex:
+    """The error for a location that holds no ``index.json``."""
+    return NoIndex(
+        f"{store.location} has no {INDEX_KEY}: is it a registry? Build one with "
+        "`registry-build build`, or check --registry / BUNDLE_REGISTRY"
+    )
 
 
 def load_index(store: Store) -> Index:
@@ -199,5 +204,10 @@ def read_shard(store: Store, model: str, ref: ShardRef, fix: str = REBUILD) -> t
 
 def load_model(store: Store, model: str) -> ModelState:
     """``model`` as a resolve sees it, from the store's index and the model's shard."""
-    entry = entry_of(load_index(store), model, store.location)
+    return model_of(store, load_index(store), model)
+
+
+def model_of(store: Store, index: Index, model: str) -> ModelState:
+    """``model`` as a resolve sees it, from ``index`` (of ``store``) and the model's shard."""
+    entry = entry_of(index, model, store.location)
     return ModelState.of(model, entry, read_shard(store, model, entry.shard)[0])

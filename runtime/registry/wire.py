@@ -162,11 +162,18 @@ class ModelEntry(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class Index(msgspec.Struct, frozen=True):
     """``index.json`` (format 2): one entry per model, and the digests of the ``documents``
-    (``index``, ``v1/models``) written for it."""
+    (``index``, ``v1/models``) written for it.
+
+    ``signed`` is ``true`` in the index of a registry with signed metadata (``metadata/``,
+    :mod:`runtime.trust`) and absent otherwise (never written as ``false``): it tells a writer
+    without the signing key, before it writes anything, that it may not commit here. A client
+    that verifies does not rely on it: it trusts what the metadata signed by its pinned root
+    says, never this field."""
 
     format: int = INDEX_FORMAT
     models: dict[Name, ModelEntry] = {}
     documents: dict[Key, Digest] = {}
+    signed: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class Shard(msgspec.Struct, frozen=True, omit_defaults=True):

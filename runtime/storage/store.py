@@ -94,8 +94,11 @@ def content_headers(key: str) -> tuple[str, str]:
     """(Content-Type, Cache-Control) for an object of the registry layout, by its class."""
     if key.startswith("blobs/"):
         return "application/zstd", IMMUTABLE
-    if key.startswith(("descriptors/", "shards/")):
+    if key.startswith(("descriptors/", "shards/", "targets/")):
         return "application/json", IMMUTABLE
+    if key.startswith("metadata/"):
+        # TUF metadata: timestamp.json moves; every other file is versioned and never changes.
+        return "application/json", NO_CACHE if key == "metadata/timestamp.json" else IMMUTABLE
     if key.startswith("aliases/"):
         # Pointer files and the per-model view move; history records never change.
         return "application/json", NO_CACHE if key.count("/") == 2 else IMMUTABLE
