@@ -11,6 +11,10 @@ needs no listing (:func:`newest_pointer`, which the HTTP client uses too), and
 :func:`roll_forward` moves the pointer to it. A pointer made from a record depends on the record
 alone (:func:`pointer_for`), so every writer that rolls forward writes the same bytes.
 
+Nobody waits for anybody: a lost swap means that another writer moved the pointer forward, so a
+writer reads it again at once and is done as soon as it names the record it wanted or a later
+one (whoever holds the later record moves it on).
+
 Every file is decoded by :func:`runtime.registry.wire.decode_document`, and a record must name
 the model, alias and seq of its key (:func:`read_record`), so the names that become keys are
 checked names.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,6 +47,7 @@ DEFAULT_ATTEMPTS = 256
 FIX = "restore it, or delete it (a pointer is rebuilt from the records by the next promote)"
 T = TypeVar("T")
 Get = Callable[[str], bytes]  # a key's bytes; KeyNotFound when it does not exist
+Found = tuple[AliasRecord, str]  # a record as read, and the digest of its bytes
 
 
 class AliasConflict(RegistryError):
@@ -94,12 +99,21 @@ def read_pointer(store: Store, model: str, alias: str) -> ReadPointer:
 
 
 def records_after(
-    store: Store, model: str, alias: str, seq: int, until: int | None = None
-) -> Iterator[tuple[AliasRecord, str]]:
+    store: Store,
+    model: str,
+    alias: str,
+    seq: int,
+    until: int | None = None,
+    known: Mapping[int, Found] | None = None,
+) -> Iterator[Found]:
     """Records seq+1, seq+2, ... with the digest of each, up to the first missing one (or up to
-    seq ``until``, known to exist)."""
+    seq ``until``, known to exist); those in ``known`` (by seq, read earlier) are not read again."""
+    known = known or {}
     while until is None or seq < until:
         seq += 1
+        if seq in known:
+            yield known[seq]
+            continue
         key = alias_record_key(model, alias, seq)
         try:
             data, _ = store.get(key)
@@ -183,19 +197,21 @@ def roll_forward(
 ) -> AliasPointer | None:
     """Move the pointer to the newest record if records lie ahead of it (crash or race repair).
 
-    Returns the pointer once it is at the newest record or at seq ``at_least`` or later; None when
-    the alias has neither pointer nor records.
+    Returns the pointer once it is at the newest record found or later (a lost swap means
+    another writer moved it, maybe far enough), or at seq ``at_least`` or later; None when the
+    alias has neither pointer nor records.
     """
-    for attempt in range(attempts):
+    target = at_least
+    for _ in range(attempts):
         read = read_pointer(store, model, alias)
-        if at_least and read.seq >= at_least:
+        if target and read.seq >= target:
             return read.value
         pointer = newest(store, model, alias, read.seq)
         if pointer is None:
             return read.value
         if swap(store, model, alias, read, pointer):
             return pointer
-        backoff(attempt)
+        target = max(target, pointer.seq)
     raise AliasConflict(
         f"could not move the pointer of {model}@{alias} in {store.location} forward after "
         f"{attempts} attempts: other writers keep moving it; retry"

@@ -3,19 +3,35 @@
 The protocol needs only the store's create-only and replace-if-etag-matches writes, so it works
 on a directory and on S3 alike (an HTTP registry is read-only and refuses the first write):
 
-1. Read the pointer (seq ``n``, the digest of record ``n``), or nothing for a new alias.
+1. Check the request against ``index.json`` (kept: it is the head step 4 writes at), then read the
+   pointer (seq ``n``, the digest of record ``n``), or nothing for a new alias.
 2. Claim seq ``n+1`` by writing its record create-only. The record carries the previous version
    and ``prev_digest``, the BLAKE3 of record ``n``'s bytes, so any edit or gap in the chain shows.
-   Losing this write means another promotion took ``n+1``: step past it and retry (bounded, with
-   jittered backoff), and finally raise :class:`~runtime.aliases.pointer.AliasConflict`.
-3. Move the pointer to the new record by compare-and-swap on the etag read in step 1. Once the
-   record exists the promotion has happened: if the swap loses, the pointer is rolled forward to
-   the newest record (which is ours or later), and never moves backwards.
-4. Update the alias map of ``index.json`` from the pointer (compare-and-swap, retried:
-   :func:`runtime.aliases.view.sync_index_alias`), so the next resolve of a client sees it. On a
-   signed registry this is a signed commit with the online key (``signing``); without that key a
-   promotion is refused before step 1 writes anything.
-5. Rewrite the derived history view (:func:`runtime.aliases.view.refresh_view`).
+   Losing this write means another promotion took ``n+1``: read its record (the next claim
+   chains to it) and claim ``n+2``, at once when the winner was asked after ours (ours is then
+   the oldest racing), else after letting the older ones go first: a pause as long as the
+   winner was asked before ours (at most :data:`MAX_PAUSE`), then on from the pointer. Older
+   promotions thus win first, and the racers do not all storm every slot. After ``attempts``
+   slots lost in a row :class:`~runtime.aliases.pointer.AliasConflict` is raised. A record's
+   ``time`` is when its promotion was asked (the clock is read once).
+3. Move the pointer to the new record by compare-and-swap on the etag read in step 1; a lost swap
+   reads the pointer again and is done once it names our record or a later one (the pointer only
+   moves forward, and whoever holds a later record moves it on). Once the record exists the
+   promotion has happened: what fails from here on is a warning.
+4. Update the alias map of ``index.json`` (:func:`runtime.aliases.view.sync_index_alias`), so the
+   next resolve of a client sees it, at the head read in step 1 (the pointer as moved in step 3
+   was seen after it, which keeps the map from moving back); a lost write reads both again. On a
+   signed registry this is a signed commit with the online key (``signing``); without that key
+   a promotion is refused before step 2 writes anything.
+5. Bring the derived history view up to our record (:func:`runtime.aliases.view.refresh_view`),
+   with the records read in step 2 (ours too) taken as read.
+
+Steps 3 to 5 help rather than wait: a promotion that lost a race and then finds the slot after
+its record taken, or that finds the pointer past its record, leaves them to the promotion of the
+later record, which covers ours (and whose crash the next promotion repairs, as below); one that
+finds the view already covering its record is done. A promotion that lost no race writes the map
+at the head of step 1 without reading it again; after lost races that head is stale, so step 4
+reads it first.
 
 A crash between steps 2 and 3 leaves a record ahead of the pointer: the next promotion, or the
 next resolve by the alias commands, finds it and rolls the pointer forward (and then does step 4).
@@ -27,23 +43,26 @@ from __future__ import annotations
 
 import getpass
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from runtime.aliases.pointer import (
     DEFAULT_ATTEMPTS,
     AliasConflict,
+    Found,
     ReadPointer,
-    backoff,
-    decode,
     digest,
     pointer_for,
     read_pointer,
+    records_after,
     swap,
 )
-from runtime.aliases.view import RESERVED_ALIASES, refresh_view, sync_index_alias
+from runtime.aliases.view import RESERVED_ALIASES, Seen, refresh_view, sync_index_alias
 from runtime.errors import (
     InvalidNameError,
     KeyNotFound,
@@ -52,7 +71,7 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import check_name
-from runtime.registry.head import IndexWriter, head_index, read_head
+from runtime.registry.head import Head, IndexWriter, head_index, read_head
 from runtime.registry.index import model_of
 from runtime.registry.wire import (
     MAX_ACTOR,
@@ -68,6 +87,7 @@ if TYPE_CHECKING:
     from runtime.trust.keys import Signing
 
 Clock = Callable[[], datetime]
+MAX_PAUSE = 0.5  # seconds: the longest a promotion lets older ones go first, once
 
 
 def utc_now() -> datetime:
@@ -161,26 +181,10 @@ def promote_detailed(
     signing: Signing | None = None,
 ) -> Promotion:
     """:func:`promote`, also reporting how many races it lost and any follow-up that failed."""
-    _check_request(store, model, alias, version, actor, reason, signing)
-    read = read_pointer(store, model, alias)
-    head = _Head.of(read.value)
-    for attempt in range(attempts):
-        record = AliasRecord(
-            model, alias, version, head.version, actor, reason, rfc3339(clock()), head.seq + 1,
-            head.digest,
-        )  # fmt: skip
-        data = encode_pretty(record)
-        try:
-            store.put(alias_record_key(model, alias, record.seq), data, PutMode.CREATE)
-        except PreconditionFailed:
-            head = _advance(store, model, alias, head)
-            backoff(attempt)
-            continue
-        return Promotion(record, attempt, _finish(store, record, digest(data), read, signing))
-    raise AliasConflict(
-        f"could not promote {model}@{alias} to {version} in {store.location}: another promotion "
-        f"took the next record {attempts} times in a row; retry"
-    )
+    head = _check_request(store, model, alias, version, actor, reason, signing)
+    wanted = AliasRecord(model, alias, version, None, actor, reason, rfc3339(clock()), 1)
+    claim = _claim(store, wanted, attempts)
+    return Promotion(claim.record, claim.retries, _finish(store, claim, head, signing))
 
 
 def _check_request(
@@ -191,9 +195,9 @@ def _check_request(
     actor: str,
     reason: str,
     signing: Signing | None,
-) -> None:
+) -> Head:
     """Every check before the first write: names, texts, the signing key where the registry is
-    signed, the version in the index, the alias."""
+    signed, the version in the index, the alias. Returns the head the index was read at."""
     check_name("model", model)
     check_name("version", version)
     _check_text("actor", actor, MAX_ACTOR, required=True)
@@ -207,60 +211,143 @@ def _check_request(
             f"(versions: {', '.join(versions)}): publish it first or pick one of those"
         )
     check_alias(versions, model, alias)
+    return head
 
 
 @dataclass(frozen=True)
 class _Head:
-    """The newest record known: its seq, the digest of its bytes, and the version it names."""
+    """The newest record known: its seq, the digest of its bytes, the version it names, and
+    when its promotion was asked."""
 
     seq: int = 0
     digest: str = ""
     version: str | None = None
+    time: str = ""
 
     @classmethod
     def of(cls, pointer: AliasPointer | None) -> _Head:
-        return cls(pointer.seq, pointer.record_digest, pointer.version) if pointer else cls()
+        if pointer is None:
+            return cls()
+        return cls(pointer.seq, pointer.record_digest, pointer.version, pointer.time)
 
 
-def _advance(store: Store, model: str, alias: str, head: _Head) -> _Head:
-    """Step past the record that took ``head.seq + 1`` (another promotion's, or a crashed one's).
+@dataclass(frozen=True)
+class _Claim:
+    """A claimed record with its digest, the slots lost before it, the pointer as read before
+    the first claim, and every record read on the way (ours too: by seq, with its digest)."""
 
-    Straight to the pointer when it is further ahead: a writer that lost many races in a row
-    would otherwise walk the records one lost race at a time while the others keep promoting.
+    record: AliasRecord
+    digest: str
+    retries: int
+    read: ReadPointer
+    records: dict[int, Found]
+
+
+def _claim(store: Store, wanted: AliasRecord, attempts: int) -> _Claim:
+    """Step 2 (module notes): claim the slot after the pointer's record, and after each slot
+    lost, the next one, chained to the record that won it."""
+    model, alias = wanted.model, wanted.alias
+    read = read_pointer(store, model, alias)
+    head, records = _Head.of(read.value), dict[int, Found]()
+    for attempt in range(attempts):
+        record = msgspec.structs.replace(
+            wanted, previous=head.version, seq=head.seq + 1, prev_digest=head.digest
+        )
+        data = encode_pretty(record)
+        try:
+            store.put(alias_record_key(model, alias, record.seq), data, PutMode.CREATE)
+        except PreconditionFailed:
+            head = _winner(store, model, alias, head, records)
+            head = _after_elders(store, wanted, head)
+            continue
+        records[record.seq] = (record, digest(data))
+        return _Claim(record, digest(data), attempt, read, records)
+    raise AliasConflict(
+        f"could not promote {model}@{alias} to {wanted.version} in {store.location}: another "
+        f"promotion took the next record {attempts} times in a row; retry"
+    )
+
+
+def _winner(store: Store, model: str, alias: str, head: _Head, records: dict[int, Found]) -> _Head:
+    """The record that took slot ``head.seq + 1`` (another promotion's, or a crashed one's),
+    noted in ``records``; ``head`` itself when that record is gone again (a broken chain that
+    verify_chain reports)."""
+    found = next(records_after(store, model, alias, head.seq, head.seq + 1), None)
+    if found is None:
+        return head
+    record, record_digest = found
+    records[record.seq] = found
+    return _Head(record.seq, record_digest, record.version, record.time)
+
+
+def _after_elders(store: Store, wanted: AliasRecord, head: _Head) -> _Head:
+    """Let the promotions asked before ours go first (step 2, module notes).
+
+    The one that just won a slot was asked ``gap`` seconds before ours: others asked in between
+    are likely racing for the next slots, and take about that long, so pause for it (at most
+    :data:`MAX_PAUSE`) and go on from the pointer. A winner asked after ours means ours is the
+    oldest still racing: claim the next slot at once.
     """
-    pointer = read_pointer(store, model, alias).value
-    if pointer is not None and pointer.seq > head.seq + 1:
-        return _Head.of(pointer)
-    key = alias_record_key(model, alias, head.seq + 1)
-    try:
-        data, _ = store.get(key)
-    except KeyNotFound:
-        return head  # deleted since: a broken chain that verify_chain reports
-    record = decode(data, AliasRecord, key, store)
-    return _Head(head.seq + 1, digest(data), record.version)
+    gap = _seconds_between(head.time, wanted.time)
+    if gap <= 0:
+        return head
+    time.sleep(min(MAX_PAUSE, gap))
+    pointer = read_pointer(store, wanted.model, wanted.alias).value
+    return _Head.of(pointer) if pointer is not None and pointer.seq > head.seq else head
 
 
-def _finish(
-    store: Store,
-    record: AliasRecord,
-    record_digest: str,
-    read: ReadPointer,
-    signing: Signing | None,
-) -> tuple[str, ...]:
-    """Move the pointer, update index.json's alias map and refresh the view; the promotion
-    already happened, so only warn."""
-    warnings: list[str] = []
-    model, alias = record.model, record.alias
+def _seconds_between(earlier: str, later: str) -> float:
+    """``later - earlier`` in seconds, two RFC 3339 stamps; 0 when either is not one."""
     try:
-        _move_pointer(store, pointer_for(record, record_digest), read)
+        return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+    except (ValueError, TypeError):  # not a stamp, or one without a zone
+        return 0.0
+
+
+def _finish(store: Store, claim: _Claim, head: Head, signing: Signing | None) -> tuple[str, ...]:
+    """Steps 3 to 5 (module notes), unless a later promotion does them; the promotion already
+    happened, so only warn."""
+    record = claim.record
+    if claim.retries and _superseded(store, record):
+        return ()
+    try:
+        moved = _move_pointer(store, pointer_for(record, claim.digest), claim.read)
     except RegistryError as exc:
-        warnings.append(f"the pointer was not moved yet (the next promote or resolve will): {exc}")
+        return (f"the pointer was not moved yet (the next promote or resolve will): {exc}",)
+    if moved.seq > record.seq:
+        return ()
+    seen = None if claim.retries else Seen(head, moved)  # after lost races, head is stale
+    return _follow_up(store, claim, seen, signing)
+
+
+def _superseded(store: Store, record: AliasRecord) -> bool:
+    """Whether the slot after ``record`` is taken: the promotion that took it moves the pointer
+    past ours and writes the map and the view (or, if it crashed, the next promote or resolve
+    repairs them, as after any crash between steps 2 and 3)."""
+    key = alias_record_key(record.model, record.alias, record.seq + 1)
     try:
-        sync_index_alias(store, model, alias, signing=signing)
+        store.head(key)
+    except KeyNotFound:
+        return False
+    return True
+
+
+def _follow_up(
+    store: Store, claim: _Claim, seen: Seen | None, signing: Signing | None
+) -> tuple[str, ...]:
+    """Steps 4 and 5: the map of index.json, then the view; only warn."""
+    record = claim.record
+    model, alias = record.model, record.alias
+    warnings: list[str] = []
+    try:
+        mapped = sync_index_alias(store, model, alias, signing=signing, seen=seen, until=record.seq)
     except RegistryError as exc:
         warnings.append(f"index.json's alias map was not updated, so clients do not see it: {exc}")
+        mapped = None
+    if mapped is not None and mapped.seq > record.seq:
+        return tuple(warnings)
     try:
-        refresh_view(store, model, alias, covering=record.seq)
+        refresh_view(store, model, alias, covering=record.seq, known=claim.records)
     except RegistryError as exc:
         warnings.append(f"aliases/{model}/index.json was not refreshed: {exc}")
     return tuple(warnings)
@@ -268,16 +355,19 @@ def _finish(
 
 def _move_pointer(
     store: Store, pointer: AliasPointer, read: ReadPointer, attempts: int = DEFAULT_ATTEMPTS
-) -> None:
-    """Swap the pointer to ``pointer`` unless it already names that seq or a later one.
+) -> AliasPointer:
+    """Swap the pointer to ``pointer`` unless it already names that seq or a later one; returns
+    the pointer as it is then (``pointer``, or the later one).
 
     Swapping from any earlier state straight to our record is safe: the pointer only moves
-    forward, and whoever holds a later record moves it past ours.
+    forward, and whoever holds a later record moves it past ours. A lost swap means another
+    writer moved it, so it is read again at once.
     """
-    for attempt in range(attempts):
-        if read.seq >= pointer.seq or swap(store, pointer.model, pointer.alias, read, pointer):
-            return
-        backoff(attempt)
+    for _ in range(attempts):
+        if read.value is not None and read.seq >= pointer.seq:
+            return read.value
+        if swap(store, pointer.model, pointer.alias, read, pointer):
+            return pointer
         read = read_pointer(store, pointer.model, pointer.alias)
     raise AliasConflict(
         f"could not move the pointer of {pointer.model}@{pointer.alias} in {store.location} to "

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,7 +43,7 @@ from runtime.registry.wire import (
 from runtime.storage.local import LocalStore
 from runtime.storage.location import open_store
 from runtime.storage.memory import MemoryStore
-from runtime.storage.store import PutMode, Store
+from runtime.storage.store import ObjectInfo, PutMode, Store
 
 MODEL = "whisper"
 VERSIONS = ("1.0", "1.1", "1.10")
@@ -430,6 +430,140 @@ def test_a_race_lost_every_time_ends_in_a_conflict_error() -> None:
         "could not promote whisper@production to 1.0 in memory://: another promotion took the "
         "next record 3 times in a row; retry"
     )
+
+
+# --- racing: what a promotion asks of the store ------------------------------------------------
+
+
+class _Logged(LocalStore):
+    """A directory store that logs each request as (op, key), and runs ``race`` once just
+    before (``before``) or just after (``after``) the first write of a key: another promotion
+    that wins or follows at exactly that point."""
+
+    log: list[tuple[str, str]]
+    hooks: dict[tuple[str, str], Callable[[], object]]
+
+    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+        self.log.append(("get", "shards/..." if key.startswith("shards/") else key))
+        return super().get(key, if_none_match)
+
+    def head(self, key: str) -> ObjectInfo:
+        self.log.append(("head", key))
+        return super().head(key)
+
+    def put(
+        self, key: str, data: bytes, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None
+    ) -> str:
+        self.hooks.pop(("before", key), lambda: None)()
+        self.log.append(("put", key))
+        done = super().put(key, data, mode, etag)
+        self.hooks.pop(("after", key), lambda: None)()
+        return done
+
+
+def _logged(store: LocalStore, **hooks: Callable[[], object]) -> _Logged:
+    """``store`` logged, with hooks named like ``before_2`` (record 2) or ``after_pointer``."""
+    logged = _Logged(store.root)
+    logged.log, logged.hooks = [], {}
+    for name, hook in hooks.items():
+        when, what = name.split("_")
+        key = alias_pointer_key(MODEL, "production") if what == "pointer" else RECORD.format(what)
+        logged.hooks[(when, key)] = hook
+    return logged
+
+
+RECORD = "aliases/whisper/production/{}.json"
+POINTER = "aliases/whisper/production.json"
+VIEW = "aliases/whisper/index.json"
+
+
+def _rival(store: LocalStore, version: str, actor: str, second: int) -> Callable[[], object]:
+    """Another promotion, asked at 08:00:``second`` (ours are asked at 08:00:01)."""
+    return lambda: al.promote(
+        LocalStore(store.root), MODEL, "production", version, actor, "", clock=fixed_clock(second)
+    )
+
+
+def _ours(store: Store, version: str = "1.1") -> al.Promotion:
+    return al.promote_detailed(
+        store, MODEL, "production", version, "alice", "", clock=fixed_clock(1)
+    )
+
+
+def test_a_promotion_that_races_nobody_makes_eight_requests(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    logged = _logged(store)
+    assert _ours(logged).retries == 0
+    assert logged.log == [
+        ("get", "index.json"),  # checks, and is the head the map is written at
+        ("get", "shards/..."),  # the versions of the model
+        ("get", POINTER),
+        ("put", RECORD.format(2)),
+        ("put", POINTER),
+        ("put", "index.json"),
+        ("get", VIEW),
+        ("put", VIEW),
+    ]
+
+
+def test_a_lost_slot_is_claimed_next_chained_to_its_winner(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    logged = _logged(store, before_2=_rival(store, "1.10", "bob", 2))  # asked after ours
+    done = _ours(logged)
+    bobs = store.get(alias_record_key(MODEL, "production", 2))[0]
+    assert (done.retries, done.record.seq, done.record.previous) == (1, 3, "1.10")
+    assert done.record.prev_digest == blake3.blake3(bobs).hexdigest()
+    lost = logged.log.index(("put", RECORD.format(2)))
+    assert logged.log[lost + 1 : lost + 3] == [("get", RECORD.format(2)), ("put", RECORD.format(3))]
+    assert (_pointer(store).seq, _mapped(store)) == (3, {"production": "1.1"})
+    assert [r.seq for r in _view(store).aliases[0].history] == [1, 2, 3]
+    assert al.verify_chain(store, MODEL, "production").problems == ()
+
+
+def test_an_older_winner_goes_first_then_the_claim_goes_on_from_the_pointer(
+    store: LocalStore,
+) -> None:
+    _promote(store, "production", "1.0")
+    logged = _logged(store, before_2=_rival(store, "1.10", "bob", 0))  # asked 1 s before ours
+    done = _ours(logged)
+    lost = logged.log.index(("put", RECORD.format(2)))
+    assert logged.log[lost + 1 : lost + 4] == [
+        ("get", RECORD.format(2)),
+        ("get", POINTER),
+        ("put", RECORD.format(3)),
+    ]
+    assert (done.retries, done.record.seq, _pointer(store).seq) == (1, 3, 3)
+    assert al.verify_chain(store, MODEL, "production").problems == ()
+
+
+def test_a_promotion_overtaken_leaves_pointer_map_and_view_to_the_later_one(
+    store: LocalStore,
+) -> None:
+    _promote(store, "production", "1.0")
+    logged = _logged(
+        store,
+        before_2=_rival(store, "1.10", "bob", 2),
+        after_3=_rival(store, "1.0", "carol", 3),  # takes record 4 right after ours
+    )
+    done = _ours(logged)
+    assert (done.record.seq, done.warnings) == (3, ())
+    assert logged.log[logged.log.index(("put", RECORD.format(3))) + 1 :] == [
+        ("head", RECORD.format(4))
+    ]
+    assert (_pointer(store).seq, _pointer(store).version) == (4, "1.0")
+    assert _mapped(store) == {"production": "1.0"}
+    assert [r.actor for r in _view(store).aliases[0].history] == ["alice", "bob", "alice", "carol"]
+    assert al.verify_chain(store, MODEL, "production").problems == ()
+
+
+def test_the_alias_map_never_moves_back_to_an_overtaken_promotion(store: LocalStore) -> None:
+    _promote(store, "production", "1.0")
+    logged = _logged(store, after_pointer=_rival(store, "1.10", "bob", 2))
+    done = _ours(logged)  # its map write at the head it read first loses to bob's
+    assert (done.record.seq, done.warnings) == (2, ())
+    assert (_pointer(store).seq, _mapped(store)) == (3, {"production": "1.10"})
+    assert logged.log.count(("put", VIEW)) == 0  # bob's promotion brought the view up
+    assert [r.actor for r in _view(store).aliases[0].history] == ["alice", "alice", "bob"]
 
 
 # --- crash repair ------------------------------------------------------------------------------
