@@ -2,8 +2,9 @@
 
 A hive is a host that runs workers; it sends its whole state in a heartbeat, which replaces what
 the registry knew. Liveness is judged on a monotonic clock (injected, so tests can move time):
-a hive is online while its last heartbeat is younger than the TTL. Expiry times sit in a heap, so
-finding the hives to evict costs nothing while none are due.
+a hive is online while its last heartbeat is younger than the TTL. Each online hive has one
+entry in a heap of due times, so finding the hives that went stale costs nothing while none are
+due; a heartbeat only moves the hive's expiry, and its entry is pushed on when it comes due.
 
 If half or more of the hives go stale within one TTL window (counting those already evicted in
 that window), the likelier story is that the registry lost the fleet (a partition on our side),
@@ -12,8 +13,12 @@ itself does not change: a silent hive is not online, so nothing is scheduled on 
 thaws on its own when heartbeats return, or at the latest after ``freeze_limit`` seconds (default
 ten TTLs), when the silence is taken as real and the stale hives are evicted.
 
-The registry also keeps the index the scheduler reads: idle, healthy workers grouped by the model
-they have loaded, so choosing a worker for a model does not scan every worker.
+Every worker query is answered from indexes over the workers of *online* hives
+(:mod:`runtime.service.worker_index`: by model, backend and state, and the scheduler's pools of
+healthy idle workers in rank order), never by scanning the fleet. The indexes follow every
+change: a heartbeat moves only the workers whose model, backend, state, health or rank changed;
+a hive going stale (noticed on the clock, before any query answers) takes its workers out, and a
+heartbeat that brings it back puts them in again.
 
 What a hive is beyond its heartbeats (host, port, devices, and whether it was ever heard from) is
 the hive catalog's (:mod:`runtime.service.catalog`, or Redis): :func:`with_catalog` puts the two
@@ -24,8 +29,10 @@ The same class is the in-memory *mirror* of a shared state (:mod:`runtime.servic
 built with ``evicts=False`` it never evicts or freezes on its own; the shared state decides that
 once for every replica (with :func:`should_freeze`, the one freeze rule) and the mirror applies
 the outcome (:meth:`HiveRegistry.apply`, :meth:`~HiveRegistry.evict`,
-:meth:`~HiveRegistry.set_frozen`). Its ``clock`` is then the shared state's clock, and a hive's
-``seen`` time the one the shared state stamped, so every replica judges liveness alike.
+:meth:`~HiveRegistry.replace_all`, :meth:`~HiveRegistry.set_frozen`), through the same indexed
+paths. Its ``clock`` is then the shared state's clock, and a hive's ``seen`` time the one the
+shared state stamped, so every replica judges liveness alike; that clock may step back a little
+when its offset is measured again, and hives stale a moment ago are then online again.
 """
 
 from __future__ import annotations
@@ -34,9 +41,8 @@ import heapq
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import msgspec
 
@@ -51,6 +57,7 @@ from runtime.service.types import (
     WorkerReport,
     WorkerView,
 )
+from runtime.service.worker_index import Rank, WorkerIndex, matches, same_place
 
 Clock = Callable[[], float]
 
@@ -71,31 +78,19 @@ class WorkerConflict(RegistryError, ValueError):
 
 
 class _Hive:
-    """One hive's last heartbeat and when it arrived (monotonic seconds)."""
+    """One hive's last heartbeat, when it arrived and expires (monotonic seconds), whether its
+    workers are in the indexes (``online``), and the time of its entry in the heap (``due``,
+    None without one)."""
 
-    __slots__ = ("beat", "expires", "hive_id", "seen")
+    __slots__ = ("beat", "due", "expires", "hive_id", "online", "seen")
 
     def __init__(self, beat: HiveHeartbeat, seen: float, ttl: float) -> None:
         self.hive_id = beat.hive_id
         self.beat = beat
         self.seen = seen
         self.expires = seen + ttl
-
-
-class Candidate(NamedTuple):
-    """A healthy idle worker as the scheduler sees it; the first three fields are its rank."""
-
-    gpu: float
-    vram: int
-    worker_id: str
-    report: WorkerReport
-    hive: _Hive
-
-
-def rank(worker: WorkerReport) -> tuple[float, int, str]:
-    """The sort key: lowest GPU load (missing = 100), then lowest VRAM use, then worker id."""
-    gpu = 100.0 if worker.gpu_percent is None else worker.gpu_percent
-    return gpu, worker.vram_bytes or 0, worker.worker_id
+        self.online = False
+        self.due: float | None = None
 
 
 @dataclass
@@ -109,7 +104,8 @@ class Counters:
 
 
 class HiveRegistry:
-    """Every hive's last heartbeat, with liveness on ``clock`` and a per-model worker index."""
+    """Every hive's last heartbeat, with liveness on ``clock`` and indexes over the workers of
+    the online hives."""
 
     def __init__(
         self,
@@ -129,9 +125,12 @@ class HiveRegistry:
         self.on_evict = on_evict
         self.counters = Counters()
         self._hives: dict[str, _Hive] = {}
-        self._heap: list[tuple[float, str]] = []
-        self._owner: dict[str, _Hive] = {}  # worker id -> hive reporting it
-        self._idle: dict[str | None, dict[str, Candidate]] = {}  # model -> worker id -> entry
+        self._stale: dict[str, _Hive] = {}  # held, past the TTL: their workers are not indexed
+        self._heap: list[tuple[float, str]] = []  # (due, hive id): one entry per online hive
+        self._synced = float("-inf")  # the clock time the indexes reflect
+        self._owner: dict[str, _Hive] = {}  # worker id -> hive reporting it (online or not)
+        self._reports: dict[str, WorkerReport] = {}  # worker id -> its report in that hive
+        self._index = WorkerIndex()
         self._frozen_at: float | None = None
         self._next_check = 0.0
         self._recent: deque[float] = deque()  # times of evictions within the last TTL window
@@ -140,46 +139,40 @@ class HiveRegistry:
 
     def heartbeat(self, beat: HiveHeartbeat) -> bool:
         """Replace a hive's state with ``beat``; True when the hive was not held before."""
-        self.tick()
-        check_duplicates(beat)
-        now = self.clock()
-        for i, w in enumerate(beat.workers):
-            owner = self._owner.get(w.worker_id)
-            if owner is not None and owner.hive_id != beat.hive_id and now < owner.expires:
-                raise worker_conflict(i, w.worker_id, owner.hive_id)
+        now = self._tick()
+        fresh = self._put(beat, now, now, check=True)
         self.counters.heartbeats += 1
-        return self.apply(beat, now)
+        return fresh
 
     def apply(self, beat: HiveHeartbeat, seen: float) -> bool:
         """Hold ``beat`` as the hive's state, heard at ``seen`` (on ``clock``), without checks;
         True when the hive was not held before. A worker that a stale hive still lists moves."""
-        old = self._hives.get(beat.hive_id)
-        if old is not None:
-            self._unindex(old)
-        hive = _Hive(_compact(beat), seen, self.ttl)
-        self._hives[hive.hive_id] = hive
-        heapq.heappush(self._heap, (hive.expires, hive.hive_id))
-        self._index(hive)
-        self._compact_heap()
-        return old is None
+        return self._put(beat, seen, self._sync(), check=False)
 
     def worker_heartbeat(self, beat: WorkerHeartbeat) -> WorkerView:
         """Record one worker's health between hive heartbeats; raises :class:`UnknownWorker`."""
-        self.tick()
+        self._tick()
         hive = self._owner_of(beat.worker_id)
-        self._unindex(hive)
-        hive.beat = with_worker_health(hive.beat, beat)
-        self._index(hive)
+        old = self._reports[beat.worker_id]
+        new = msgspec.structs.replace(
+            old, health_status=beat.health_status, last_heartbeat=beat.timestamp
+        )
+        workers = [new if w is old else w for w in hive.beat.workers]
+        hive.beat = msgspec.structs.replace(hive.beat, workers=workers)
+        self._reports[beat.worker_id] = new
+        if hive.online:
+            self._index.change(old, new)
         self.counters.worker_heartbeats += 1
         return self.worker(beat.worker_id)
 
     def remove(self, hive_id: str) -> None:
         """Forget a hive and its workers; raises :class:`UnknownHive`."""
-        self._unindex(self._get(hive_id))
-        del self._hives[hive_id]
+        self._sync()
+        self._forget(self._get(hive_id))
 
     def evict(self, hive_id: str) -> None:
         """Evict a hive that the shared state evicted (no-op when not held)."""
+        self._sync()
         hive = self._hives.get(hive_id)
         if hive is not None:
             self._evict(hive)
@@ -196,12 +189,13 @@ class HiveRegistry:
 
     def replace_all(self, hives: Iterable[tuple[HiveHeartbeat, float]]) -> None:
         """Hold exactly ``hives`` (heartbeat, when heard), as a shared state's snapshot says."""
-        self._hives.clear()
+        for store in (self._hives, self._stale, self._owner, self._reports):
+            store.clear()
         self._heap.clear()
-        self._owner.clear()
-        self._idle.clear()
+        self._index.clear()
+        now = self._sync()
         for beat, seen in sorted(hives, key=lambda pair: pair[1]):  # the newest claim wins
-            self.apply(beat, seen)
+            self._put(beat, seen, now, check=False)
 
     # -- liveness -----------------------------------------------------------------------------
 
@@ -212,28 +206,10 @@ class HiveRegistry:
         return self._frozen_at is not None
 
     def tick(self) -> None:
-        """Evict the hives whose TTL ran out, unless that would be half the fleet (freeze).
-        A mirror (``evicts=False``) does nothing here: the shared state decides."""
-        if not self.evicts:
-            return
-        now = self.clock()
-        if self._frozen_at is None:
-            if not self._heap or self._heap[0][0] > now:
-                return
-        elif now < self._next_check:
-            return
-        stale = self._pop_stale(now)
-        if self._should_freeze(len(stale), now):
-            if self._frozen_at is None:
-                self._frozen_at = now
-                self.counters.freezes += 1
-            self._next_check = now + min(1.0, self.ttl / 10)
-            for hive in stale:
-                heapq.heappush(self._heap, (hive.expires, hive.hive_id))
-            return
-        self._frozen_at = None
-        for hive in stale:
-            self._evict(hive)
+        """Take the hives whose TTL ran out out of the indexes, and evict them unless that
+        would be half the fleet (freeze). A mirror (``evicts=False``) only does the first: the
+        shared state decides evictions."""
+        self._tick()
 
     def is_online(self, hive_id: str) -> bool:
         """True when the hive's last heartbeat is younger than the TTL (False if unknown)."""
@@ -248,20 +224,18 @@ class HiveRegistry:
 
     def hive(self, hive_id: str) -> HiveView:
         """A hive's state; raises :class:`UnknownHive`."""
-        self.tick()
-        return self._view(self._get(hive_id), self.clock())
+        now = self._tick()
+        return self._view(self._get(hive_id), now)
 
     def hives(self) -> list[HiveView]:
         """Every hive held (online or stale but not yet evicted), sorted by id."""
-        self.tick()
-        now = self.clock()
+        now = self._tick()
         return [self._view(self._hives[k], now) for k in sorted(self._hives)]
 
     def online_hives(self, max_age: float | None = None) -> list[str]:
         """Ids of hives heard from within ``max_age`` seconds (default: the TTL), sorted."""
-        self.tick()
+        now = self._tick()
         limit = self.ttl if max_age is None else min(max_age, self.ttl)
-        now = self.clock()
         return sorted(h.hive_id for h in self._hives.values() if now - h.seen < limit)
 
     def resources(self, hive_id: str) -> Resources:
@@ -270,26 +244,22 @@ class HiveRegistry:
 
     def hive_count(self) -> tuple[int, int]:
         """(hives held, hives online)."""
-        self.tick()
-        now = self.clock()
-        return len(self._hives), sum(1 for h in self._hives.values() if now < h.expires)
+        self._tick()
+        return len(self._hives), len(self._hives) - len(self._stale)
 
     def worker_counts(self) -> dict[str, int]:
         """Workers on online hives, in total and by state."""
-        counts = {"total": 0, "Idle": 0, "Busy": 0, "Loading": 0}
-        for _hive, worker in self._online_workers():
-            counts["total"] += 1
-            counts[worker.state] += 1
-        return counts
+        self._tick()
+        return self._index.counts()
 
     # -- worker queries -----------------------------------------------------------------------
 
     def worker(self, worker_id: str) -> WorkerView:
         """A worker by id; raises :class:`UnknownWorker`."""
-        self.tick()
+        self._tick()
         hive = self._owner_of(worker_id)
-        report = next(w for w in hive.beat.workers if w.worker_id == worker_id)
-        return WorkerView(hive_id=hive.hive_id, online=self.clock() < hive.expires, worker=report)
+        online = self.clock() < hive.expires
+        return WorkerView(hive_id=hive.hive_id, online=online, worker=self._reports[worker_id])
 
     def worker_url(self, worker_id: str) -> str | None:
         """The URL a worker reported, or None; raises :class:`UnknownWorker`."""
@@ -304,18 +274,13 @@ class HiveRegistry:
         hive_id: str | None = None,
     ) -> list[WorkerView]:
         """Workers on online hives matching every given filter, sorted by worker id."""
-        self.tick()
-        if hive_id is not None:
-            self._get(hive_id)
-        found = [
-            WorkerView(hive_id=hive.hive_id, online=True, worker=w)
-            for hive, w in self._online_workers()
-            if (model is None or w.model_id == model)
-            and (backend is None or w.backend == backend)
-            and (state is None or w.state == state)
-            and (hive_id is None or hive.hive_id == hive_id)
-        ]
-        return sorted(found, key=lambda v: v.worker.worker_id)
+        self._tick()
+        if hive_id is None:
+            ids = self._index.select(self._reports, model, backend, state)
+        else:
+            ids = self._on_hive(self._get(hive_id), model, backend, state)
+        owner, reports, view = self._owner, self._reports, WorkerView
+        return [view(hive_id=owner[wid].hive_id, online=True, worker=reports[wid]) for wid in ids]
 
     def idle_workers(self) -> list[WorkerView]:
         """Idle workers on online hives."""
@@ -337,27 +302,204 @@ class HiveRegistry:
 
     # -- the scheduler's view -----------------------------------------------------------------
 
-    def eligible(self, model: str | None) -> dict[str, Candidate]:
-        """Healthy idle workers with ``model`` loaded (None: no model), online or not."""
-        return self._idle.get(model, {})
+    def candidates(self, model: str | None) -> Sequence[Rank]:
+        """The ranks of the healthy idle workers on online hives with ``model`` loaded (None:
+        no model), best first. The index's own list: read it before the next change."""
+        self._tick()
+        return self._index.pool(model)
 
-    def candidates(self, model: str | None) -> list[Candidate]:
-        """Healthy idle workers with ``model`` loaded, on online hives: read from the index."""
+    def idle_candidates(self) -> Sequence[Rank]:
+        """The ranks of every healthy idle worker on an online hive, best first (as
+        :meth:`candidates`)."""
+        self._tick()
+        return self._index.idle_pool()
+
+    def candidate(self, key: Rank) -> tuple[WorkerView, float]:
+        """The worker a rank from :meth:`candidates` names, and its hive's ``seen`` time."""
+        hive = self._owner[key[2]]
+        return WorkerView(
+            hive_id=hive.hive_id, online=True, worker=self._reports[key[2]]
+        ), hive.seen
+
+    # -- internals: holding beats -------------------------------------------------------------
+
+    def _put(self, beat: HiveHeartbeat, seen: float, now: float, *, check: bool) -> bool:
+        """Hold ``beat``, heard at ``seen``, with the indexes as of ``now``; True when new.
+        With ``check``, a beat that changes which workers the hive lists is refused if it
+        lists one twice or one that another online hive reports (before anything changes)."""
+        beat = _compact(beat)
+        held = self._hives.get(beat.hive_id)
+        if held is not None and self._renew(held, beat, seen):
+            hive = held  # the usual beat: nothing to check, no worker moves between hives
+        else:
+            if check:
+                check_duplicates(beat)
+                self._check_owners(beat, now)
+            hive = self._replace(held, beat, seen)
+        self._settle(hive, now)
+        return held is None
+
+    def _renew(self, hive: _Hive, beat: HiveHeartbeat, seen: float) -> bool:
+        """Take the usual beat, which lists the workers ``hive`` holds in the same order: each
+        new report takes the place of the old one (the hive's, and as indexed). False, and
+        nothing done, for any other beat."""
+        old, new = hive.beat.workers, beat.workers
+        if len(old) != len(new):
+            return False
+        moved = []  # (old, new) of the workers whose place in the indexes changes
+        for a, b in zip(old, new, strict=True):
+            if a.worker_id != b.worker_id:
+                return False
+            if not same_place(a, b):
+                moved.append((a, b))
+        hive.beat, hive.seen, hive.expires = beat, seen, seen + self.ttl
+        reports = self._reports
+        for w in new:
+            reports[w.worker_id] = w
+        if hive.online:
+            for pair in moved:
+                self._index.change(*pair)
+        return True
+
+    def _replace(self, hive: _Hive | None, beat: HiveHeartbeat, seen: float) -> _Hive:
+        """A beat that changes which workers a hive lists (or a new hive's first): the workers
+        it no longer lists are released, the others held."""
+        if hive is None:
+            hive = _Hive(beat, seen, self.ttl)
+            self._hives[hive.hive_id] = self._stale[hive.hive_id] = hive  # online when settled
+        else:
+            kept = {w.worker_id for w in beat.workers}
+            for w in hive.beat.workers:
+                if w.worker_id not in kept:
+                    self._release(hive, w)
+            hive.beat, hive.seen, hive.expires = beat, seen, seen + self.ttl
+        for w in beat.workers:
+            self._hold(hive, w)
+        return hive
+
+    def _hold(self, hive: _Hive, w: WorkerReport) -> None:
+        """Make ``w`` the report of its worker, on ``hive`` (indexed when the hive is online);
+        a worker that another (stale) hive still lists moves from it."""
+        wid = w.worker_id
+        owner = self._owner.get(wid)
+        if owner is hive:
+            old = self._reports[wid]
+            self._reports[wid] = w
+            if hive.online:
+                self._index.change(old, w)
+            return
+        if owner is not None:
+            self._drop_worker(owner, wid)
+        self._owner[wid] = hive
+        self._reports[wid] = w
+        if hive.online:
+            self._index.add(w)
+
+    def _release(self, hive: _Hive, w: WorkerReport) -> None:
+        """Forget a worker that ``hive`` no longer lists."""
+        if self._owner.get(w.worker_id) is hive:
+            if hive.online:
+                self._index.remove(self._reports[w.worker_id])
+            del self._owner[w.worker_id]
+            del self._reports[w.worker_id]
+
+    def _drop_worker(self, hive: _Hive, worker_id: str) -> None:
+        """A stale hive loses a worker that another hive now reports."""
+        if hive.online:
+            self._index.remove(self._reports[worker_id])
+        kept = [w for w in hive.beat.workers if w.worker_id != worker_id]
+        hive.beat = msgspec.structs.replace(hive.beat, workers=kept)
+
+    def _forget(self, hive: _Hive) -> None:
+        """Drop a hive and its workers (removed or evicted)."""
+        self._take_offline(hive)
+        del self._stale[hive.hive_id]
+        del self._hives[hive.hive_id]
+        for w in hive.beat.workers:
+            self._release(hive, w)
+
+    # -- internals: online and stale ----------------------------------------------------------
+
+    def _tick(self) -> float:
+        """:meth:`tick`, returning the time it judged by."""
+        now = self._sync()
+        if not self.evicts:
+            return now
+        if self._frozen_at is None:
+            if not self._stale:
+                return now
+        elif now < self._next_check:
+            return now
+        stale = list(self._stale.values())
+        if self._should_freeze(len(stale), now):
+            if self._frozen_at is None:
+                self._frozen_at = now
+                self.counters.freezes += 1
+            self._next_check = now + min(1.0, self.ttl / 10)
+            return now
+        self._frozen_at = None
+        for hive in stale:
+            self._evict(hive)
+        return now
+
+    def _sync(self) -> float:
+        """Bring the indexes to the clock's time: the hives whose TTL ran out go stale (and,
+        should the clock have stepped back, stale hives within their TTL again come back)."""
         now = self.clock()
-        return [c for c in self._idle.get(model, {}).values() if now < c[4].expires]
+        if now < self._synced:
+            for back in [h for h in self._stale.values() if now < h.expires]:
+                self._settle(back, now)
+        self._synced = now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, hive_id = heapq.heappop(heap)
+            hive = self._hives.get(hive_id)
+            if hive is not None and hive.due == due:  # else superseded, or the hive is gone
+                hive.due = None
+                self._settle(hive, now)
+        return now
 
-    def other_candidates(self, model: str | None) -> list[Candidate]:
-        """Healthy idle workers on online hives that do not have ``model`` loaded."""
-        now = self.clock()
-        return [
-            c
-            for loaded, group in self._idle.items()
-            if loaded != model
-            for c in group.values()
-            if now < c[4].expires
-        ]
+    def _settle(self, hive: _Hive, now: float) -> None:
+        """Index or unindex ``hive`` as it is online at ``now`` or not; keep its heap entry no
+        later than its expiry."""
+        if now >= hive.expires:
+            self._take_offline(hive)
+            return
+        if not hive.online:
+            del self._stale[hive.hive_id]
+            hive.online = True
+            for w in hive.beat.workers:
+                self._index.add(w)
+        if hive.due is None or hive.due > hive.expires:
+            hive.due = hive.expires
+            heapq.heappush(self._heap, (hive.expires, hive.hive_id))
 
-    # -- internals ----------------------------------------------------------------------------
+    def _take_offline(self, hive: _Hive) -> None:
+        hive.due = None
+        if hive.online:
+            hive.online = False
+            for w in hive.beat.workers:
+                self._index.remove(w)
+            self._stale[hive.hive_id] = hive
+
+    def _should_freeze(self, stale: int, now: float) -> bool:
+        while self._recent and self._recent[0] <= now - self.ttl:
+            self._recent.popleft()
+        frozen_for = None if self._frozen_at is None else now - self._frozen_at
+        return should_freeze(
+            stale, len(self._hives), len(self._recent), frozen_for,
+            min_hives=self.freeze_min_hives, limit=self.freeze_limit,
+        )  # fmt: skip
+
+    def _evict(self, hive: _Hive) -> None:
+        self._forget(hive)
+        self.counters.evictions += 1
+        if self.evicts:  # the window the freeze rule counts (a mirror's is the shared state's)
+            self._recent.append(self.clock())
+        if self.on_evict is not None:
+            self.on_evict(hive.hive_id)
+
+    # -- internals: lookups -------------------------------------------------------------------
 
     def _get(self, hive_id: str) -> _Hive:
         hive = self._hives.get(hive_id)
@@ -371,74 +513,21 @@ class HiveRegistry:
             raise unknown_worker(worker_id)
         return hive
 
-    def _index(self, hive: _Hive) -> None:
-        for w in hive.beat.workers:
-            stolen = self._owner.get(w.worker_id)
-            if stolen is not None and stolen is not hive:
-                self._drop_worker(stolen, w.worker_id)
-            self._owner[w.worker_id] = hive
-            if w.state == "Idle" and w.health_status == "healthy":
-                entry = Candidate(*rank(w), w, hive)
-                self._idle.setdefault(w.model_id, {})[w.worker_id] = entry
+    def _check_owners(self, beat: HiveHeartbeat, now: float) -> None:
+        """Refuse a worker that another online hive reports."""
+        for i, w in enumerate(beat.workers):
+            owner = self._owner.get(w.worker_id)
+            if owner is not None and owner.hive_id != beat.hive_id and now < owner.expires:
+                raise worker_conflict(i, w.worker_id, owner.hive_id)
 
-    def _unindex(self, hive: _Hive) -> None:
-        for w in hive.beat.workers:
-            if self._owner.get(w.worker_id) is hive:
-                del self._owner[w.worker_id]
-            group = self._idle.get(w.model_id)
-            entry = None if group is None else group.get(w.worker_id)
-            if group is not None and entry is not None and entry.report is w:
-                del group[w.worker_id]
-                if not group:
-                    del self._idle[w.model_id]
-
-    def _drop_worker(self, hive: _Hive, worker_id: str) -> None:
-        """A stale hive loses a worker that a live hive now reports."""
-        self._unindex(hive)
-        kept = [w for w in hive.beat.workers if w.worker_id != worker_id]
-        hive.beat = msgspec.structs.replace(hive.beat, workers=kept)
-        self._index(hive)
-
-    def _pop_stale(self, now: float) -> list[_Hive]:
-        stale: list[_Hive] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            expires, hive_id = heapq.heappop(heap)
-            hive = self._hives.get(hive_id)
-            if hive is not None and hive.expires == expires:
-                stale.append(hive)
-        return stale
-
-    def _should_freeze(self, stale: int, now: float) -> bool:
-        while self._recent and self._recent[0] <= now - self.ttl:
-            self._recent.popleft()
-        frozen_for = None if self._frozen_at is None else now - self._frozen_at
-        return should_freeze(
-            stale, len(self._hives), len(self._recent), frozen_for,
-            min_hives=self.freeze_min_hives, limit=self.freeze_limit,
-        )  # fmt: skip
-
-    def _evict(self, hive: _Hive) -> None:
-        self._unindex(hive)
-        del self._hives[hive.hive_id]
-        self.counters.evictions += 1
-        if self.evicts:  # the window the freeze rule counts (a mirror's is the shared state's)
-            self._recent.append(self.clock())
-        if self.on_evict is not None:
-            self.on_evict(hive.hive_id)
-
-    def _compact_heap(self) -> None:
-        # Superseded entries are skipped lazily; rebuild when they outnumber the live ones.
-        if len(self._heap) > 4 * len(self._hives) + 64:
-            self._heap = [(h.expires, h.hive_id) for h in self._hives.values()]
-            heapq.heapify(self._heap)
-
-    def _online_workers(self) -> Iterator[tuple[_Hive, WorkerReport]]:
-        now = self.clock()
-        for hive in self._hives.values():
-            if now < hive.expires:
-                for w in hive.beat.workers:
-                    yield hive, w
+    @staticmethod
+    def _on_hive(
+        hive: _Hive, model: str | None, backend: str | None, state: str | None
+    ) -> list[str]:
+        """The ids of the workers of ``hive`` that match, sorted (none while it is stale)."""
+        if not hive.online:
+            return []
+        return sorted(w.worker_id for w in hive.beat.workers if matches(w, model, backend, state))
 
     def _view(self, hive: _Hive, now: float) -> HiveView:
         beat = hive.beat

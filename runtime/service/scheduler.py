@@ -13,9 +13,11 @@ two choices"), so that many routers asking at once do not all pile onto the sing
 (a herd); ``spread=1`` always answers the single best, the same state giving the same answer.
 When nothing can serve, :class:`NoWorkerAvailable` is a 503, as rbee's routers expect.
 
-Candidates come from the registry's per-model index of healthy idle workers, each stored with its
-rank (:func:`runtime.service.hives.rank`) already computed: a query reads only the workers that
-could be the answer, never the whole fleet.
+Candidates come from the registry's pools of healthy idle workers on online hives
+(:mod:`runtime.service.worker_index`), one per model and one of them all, each kept in rank order
+(:func:`~runtime.service.worker_index.rank`): the best is the head of a pool, two random
+candidates are two positions in it, and the count is its length. An answer costs the same
+whether the fleet has ten workers or ten thousand.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Literal
 
 from runtime.errors import RegistryError
 from runtime.service.hives import HiveRegistry
-from runtime.service.types import ScheduleAnswer, WorkerView
+from runtime.service.types import ScheduleAnswer
 
 Fallback = Literal["none", "any"]
 
@@ -53,22 +55,21 @@ class Scheduler:
         ``loadable`` is False when the registry does not list ``model``."""
         if spread not in (1, 2):
             raise ScheduleRequestError(f"spread={spread} is not supported: use 1 or 2")
-        self.hives.tick()
         loaded = True
-        candidates = self.hives.candidates(model)
-        if not candidates and fallback == "any" and loadable:
-            loaded = False
-            candidates = self.hives.other_candidates(model)
-        if not candidates:
+        pool = self.hives.candidates(model)
+        if not pool and fallback == "any" and loadable:
+            loaded = False  # none has it loaded, so every idle worker is one that would load it
+            pool = self.hives.idle_candidates()
+        if not pool:
             raise NoWorkerAvailable(self._none_message(model, fallback, loadable))
-        pool = self.rng.sample(candidates, 2) if spread == 2 and len(candidates) > 2 else candidates
-        chosen = min(pool)  # candidates compare by their rank: (gpu, vram, worker id)
+        best = min(self.rng.sample(pool, 2)) if spread == 2 and len(pool) > 2 else pool[0]
+        view, seen = self.hives.candidate(best)
         return ScheduleAnswer(
             model=model,
             model_loaded=loaded,
-            candidates=len(candidates),
-            data_age_seconds=round(self.hives.clock() - chosen.hive.seen, 3),
-            worker=WorkerView(hive_id=chosen.hive.hive_id, online=True, worker=chosen.report),
+            candidates=len(pool),
+            data_age_seconds=round(self.hives.clock() - seen, 3),
+            worker=view,
         )
 
     @staticmethod

@@ -207,10 +207,15 @@ def serve(options: ServeOptions) -> None:
     from runtime.storage.location import open_store
 
     o = options
+    # Every input is checked before the port: a typo in the token file or an option is
+    # reported as such even when the port is taken.
     choice = parse_state(o.state)
     _check_db(choice, o.db)
+    tokens = Tokens.from_file(o.token_file) if o.token_file is not None else None
+    store = open_store(o.registry) if o.registry is not None else None
     _check_free(o.host, o.port)
-    tokens = Tokens.from_file(o.token_file) if o.token_file is not None else _one_run_token()
+    if tokens is None:
+        tokens = _one_run_token()
     rt = build_runtime(
         tokens=tokens, state=choice, db=o.db or DEFAULT_DB, ttl=o.ttl,
         check_interval=o.health_interval, check_timeout=o.health_timeout,
@@ -219,7 +224,6 @@ def serve(options: ServeOptions) -> None:
     try:
         if choice.kind == "redis":
             _try_redis(choice)
-        store = open_store(o.registry) if o.registry is not None else None
         app = create_app(
             rt, registry=store, anonymous_services=o.allow_anonymous_services,
             log_requests=o.access_log,

@@ -6,6 +6,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.service import T0, FakeClock, heartbeat, worker
 
 from runtime.service.hives import (
@@ -15,7 +17,8 @@ from runtime.service.hives import (
     WorkerConflict,
     should_freeze,
 )
-from runtime.service.types import HiveHeartbeat, Resources, WorkerHeartbeat
+from runtime.service.types import HiveHeartbeat, Resources, WorkerHeartbeat, WorkerView
+from runtime.service.worker_index import matches, rank, schedulable
 
 
 def beat(hive_id: str, *workers: dict[str, Any], **fields: Any) -> HiveHeartbeat:
@@ -94,7 +97,7 @@ def test_a_heartbeat_replaces_the_hive_state() -> None:
         "worker 'w1' is not known: no hive reports it; its hive must send a heartbeat listing "
         "it first (GET /v1/workers lists the workers held)"
     )
-    assert reg.eligible("llama") == {}
+    assert reg.candidates("llama") == []
 
 
 def test_unknown_and_removed_hive() -> None:
@@ -249,13 +252,13 @@ def test_a_worker_moves_away_from_a_stale_hive() -> None:
 
 def test_worker_heartbeat_updates_health_and_the_index() -> None:
     reg = fleet(FakeClock())
-    assert list(reg.eligible("llama")) == ["w1"]
+    assert [key[2] for key in reg.candidates("llama")] == ["w1"]
     when = T0.replace(minute=5)
     view = reg.worker_heartbeat(
         WorkerHeartbeat(worker_id="w1", timestamp=when, health_status="degraded")
     )
     assert (view.worker.health_status, view.worker.last_heartbeat) == ("degraded", when)
-    assert reg.eligible("llama") == {}
+    assert reg.candidates("llama") == []
     assert reg.counters.worker_heartbeats == 1
     with pytest.raises(UnknownWorker):
         reg.worker_heartbeat(WorkerHeartbeat(worker_id="zz", timestamp=T0, health_status="healthy"))
@@ -304,3 +307,125 @@ def test_a_mirror_evicts_and_freezes_only_when_told() -> None:
     mirror.replace_all([(beat("h3", worker("h2-w")), clock.now)])
     assert mirror.worker("h2-w").hive_id == "h3"
     assert mirror.hive("h3").age_seconds == 0.0
+
+
+# -- property: every indexed query equals a linear scan over the hives held ----------------
+
+HIVES = ["h0", "h1", "h2"]
+MODELS = [None, "m0", "m1", "m2"]
+BACKENDS = [None, "cpu", "cuda", "metal"]
+STATES = ["Idle", "Busy", "Loading"]
+
+_reports = st.builds(
+    lambda wid, model, backend, state, health, gpu, vram: worker(
+        wid, model_id=model, backend=backend, state=state, health_status=health,
+        gpu_percent=gpu, vram_bytes=vram,
+    ),
+    st.sampled_from([f"w{i}" for i in range(6)]), st.sampled_from(MODELS),
+    st.sampled_from(BACKENDS), st.sampled_from(STATES), st.sampled_from(["healthy", "degraded"]),
+    st.sampled_from([None, 0.0, 50.0, 100.0]), st.sampled_from([None, 0, 10]),
+)  # fmt: skip
+_workers = st.lists(_reports, max_size=4, unique_by=lambda w: w["worker_id"])
+_hive = st.sampled_from(HIVES)
+_advance = st.tuples(st.just("advance"), st.sampled_from([-4.0, 0.5, 10.0, 29.5, 30.0, 100.0]))
+_ops = st.one_of(
+    st.tuples(st.just("heartbeat"), _hive, _workers),
+    st.tuples(st.just("apply"), _hive, _workers, st.sampled_from([0.0, 5.0, 29.0, 30.0, 40.0])),
+    st.tuples(st.just("worker_heartbeat"), st.sampled_from([f"w{i}" for i in range(6)]),
+              st.sampled_from(["healthy", "degraded"])),
+    st.tuples(st.just("remove"), _hive),
+    st.tuples(st.just("evict"), _hive),
+    st.tuples(st.just("replace_all"),
+              st.lists(st.tuples(_hive, _workers, st.sampled_from([0.0, 20.0, 35.0])),
+                       max_size=3, unique_by=lambda row: row[0])),
+    _advance,
+    _advance,  # twice as likely: time moving (and stepping back) is what liveness turns on
+)  # fmt: skip
+
+
+def _run(reg: HiveRegistry, clock: FakeClock, op: tuple[Any, ...]) -> None:
+    kind, *args = op
+    try:
+        if kind == "heartbeat":
+            reg.heartbeat(beat(args[0], *args[1]))
+        elif kind == "apply":
+            reg.apply(beat(args[0], *args[1]), clock.now - args[2])
+        elif kind == "worker_heartbeat":
+            reg.worker_heartbeat(
+                WorkerHeartbeat(worker_id=args[0], timestamp=T0, health_status=args[1])
+            )
+        elif kind == "remove":
+            reg.remove(args[0])
+        elif kind == "evict":
+            reg.evict(args[0])
+        elif kind == "replace_all":
+            reg.replace_all([(beat(h, *ws), clock.now - ago) for h, ws, ago in args[0]])
+        else:
+            clock.advance(args[0])
+    except (UnknownHive, UnknownWorker, WorkerConflict):
+        pass
+
+
+_FILTERS = [  # each filter alone, none, and two together
+    *((m, None, None) for m in [*MODELS, "absent"]),
+    *((None, b, None) for b in BACKENDS),
+    *((m, b, s) for m in [None, "m0"] for b in [None, "cuda"] for s in [None, *STATES]),
+]
+
+
+def _check_against_a_scan(reg: HiveRegistry) -> None:
+    held = reg.hives()  # the beats themselves, each with whether its hive is online now
+    online = [(h.hive_id, w) for h in held if h.online for w in h.workers]
+    for model, backend, state in _FILTERS:
+        scan = sorted(
+            (WorkerView(hive_id=h, online=True, worker=w) for h, w in online
+             if matches(w, model, backend, state)),
+            key=lambda v: v.worker.worker_id,
+        )  # fmt: skip
+        assert reg.workers(model=model, backend=backend, state=state) == scan
+    for h in held:
+        on_hive = sorted(h.workers, key=lambda w: w.worker_id) if h.online else []
+        assert [v.worker for v in reg.workers(hive_id=h.hive_id)] == on_hive
+        for w in h.workers:
+            assert reg.worker(w.worker_id) == WorkerView(
+                hive_id=h.hive_id, online=h.online, worker=w
+            )
+    counts = {s: sum(w.state == s for _, w in online) for s in STATES}
+    assert reg.worker_counts() == {"total": len(online), **counts}
+    assert reg.hive_count() == (len(held), sum(h.online for h in held))
+    ready = [w for _, w in online if schedulable(w)]
+    assert reg.idle_candidates() == sorted(rank(w) for w in ready)
+    for model in [*MODELS, "absent"]:
+        assert reg.candidates(model) == sorted(rank(w) for w in ready if w.model_id == model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("evicts", [True, False])
+@settings(max_examples=200, deadline=None, database=None)
+@given(ops=st.lists(_ops, min_size=10, max_size=40))
+def test_every_indexed_query_equals_a_linear_scan(evicts: bool, ops: list[tuple[Any, ...]]) -> None:
+    clock = FakeClock()
+    reg = HiveRegistry(ttl=30.0, clock=clock, evicts=evicts, freeze_min_hives=3, freeze_limit=100.0)
+    for op in ops:
+        _run(reg, clock, op)
+        _check_against_a_scan(reg)
+
+
+def test_a_mirror_clock_stepping_back_brings_a_stale_hive_online_again() -> None:
+    clock = FakeClock()
+    mirror = HiveRegistry(ttl=30.0, clock=clock, evicts=False)
+    mirror.apply(beat("h", worker("w", model_id="m")), clock.now - 30)  # stale on arrival
+    assert (mirror.workers(), mirror.candidates("m"), mirror.hive_count()) == ([], [], (1, 0))
+    clock.advance(-4)  # the shared state's clock offset, measured again
+    assert [v.worker.worker_id for v in mirror.workers(model="m")] == ["w"]
+    assert [key[2] for key in mirror.candidates("m")] == ["w"]
+    assert mirror.hive_count() == (1, 1)
+
+
+def test_an_older_beat_applied_to_a_mirror_ends_the_hive_sooner() -> None:
+    clock = FakeClock()
+    mirror = HiveRegistry(ttl=30.0, clock=clock, evicts=False)
+    mirror.apply(beat("h", worker("w", model_id="m")), clock.now)
+    mirror.apply(beat("h", worker("w", model_id="m")), clock.now - 29)  # seen earlier
+    clock.advance(1)
+    assert (mirror.workers(), mirror.candidates("m"), mirror.hive_count()) == ([], [], (1, 0))

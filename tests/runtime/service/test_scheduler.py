@@ -136,6 +136,6 @@ def test_candidates_come_from_the_model_index() -> None:
         ("h", [worker("a", model_id="m"), worker("b", model_id="n"), worker("c", state="Busy",
                model_id="m")]),
     )  # fmt: skip
-    assert list(reg.eligible("m")) == ["a"]
-    assert list(reg.eligible("n")) == ["b"]
+    assert [key[2] for key in reg.candidates("m")] == ["a"]
+    assert [key[2] for key in reg.candidates("n")] == ["b"]
     assert Scheduler(reg).best_worker("m").candidates == 1

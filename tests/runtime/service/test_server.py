@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ from support.service import (
 )
 
 from registry_build.commit import commit
+from runtime.errors import RegistryError
 from runtime.registry.wire import BundleDescriptor, Location, blob_key
 from runtime.service.scheduler import Scheduler
 from runtime.service.server import Runtime, ServeOptions, build_runtime, create_app, summary
+from runtime.service.server import serve as run_server
 from runtime.service.services import HealthChecker
 from runtime.service.state import MEMORY, StateChoice, parse_state
 from runtime.service.state_memory import MemoryState
@@ -195,18 +198,49 @@ def test_a_second_server_on_one_database_refuses_to_start(tmp_path: Path) -> Non
         third.communicate(timeout=10)
 
 
-def test_the_serve_command_rejects_a_bad_token_file(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port that something listens on for the duration of the block."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        yield taken.getsockname()[1]
+
+
+def test_the_serve_command_rejects_a_bad_token_file_even_when_the_port_is_taken(
+    tmp_path: Path,
+) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("one two three\n")
-    done = subprocess.run(
-        [*CLI, "serve", "--token-file", str(tokens)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
-    assert done.returncode == 1
-    assert done.stderr == (
+    with taken_port() as port:
+        done = subprocess.run(
+            [*CLI, "serve", "--port", str(port), "--token-file", str(tokens)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        1,
         f"Error: token file {tokens}, line 1: expected 'TOKEN' or 'TOKEN HIVE_ID', got 3 words; "
-        "put one token per line\n"
+        "put one token per line\n",
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"token_file": Path("tokens")}, "token file tokens, line 1: expected 'TOKEN' or 'TOKEN "
+         "HIVE_ID', got 3 words; put one token per line"),
+        ({"registry": "s3://"}, "'s3://' names no host or bucket: write s3://BUCKET/PREFIX"),
+        ({"state": "redis://127.0.0.1:1/0", "db": Path("rt.db")}, "--db rt.db goes with --state "
+         "memory only: with --state redis://127.0.0.1:1/0 the services and the hive catalog live "
+         "in Redis; drop --db"),
+    ],
+)  # fmt: skip
+def test_serve_checks_its_inputs_before_the_port(
+    fields: dict[str, Any], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("tokens").write_text("one two three\n")
+    with taken_port() as port, pytest.raises(RegistryError) as raised:
+        run_server(ServeOptions(port=port, **fields))
+    assert str(raised.value) == message
 
 
 # -- property-based: no generated request gets a 5xx ---------------------------------------
