@@ -423,6 +423,7 @@ def _no_ambient_configuration() -> Iterator[None]:
         yield
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     derandomize=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from runtime.service.models import NoDefaultModel, RegistryModels
 from runtime.service.server import build_runtime, create_app
 from runtime.service.state import MEMORY, StateChoice
 from runtime.service.tokens import Tokens
+from runtime.storage.http import HttpStore, default_retries
 from runtime.storage.local import LocalStore
 from runtime.storage.location import open_store
 
@@ -161,20 +163,27 @@ def test_the_model_list_follows_an_http_registry(
         client = Client(base)
         first = client.get("/v1/models").body
         assert ([m["id"] for m in first["data"]], first["registry"]) == (["tiny-llama"], url)
-        time.sleep(1.1)  # http.server's Last-Modified has one-second steps
         write_models(root, card("tiny-llama", default=True), card("whisper"))
+        _touch_ahead(root / "v1" / "models", 2)  # http.server's Last-Modified has 1 s steps
         assert [m["id"] for m in client.get("/v1/models").body["data"]] == ["tiny-llama", "whisper"]
-        time.sleep(1.1)
         (root / "v1" / "models").write_text('{"object": "list", "data": [{"id": 7}]}')
+        _touch_ahead(root / "v1" / "models", 4)
         kept = client.get("/v1/models")  # a corrupt list read later: the last good one stays
         assert [m["id"] for m in kept.body["data"]] == ["tiny-llama", "whisper"]
         assert client.get("/v1/schedule").status == 503  # default tiny-llama; no worker at all
     rt.state.close()
 
 
+def _touch_ahead(path: Path, seconds: int) -> None:
+    """Date ``path`` ``seconds`` ahead: a rewrite within one second shows without a sleep."""
+    ahead = time.time() + seconds
+    os.utime(path, (ahead, ahead))
+
+
 def test_a_registry_never_read_is_a_503(tmp_path: Path) -> None:
     rt = build_runtime(tokens=Tokens(TOKENS), db=tmp_path / "rt.db")
-    with serve(create_app(rt, registry=open_store(closed_port_url().rstrip("/")))) as base:
+    unreachable = HttpStore(closed_port_url().rstrip("/"), retries=default_retries(total=0))
+    with serve(create_app(rt, registry=unreachable)) as base:
         client = Client(base)
         answers = [client.get("/v1/models"), client.get("/v1/schedule")]
         assert client.get("/v1/schedule?model=m").status == 503  # no worker; model loadable
