@@ -19,7 +19,7 @@ import msgspec
 from bench._util import best_of, row
 from bench.index import catalog, descriptors
 from registry_build.index import Catalog, outside_documents
-from registry_build.render import PAGE_BUDGET, render_site
+from registry_build.render import LIST_BUDGET, PAGE_BUDGET, render_site
 
 TARGET_SECONDS = 3.0
 
@@ -55,6 +55,12 @@ def main() -> None:
         f"{biggest / 1e6:.2f} MB {largest} {verdict}",
     )
     row("all pages", f"{sum(map(len, pages.values())) / 1e6:.0f} MB")
+    fronts = [len(data) for key, data in pages.items() if not key.startswith("models/")]
+    verdict = "ok" if max(fronts) <= LIST_BUDGET else "OVER"
+    row(
+        f"model list (budget {LIST_BUDGET / 1e3:.0f} KB a page)",
+        f"{len(fronts)} pages, largest {max(fronts) / 1e3:.0f} KB {verdict}",
+    )
     one = one_model(args.model_bundles)
     one_s = best_of(args.runs, lambda: render_site(one, {}))
     pages = render_site(one, {})

@@ -18,6 +18,7 @@ cold ``resolve model@alias`` (nginx)     <= 3 requests, <= 1 MB transferred
 warm, nothing changed                    1 request, answered 304, <= 2 KB
 warm, another model changed              index.json only; the cached shard is reused
 publish one new bundle, ``index`` off    <= 12 requests, <= 1.5 MB of metadata uploaded (dir, S3)
+same with the model list off too         reported (``--no-model-list``: v1/models not rewritten)
 same with ``index`` on                   reported
 ``index.json`` bytes per model           <= 150
 =======================================  ==========================================================
@@ -134,11 +135,11 @@ from pathlib import Path
 from registry_build.publish import publish_registry
 from runtime.registry.wire import INDEX_FORMAT
 from runtime.storage.location import open_store
-src, dest, endpoint, index = sys.argv[1:5]
+src, dest, endpoint, index, models = sys.argv[1:6]
 options = {}
 if INDEX_FORMAT == 2:
     from registry_build.commit import Options
-    options["options"] = Options(xybrid_index=index == "on")
+    options["options"] = Options(xybrid_index=index == "on", model_list=models == "on")
 start = time.perf_counter()
 store = open_store(dest, endpoint_url=endpoint or None)
 report = publish_registry(Path(src), store, progress=False, **options)
@@ -410,7 +411,7 @@ def publish_other(codes: Codes, fmt: int, site: Path) -> None:
     off, the case of the publish table; format 1: its publisher, the dir case of format 1)."""
     src = source(codes.work / f"src-other-{fmt}", OTHER)
     before = snapshot(site)
-    answer = codes.run(fmt, PUBLISH, str(src), str(site), "", "off")
+    answer = codes.run(fmt, PUBLISH, str(src), str(site), "", "off", "on")
     _publish_row(f"format {fmt}, dir" + (", index off" if fmt == 2 else ""), before, site, answer)
 
 
@@ -434,14 +435,27 @@ def _publish_row(label: str, before: dict[str, Any], site: Path, answer: dict[st
     )
 
 
-def dir_publish_index_on(codes: Codes, registry: Registry) -> None:
-    site = codes.work / "pub-on"
-    write(site, registry.format_2)
-    before = snapshot(site)
-    answer = codes.run(
-        2, PUBLISH, str(source(codes.work / "src-on", PUBLISHED)), str(site), "", "on"
-    )
-    _publish_row("format 2, dir, index on", before, site, answer)
+def dir_publishes(codes: Codes, registry: Registry) -> None:
+    """Publish one bundle into a directory: ``index`` on, and the model list off."""
+    for label, index, models in (
+        ("index on", "on", "on"),
+        ("index off, model list off", "off", "off"),
+    ):
+        site = codes.work / f"pub-{index}-{models}"
+        write(site, registry.format_2)
+        before = snapshot(site)
+        src = source(codes.work / f"src-{index}-{models}", PUBLISHED)
+        answer = codes.run(2, PUBLISH, str(src), str(site), "", index, models)
+        _publish_row(f"format 2, dir, {label}", before, site, answer)
+
+
+# (label, format, index, model list): the publish table of issue 12 and its follow-up.
+S3_CASES = (
+    ("index off", 2, "off", "on"),
+    ("index off, model list off", 2, "off", "off"),
+    ("index on", 2, "on", "on"),
+    ("", 1, "-", "-"),
+)
 
 
 def s3_publishes(codes: Codes, registry: Registry, quick: bool) -> None:
@@ -453,15 +467,16 @@ def s3_publishes(codes: Codes, registry: Registry, quick: bool) -> None:
         client = boto3.client("s3", endpoint_url=endpoint)
         client.create_bucket(Bucket=BUCKET)
         codes.env = {"AWS_ENDPOINT_URL": endpoint}
-        for label, fmt, index in (("index off", 2, "off"), ("index on", 2, "on"), ("", 1, "-")):
+        for label, fmt, index, models in S3_CASES:
             if fmt == 1 and (quick or codes.format_1 is None):
                 row("format 1, s3", "skipped (--quick)" if quick else "skipped: no format-1 code")
                 continue
-            prefix = f"f{fmt}-{index}"
+            prefix = f"f{fmt}-{index}-{models}"
             upload(client, prefix, _needed(registry, fmt))
             counted.take()
             src = source(codes.work / f"src-{prefix}", PUBLISHED)
-            answer = codes.run(fmt, PUBLISH, str(src), f"s3://{BUCKET}/{prefix}", endpoint, index)
+            dest = f"s3://{BUCKET}/{prefix}"
+            answer = codes.run(fmt, PUBLISH, str(src), dest, endpoint, index, models)
             _s3_row(
                 f"format {fmt}, s3{', ' + label if label else ''}", prefix, counted.take(), answer
             )
@@ -538,7 +553,7 @@ def run(binary: str, work: Path, args: argparse.Namespace) -> None:
     sites = work / "sites"
     for fmt, docs in ((2, registry.format_2), (1, registry.format_1)):
         write(sites / f"f{fmt}", docs)
-    dir_publish_index_on(codes, registry)
+    dir_publishes(codes, registry)
     with nginx(binary, sites, work) as (base, log):
         resolves(codes, base, AccessLog(log), sites)
     s3_publishes(codes, registry, args.quick)

@@ -43,7 +43,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,9 +56,11 @@ from registry_build.config import METADATA_NAME, BundleSpec, Config, TargetSpec,
 from registry_build.publish import Promote, PublishReport, promote_newest, publish_registry
 from runtime.errors import RegistryError
 from runtime.registry.head import marked_signed
+from runtime.registry.index import decode_published
 from runtime.registry.wire import (
     INDEX_FORMAT,
     BundleDescriptor,
+    Index,
     blob_key,
     decode_document,
     descriptor_key,
@@ -89,13 +91,18 @@ class BuildOptions:
     endpoint_url: str | None = None  # for s3:// outputs
     progress: bool = False  # upload progress bars (s3:// outputs)
     xybrid_index: bool = True  # keep `index` (Xybrid's GET /index) current
+    model_list: bool = True  # keep `v1/models` and the model list pages current
     signing: Signing | None = None  # the online key (and a root to install): sign the output
+    default_model: str | None = None  # bundles.json's default_model (build() sets it)
 
     def commit_options(self, rewrite: bool = False, signed: bool = True) -> Options:
         """How the commits of this build write (registry_build.commit); ``signed`` False for
         the local mirror of an output that is not a directory."""
         signing = self.signing if signed else None
-        return Options(xybrid_index=self.xybrid_index, rewrite=rewrite, signing=signing)
+        return Options(
+            xybrid_index=self.xybrid_index, model_list=self.model_list, rewrite=rewrite,
+            signing=signing, default=self.default_model,
+        )  # fmt: skip
 
     def promotion(self) -> Promote | None:
         """The promotion ``alias`` asks for (its name checked), or None."""
@@ -118,6 +125,22 @@ class Job:
     @property
     def label(self) -> str:
         return f"{self.bundle.model_id}@{self.bundle.version} {self.target.platform}"
+
+    @property
+    def input_bytes(self) -> int:
+        """The size of the source files (and model_metadata.json) it packs; 0 for a missing
+        source."""
+        paths = [] if self.target.missing else [path for _, path in self.target.files]
+        if self.bundle.model_metadata is not None:
+            paths.append(self.bundle.model_metadata)
+        return sum(_size_of(path) for path in paths)
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # gone since validation: the pack says so
 
 
 @dataclass(frozen=True)
@@ -159,11 +182,17 @@ def build(
     options: BuildOptions = BuildOptions(),
     *,
     on_bundle: Reporter | None = None,
+    on_start: Callable[[list[Job]], None] | None = None,
 ) -> BuildReport:
     """Build the registry that ``config_path`` defines into ``out`` (a directory or s3://), then
-    publish it from the local mirror when ``out`` is not a directory, and promote (module doc)."""
+    publish it from the local mirror when ``out`` is not a directory, and promote (module doc).
+    ``on_start`` hears every job planned before the first is packed; ``on_bundle`` each one
+    done."""
     config = load_config(config_path, strict=options.strict)
+    options = replace(options, default_model=config.default_model)
     jobs = plan(config, options.only)
+    if on_start is not None:
+        on_start(jobs)
     promotion = options.promotion()
     location = parse_location(out)
     state = BuildState(state_dir(location, options.endpoint_url))
@@ -201,12 +230,23 @@ def commit_site(
     written: list[str] = []
     unchanged = all(r.status == "unchanged" for r in results)
     installs = signed and options.signing is not None and not _signed_site(site.root)
-    if installs or not (unchanged and state.committed == site_signature(site.root)):
+    current = state.committed == site_signature(site.root)
+    renamed = _site_default(site.root) != options.default_model  # bundles.json's changed
+    if installs or renamed or not (unchanged and current):
         commits = options.commit_options(rewrite=unchanged, signed=signed)
         written = commit(site, [r.descriptor for r in results], options=commits)
         state.committed = site_signature(site.root)
     state.save()
     return written
+
+
+def _site_default(root: Path) -> str | None:
+    """The default model the site's ``index.json`` names (None: none, or no index yet)."""
+    try:
+        index = decode_published((root / "index.json").read_bytes(), str(root / "index.json"))
+    except (OSError, RegistryError):
+        return None
+    return index.default if isinstance(index, Index) and isinstance(index.default, str) else None
 
 
 def _signed_site(root: Path) -> bool:
@@ -394,6 +434,7 @@ def describe(
         description=job.bundle.description,
         metadata=metadata,
         created_at=created_at(),
+        placeholder=job.target.missing,
     )
 
 

@@ -45,7 +45,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 import blake3
@@ -58,6 +58,7 @@ from registry_build.index import (
     Catalog,
     IndexConflict,
     conflict,
+    default_of,
     merge_shard,
     model_card,
     model_entry,
@@ -105,16 +106,28 @@ class Pages(Protocol):
 @dataclass(frozen=True)
 class Options:
     """How a commit writes. ``xybrid_index``: keep ``index`` (Xybrid's ``GET /index``) current;
-    ``whole_models``: up to this many models, documents are made whole (module notes);
-    ``rewrite``: make them whole even when ``index.json`` would not change (a build whose output
-    was touched since its last commit, reindex); ``pages``: what renders the browse pages;
-    ``signing``: the online key (and a root to install) for a signed registry."""
+    ``model_list``: keep ``v1/models`` and the model list pages made from it current (off: both
+    stay as they are, as ``index`` does without ``xybrid_index``; the pages of the models
+    committed are written either way); ``whole_models``: up to this many models, documents are
+    made whole (module notes); ``rewrite``: make them whole even when ``index.json`` would not
+    change (a build whose output was touched since its last commit, reindex); ``pages``: what
+    renders the browse pages; ``signing``: the online key (and a root to install) for a signed
+    registry; ``default``: the registry's default model to name in ``index.json`` (None: name
+    none; UNSET: keep what it names)."""
 
     xybrid_index: bool = True
+    model_list: bool = True
     whole_models: int = WHOLE_MODELS
     rewrite: bool = False
     pages: Pages = field(default_factory=Site)
     signing: Signing | None = None
+    default: str | msgspec.UnsetType | None = msgspec.UNSET
+
+    def named(self, index: Index) -> Index:
+        """``index`` naming the default model these options ask for."""
+        if self.default is msgspec.UNSET:
+            return index
+        return msgspec.structs.replace(index, default=self.default or msgspec.UNSET)
 
 
 DEFAULTS = Options()
@@ -146,11 +159,13 @@ class Plan:
 @dataclass(frozen=True)
 class Base:
     """Documents known to be the ones written for an index: that index's shard digest per
-    model and alias maps, and the bytes of ``v1/models`` (and ``index``)."""
+    model, alias maps and default model, and the bytes of ``v1/models`` and ``index`` (those the
+    options keep current)."""
 
     digests: dict[str, str]
     aliases: dict[str, dict[str, str]]
     documents: dict[str, bytes]
+    default: str | None = None
 
 
 Compute = Callable[[Published], Plan]  # the plan of a round, from what the store holds
@@ -255,7 +270,11 @@ def merge_plan(
         entries[model] = model_entry(merged, data, aliases)
         shards.add(entries[model].shard.hash, merged)
         unwritten[shard_key(model, entries[model].shard.hash)] = data
-    index = Index(models=dict(sorted(entries.items())), documents=state.index.documents)
+    index = Index(
+        models=dict(sorted(entries.items())),
+        documents=state.index.documents,
+        default=state.index.default,
+    )
     return Plan(index, unwritten, frozenset(refresh) & set(entries))
 
 
@@ -320,7 +339,12 @@ class _Rounds:
         """One round: shards, the documents that changed, then ``index.json`` if its etag is
         still the one read; the keys written, or None when another writer committed first."""
         head = state.head
-        unchanged = plan.index.models == state.index.models and not plan.unwritten
+        plan = replace(plan, index=self.options.named(plan.index))
+        unchanged = (
+            plan.index.models == state.index.models
+            and plan.index.default == state.index.default
+            and not plan.unwritten
+        )
         settled = state.etag and not self.writer.installs(head)
         if unchanged and not plan.refresh and not self.options.rewrite and settled:
             return []
@@ -373,10 +397,12 @@ class _Rounds:
                 return None
             documents[key] = data
         digests = {model: entry.shard.hash for model, entry in models.items()}
-        return Base(digests, {m: dict(e.aliases) for m, e in models.items()}, documents)
+        aliases = {m: dict(e.aliases) for m, e in models.items()}
+        return Base(digests, aliases, documents, default_of(state.index))
 
     def _outside_keys(self) -> list[str]:
-        return [MODEL_LIST, XYBRID_INDEX] if self.options.xybrid_index else [MODEL_LIST]
+        wanted = ((MODEL_LIST, self.options.model_list), (XYBRID_INDEX, self.options.xybrid_index))
+        return [key for key, kept in wanted if kept]
 
     def _documents(self, plan: Plan, base: Base | None) -> tuple[dict[str, bytes], dict[str, str]]:
         """The documents to write for ``plan`` (whole or edited) and the digests of
@@ -391,24 +417,32 @@ class _Rounds:
     def _whole(self, plan: Plan) -> tuple[dict[str, bytes], dict[str, bytes]]:
         index = plan.index
         catalog = Catalog.of(index, self.shards.every(index))
-        outside = outside_documents(catalog, self.options.xybrid_index)
+        outside = outside_documents(catalog, self.options.xybrid_index, self.options.model_list)
         split = len(index.models) > self.options.whole_models
         views = self._views(index, index.models)
         return outside, self.options.pages.site(catalog, views, split=split)
 
     def _edited(self, plan: Plan, base: Base) -> tuple[dict[str, bytes], dict[str, bytes]]:
         index = plan.index
+        default = default_of(index)
         changed = _changed_models(base.digests, index)
+        # The cards of the models the default moved between also change.
+        moved = {m for m in (base.default, default) if m is not None and m in index.models}
+        carded = sorted(set(changed) | moved)
         shards = {m: self.shards.of(index, m) for m in changed}
-        outside = {MODEL_LIST: splice_models(base.documents[MODEL_LIST], _cards(shards))}
+        outside = {}
+        if self.options.model_list:
+            cards = _cards({m: self.shards.of(index, m) for m in carded} | shards, default)
+            outside[MODEL_LIST] = splice_models(base.documents[MODEL_LIST], cards)
         if self.options.xybrid_index:
             outside[XYBRID_INDEX] = splice_entries(base.documents[XYBRID_INDEX], shards)
         written = {k: v for k, v in outside.items() if v != base.documents[k]}
-        redo = sorted((set(changed) | plan.refresh) & set(index.models))
+        redo = sorted((set(carded) | plan.refresh) & set(index.models))
         some = {m: s for m in redo if (s := self.shards.of(index, m)) is not None}
         catalog = Catalog.of(_only(index, redo), some)
         written |= self.options.pages.models(catalog, self._views(index, redo))
-        written |= self._front(outside[MODEL_LIST], index, base, bool(plan.refresh))
+        if self.options.model_list:
+            written |= self._front(outside[MODEL_LIST], index, base, bool(plan.refresh))
         return outside, written
 
     def _front(self, models: bytes, index: Index, base: Base, every: bool) -> dict[str, bytes]:
@@ -439,9 +473,11 @@ def _changed_models(before: Mapping[str, str], index: Index) -> list[str]:
     return sorted(m for m in set(before) | set(now) if before.get(m) != now.get(m))
 
 
-def _cards(shards: Mapping[str, Shard | None]) -> dict[str, dict[str, Any] | None]:
+def _cards(
+    shards: Mapping[str, Shard | None], default: str | None
+) -> dict[str, dict[str, Any] | None]:
     return {
-        model: model_card(model, ModelInfo(s.description, s.metadata), list(s.bundles))
+        model: model_card(model, ModelInfo(s.description, s.metadata), list(s.bundles), default)
         if s is not None
         else None
         for model, s in shards.items()
@@ -454,7 +490,9 @@ def _card_list(models: bytes) -> list[dict[str, Any]]:
 
 
 def _only(index: Index, models: Collection[str]) -> Index:
-    return Index(models={m: e for m, e in index.models.items() if m in models})
+    return Index(
+        models={m: e for m, e in index.models.items() if m in models}, default=index.default
+    )
 
 
 def _read(store: Store, key: str) -> bytes | None:

@@ -5,7 +5,12 @@ Xybrid's schema, plus our optional ``metadata`` and ``model_metadata`` per bundl
     {"bundles": {KEY: {"model_id", "version", "description",
                        "metadata": {...}, "model_metadata": "path/to/model_metadata.json",
                        "targets": [{"platform", "model_file", "model_type",
-                                    "source_path" | "source_dir", "fallback"}]}}}
+                                    "source_path" | "source_dir", "fallback"}]}},
+     "default_model": MODEL_ID}
+
+``default_model`` (optional) names the registry's default model, one of the ``model_id``s defined:
+``index.json`` says ``"default"``, its card in ``v1/models`` ``"default": true``, and
+``registry-runtime resolve`` without a model resolves it.
 
 Every problem in the document is collected with its key path and the fix before anything is built;
 :class:`~runtime.errors.ConfigError` carries them all. Unknown keys are warnings (errors under
@@ -106,6 +111,7 @@ class Config:
     path: Path
     bundles: tuple[BundleSpec, ...]
     warnings: tuple[str, ...] = ()
+    default_model: str | None = None
 
 
 def load_config(path: Path, *, strict: bool = False) -> Config:
@@ -114,9 +120,10 @@ def load_config(path: Path, *, strict: bool = False) -> Config:
     document = _read_document(path)
     checker = _Checker(path, strict)
     bundles = checker.document(document)
+    default = checker.default_model(document, bundles)
     if checker.problems:
         raise ConfigError(checker.problems)
-    return Config(path, tuple(bundles), tuple(checker.warnings))
+    return Config(path, tuple(bundles), tuple(checker.warnings), default)
 
 
 def _read_document(path: Path) -> Any:
@@ -174,7 +181,7 @@ class _Checker:
                 "top level", f'expected an object {{"bundles": {{...}}}}, got {_type_name(doc)}'
             )
             return []
-        self.unknown_keys("top level", doc, {"bundles"})
+        self.unknown_keys("top level", doc, {"bundles", "default_model"})
         bundles = doc.get("bundles")
         if not isinstance(bundles, dict):
             got = "nothing" if bundles is None else _type_name(bundles)
@@ -186,6 +193,21 @@ class _Checker:
         found = [s for s in specs if s is not None]
         self.disagreements(found)
         return found
+
+    def default_model(self, doc: Any, specs: list[BundleSpec]) -> str | None:
+        """``default_model``: None when absent; a problem unless it names a defined model."""
+        if not isinstance(doc, dict) or doc.get("default_model") is None:
+            return None
+        name = self.string("top level", doc, "default_model")
+        defined = sorted({s.model_id for s in specs})
+        if name and name not in defined:
+            self.problem(
+                "default_model",
+                f"{quoted(name)} is not a model_id defined here (defined: {', '.join(defined)}): "
+                "name one of them or remove the key",
+            )
+            return None
+        return name or None
 
     def disagreements(self, specs: list[BundleSpec]) -> None:
         """Two bundle keys may split one model@version's targets, but the index keeps one

@@ -6,7 +6,9 @@ the documents that outsiders read.
     shards/<id>/<blake3>.json   one Shard per model state (:func:`merge_shard`, :func:`shard_bytes`)
     index.json                  one ModelEntry per model (:func:`model_entry`)
     index                       every bundle entry, a bare array (Xybrid's GET /index): optional
-    v1/models                   an OpenAI-style model list, one card per model (:func:`model_card`)
+    v1/models                   an OpenAI-style model list, one card per model (:func:`model_card`):
+                                optional (``--no-model-list``); the default model's card says
+                                ``"default": true``
 
 Merging enforces immutability: an (id, version, target) keeps its first digest. ``index`` and
 ``v1/models`` are made whole from a :class:`Catalog` (every shard; :func:`outside_documents`), or
@@ -44,6 +46,7 @@ from runtime.registry.wire import (
 
 XYBRID_INDEX = "index"
 MODEL_LIST = "v1/models"
+VERSIONS_LISTED = 10  # versions a card of v1/models names (newest first): it must not grow
 
 
 def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConflict:
@@ -59,11 +62,13 @@ def conflict(existing: BundleDescriptor, new: BundleDescriptor) -> ImmutableConf
 @dataclass(frozen=True)
 class Catalog:
     """What the pages, ``index`` and ``v1/models`` derive from: each model's description and
-    metadata, every bundle entry, and each model's alias map (as ``index.json`` holds it)."""
+    metadata, every bundle entry, each model's alias map (as ``index.json`` holds it) and the
+    registry's default model (None: it names none)."""
 
     models: dict[str, ModelInfo] = field(default_factory=dict)
     bundles: tuple[BundleDescriptor, ...] = ()
     aliases: dict[str, dict[str, str]] = field(default_factory=dict)
+    default: str | None = None
 
     @classmethod
     def of(cls, index: Index, shards: Mapping[str, Shard]) -> Catalog:
@@ -73,7 +78,13 @@ class Catalog:
             {s.model: ModelInfo(s.description, s.metadata) for s in ordered},
             tuple(b for s in ordered for b in s.bundles),
             {m: dict(index.models[m].aliases) for m in sorted(index.models)},
+            default_of(index),
         )
+
+
+def default_of(index: Index) -> str | None:
+    """The default model ``index`` names, or None."""
+    return index.default if isinstance(index.default, str) else None
 
 
 def merge_shard(shard: Shard | None, model: str, new: Iterable[BundleDescriptor]) -> Shard:
@@ -90,13 +101,23 @@ def merge_shard(shard: Shard | None, model: str, new: Iterable[BundleDescriptor]
             if held.hash != descriptor.hash:
                 raise conflict(held, descriptor)
             continue
-        entries[descriptor.key] = index_entry(descriptor)
+        entries[descriptor.key] = entry_of(descriptor)
         key = version_key(descriptor.version)
         if top is None or key >= top:
             top, informs = key, descriptor
     info = model_info(informs) if informs else ModelInfo(current.description, current.metadata)
     bundles = tuple(sort_descriptors(list(entries.values())))
     return Shard(model, info.description, info.metadata, bundles)
+
+
+def entry_of(descriptor: BundleDescriptor) -> BundleDescriptor:
+    """The descriptor as shards and ``index`` hold it (:func:`runtime.registry.wire.index_entry`),
+    still marked when it is a placeholder: descriptors of earlier versions say so only in their
+    metadata, which an entry leaves out."""
+    entry = index_entry(descriptor)
+    if descriptor.metadata.get("placeholder") is True and not entry.placeholder:
+        return msgspec.structs.replace(entry, placeholder=True)
+    return entry
 
 
 def model_info(descriptor: BundleDescriptor) -> ModelInfo:
@@ -120,39 +141,49 @@ def model_entry(shard: Shard, data: bytes, aliases: Mapping[str, str]) -> ModelE
 # -- the documents outsiders read --------------------------------------------------------------
 
 
-def outside_documents(catalog: Catalog, xybrid_index: bool = True) -> dict[str, bytes]:
-    """Store key -> bytes of ``v1/models`` and (with ``xybrid_index``) ``index``, made whole."""
-    documents = {MODEL_LIST: encode(model_list(catalog))}
+def outside_documents(
+    catalog: Catalog, xybrid_index: bool = True, model_list: bool = True
+) -> dict[str, bytes]:
+    """Store key -> bytes of ``v1/models`` (with ``model_list``) and ``index`` (with
+    ``xybrid_index``), made whole."""
+    documents = {MODEL_LIST: encode(model_cards(catalog))} if model_list else {}
     if xybrid_index:
         documents[XYBRID_INDEX] = encode(catalog.bundles)
     return documents
 
 
-def model_list(catalog: Catalog) -> dict[str, Any]:
+def model_cards(catalog: Catalog) -> dict[str, Any]:
     """The OpenAI-style ``{"object": "list", "data": [...]}`` of models with their metadata."""
     by_model: dict[str, list[BundleDescriptor]] = {}
     for entry in catalog.bundles:
         by_model.setdefault(entry.id, []).append(entry)
     data = [
-        model_card(model, catalog.models.get(model, ModelInfo()), entries)
+        model_card(model, catalog.models.get(model, ModelInfo()), entries, catalog.default)
         for model, entries in sorted(by_model.items())
     ]
     return {"object": "list", "data": data}
 
 
-def model_card(model: str, info: ModelInfo, entries: list[BundleDescriptor]) -> dict[str, Any]:
-    """One model of ``v1/models``: its metadata, then the OpenAI fields, then ours."""
+def model_card(
+    model: str, info: ModelInfo, entries: list[BundleDescriptor], default: str | None = None
+) -> dict[str, Any]:
+    """One model of ``v1/models``: its metadata, then the OpenAI fields, then ours. Nothing in
+    it grows with the model's versions: ``versions`` names the newest :data:`VERSIONS_LISTED`,
+    ``version_count`` says how many there are. ``"default": true`` marks the registry's default
+    model (a metadata key of that name is left out: only this card may say it)."""
     versions = sorted({e.version for e in entries}, key=version_key, reverse=True)
-    return {
-        **info.metadata,
+    card = {
+        **{k: v for k, v in info.metadata.items() if k != "default"},
         "id": model,
         "object": "model",
         "created": min(_epoch(e.created_at) for e in entries),
         "owned_by": str(info.metadata.get("source") or "bundle-registry"),
         "description": info.description,
-        "versions": versions,
+        "versions": versions[:VERSIONS_LISTED],
+        "version_count": len(versions),
         "targets": sorted({e.target for e in entries}),
     }
+    return {**card, "default": True} if model == default else card
 
 
 @functools.lru_cache(maxsize=4096)

@@ -36,13 +36,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import blake3
+import msgspec
 
 from registry_build.commit import DEFAULTS, Options, Plan, commit_index
 from registry_build.destination import View
 from registry_build.state import Published, Shards, build_state, pointer_aliases, shards_from
 from runtime.errors import CorruptDocument, KeyNotFound, RegistryError
 from runtime.registry.head import marked_signed, read_head
-from runtime.registry.index import INDEX_KEY, NoIndex, index_format, read_index, read_shard
+from runtime.registry.index import (
+    INDEX_KEY,
+    NoIndex,
+    decode_published,
+    index_format,
+    read_index,
+    read_shard,
+)
 from runtime.registry.wire import (
     BundleDescriptor,
     Index,
@@ -71,21 +79,35 @@ def _read_descriptor(store: Store, key: str) -> BundleDescriptor:
     return decode_document(store.get(key)[0], BundleDescriptor, f"{store.location}/{key}", fix)
 
 
-def reindex(dest: Store, *, options: Options = DEFAULTS) -> list[str]:
-    """Rebuild the shards, ``index.json`` (its alias maps from the pointer files), ``index``,
-    ``v1/models`` and the pages from ``descriptors/`` alone; returns the keys written.
+class NothingToIndex(RegistryError, FileNotFoundError):
+    """Raised when ``reindex`` finds no descriptor at the destination (a typo in the location,
+    an empty prefix) and was not asked to initialise an empty registry there."""
+
+
+def reindex(dest: Store, *, options: Options = DEFAULTS, init: bool = False) -> list[str]:
+    """Rebuild the shards, ``index.json`` (its alias maps from the pointer files, its default
+    model kept), ``index``, ``v1/models`` and the pages from ``descriptors/`` alone; returns the
+    keys written. A destination without descriptors is refused (:class:`NothingToIndex`)
+    unless ``init``: then an empty registry is written there.
 
     Descriptors with the same (id, version, target) twice cannot exist (their key is that
     triple), so the rebuild cannot conflict. Each round reads the descriptors and pointers again
     after ``index.json``, so what a publisher or a promotion committed meanwhile is kept.
     """
+    if not init and next(iter(dest.list("descriptors/")), None) is None:
+        raise NothingToIndex(
+            f"{dest.location} holds no descriptors/ to rebuild an index from: check the location "
+            "(reindexing a typo would start an empty registry there), or pass --init to start "
+            "an empty registry on purpose"
+        )
     shards = Shards(dest)
 
     def rebuilt(state: Published) -> Plan:
         made = shards_from(read_descriptors(dest))
         aliases = pointer_aliases(dest, [shard.model for shard in made])
         fresh = build_state(made, aliases, shards, state)
-        return Plan(fresh.index, fresh.unwritten)
+        index = msgspec.structs.replace(fresh.index, default=_kept_default(state, fresh.index))
+        return Plan(index, fresh.unwritten)
 
     view, first = View(dest, listed=True), _replaceable(dest, shards)
     whole = replace(options, rewrite=True)
@@ -95,13 +117,24 @@ def reindex(dest: Store, *, options: Options = DEFAULTS) -> list[str]:
 def _replaceable(store: Store, shards: Shards) -> Published:
     """The head of the store (its etag: on a signed registry, what the metadata says too),
     whatever ``index.json`` holds (reindex replaces even one that no longer parses), unless it is
-    of a newer format (IndexFormatError): that one is never overwritten."""
+    of a newer format (IndexFormatError): that one is never overwritten. Of what it holds, only
+    the default model is kept (in the index returned)."""
     head = read_head(store)
     if head.data is None:
         return Published()
     with contextlib.suppress(CorruptDocument):
         index_format(head.data, f"{store.location}/{INDEX_KEY}")
-    return Published(Index(), head.etag, head.data, signed=head.signed)
+    default: str | msgspec.UnsetType = msgspec.UNSET
+    with contextlib.suppress(CorruptDocument):
+        found = decode_published(head.data, f"{store.location}/{INDEX_KEY}")
+        default = found.default if isinstance(found, Index) else msgspec.UNSET
+    return Published(Index(default=default), head.etag, head.data, signed=head.signed)
+
+
+def _kept_default(state: Published, index: Index) -> str | msgspec.UnsetType:
+    """The default model ``state`` names, if ``index`` still holds that model."""
+    default = state.index.default
+    return default if isinstance(default, str) and default in index.models else msgspec.UNSET
 
 
 @dataclass(frozen=True)

@@ -44,13 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import blake3
+import msgspec
 
 from registry_build.commit import DEFAULTS, Options, commit, prepare, record
 from registry_build.destination import CountingStore, View
 from runtime.aliases import default_actor, promote, resolve_alias
 from runtime.errors import IntegrityError, PreconditionFailed, RegistryError, ResolveError
 from runtime.names import check_name, version_key
-from runtime.registry.wire import BundleDescriptor, blob_key, decode_document
+from runtime.registry.index import INDEX_KEY, decode_published
+from runtime.registry.wire import BundleDescriptor, Index, blob_key, decode_document
 from runtime.storage.local import LocalStore
 from runtime.storage.store import PutMode, Store
 
@@ -76,10 +78,11 @@ class PublishReport:
     promoted: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        """The one line printed after every publish."""
-        megabytes = self.uploaded_bytes / 1e6
+        """The one line printed after every publish: ``uploaded 9 blobs (16 KiB), ...``."""
+        from runtime.cli.output import human_size
+
         return (
-            f"uploaded {len(self.uploaded)} blobs ({megabytes:.1f} MB), "
+            f"uploaded {len(self.uploaded)} blobs ({human_size(self.uploaded_bytes)}), "
             f"skipped {self.skipped}, {self.requests} requests"
         )
 
@@ -129,6 +132,16 @@ def publish_registry(
         descriptors = [b.descriptor for b in bundles]
         report.promoted = promote_newest(dest, descriptors, promote, options)
     return report
+
+
+def source_default(src_dir: Path) -> str | msgspec.UnsetType:
+    """The default model the built registry at ``src_dir`` names in its ``index.json``; UNSET
+    when it names none (or has no readable index): the destination then keeps its own."""
+    try:
+        index = decode_published((Path(src_dir) / INDEX_KEY).read_bytes(), str(src_dir))
+    except (OSError, RegistryError):
+        return msgspec.UNSET
+    return index.default if isinstance(index, Index) else msgspec.UNSET
 
 
 def _refuse_inside(src_dir: Path, dest: Store) -> None:
@@ -285,7 +298,7 @@ def newest_versions(descriptors: Iterable[BundleDescriptor]) -> dict[str, str]:
     """Each model's highest version among ``descriptors``, placeholders left out."""
     newest: dict[str, str] = {}
     for d in descriptors:
-        if d.metadata.get("placeholder"):
+        if d.placeholder or d.metadata.get("placeholder") is True:
             continue
         if d.id not in newest or version_key(d.version) > version_key(newest[d.id]):
             newest[d.id] = d.version

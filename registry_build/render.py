@@ -4,7 +4,8 @@ Pages written (store keys, relative to the registry root)::
 
     index.html            every model with its versions, targets, aliases and fetch commands,
                           or, when that page would exceed the size budget, a compact model list
-                          (continued in index-2.html, index-3.html, ... if even that is too big)
+                          (continued in index-2.html, index-3.html, ... past its own, smaller
+                          budget, :data:`LIST_BUDGET`)
     models/<id>.html      one page per model, only when the registry is split (links use "../")
     models/<id>~2.html    the model's older versions, when even its own page would exceed the
     models/<id>~3.html    budget: newest first, a pager on each, description and aliases on the
@@ -31,14 +32,25 @@ file it says that the aliases are as rendered). Without JavaScript the page show
 rendered, and a click selects a whole command.
 
 A row of the model list shows what ``v1/models`` and the alias maps of ``index.json`` hold (id,
-description, tags, versions, alias -> version), so the list is rendered the same from a
-:class:`~registry_build.index.Catalog` (:func:`model_views`) and from ``v1/models``
-(:func:`list_rows`), without reading every model's shard.
+description, tags, newest version and how many, alias -> version, the default model's badge), so
+the list is rendered the same from a :class:`~registry_build.index.Catalog` (:func:`model_views`)
+and from ``v1/models`` (:func:`list_rows`), without reading every model's shard.
+
+The model list of a large registry is cut into pages of at most :data:`LIST_BUDGET` bytes, so that
+a publish that changes one row rewrites one list page, not a list of every model. Where a page
+ends is decided by its rows, not only by their sizes: past half the budget a page ends after a
+model whose id hashes to a boundary (:func:`_ends_page`), so a row that grows or a model added
+moves the pages' ends only until the next such model, and a page's name and its neighbours stay
+as they were. A list page names no registry-wide total (that would change every page with each
+new model); each page's pager shows every page with the first and last model on it, so the list
+is searchable by eye from a file, and over http(s) the filter box also searches the names of
+every model in ``index.json`` and links those on other pages.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import html
 import json
 import operator
@@ -55,6 +67,9 @@ from runtime.names import is_name, name_problem, version_key
 from runtime.registry.wire import AliasIndex, AliasView, BundleDescriptor
 
 PAGE_BUDGET = 2_000_000  # bytes: no page over ~2 MB
+LIST_BUDGET = 256_000  # bytes: no page of the model list over ~256 KB (module notes)
+LIST_SHELL = 64_000  # bytes of a list page besides its rows: style, script, pager
+BOUNDARY_ODDS = 64  # past half its budget, one model in this many ends a list page
 COMMAND = "registry-runtime fetch"
 REGISTRY_PLACEHOLDER = "$BUNDLE_REGISTRY"  # the runtime's default; JS replaces it when it can
 _SHORT_HASH = 12
@@ -81,6 +96,8 @@ class ModelView:
     versions: tuple[VersionGroup, ...]
     aliases: tuple[AliasView, ...]
     badges: tuple[tuple[str, str], ...] = ()  # (alias, version) for the model list
+    version_count: int = 0  # all versions (a row of the list holds only the newest)
+    default: bool = False  # the registry's default model
 
     @property
     def latest(self) -> str:
@@ -104,17 +121,18 @@ def render_site(
     *,
     title: str = "Model registry",
     budget: int = PAGE_BUDGET,
+    list_budget: int = LIST_BUDGET,
     split: bool = False,
 ) -> dict[str, bytes]:
     """Store key -> page bytes for ``catalog`` (and each model's alias view, where one exists).
 
     One ``index.html`` when everything fits in ``budget`` bytes (and ``split`` is not asked);
-    otherwise a compact front page (split further if needed) and one ``models/<id>.html`` per
-    model, continued in ``models/<id>~2.html``, ... when one model's versions alone exceed the
-    budget. Raises :class:`InvalidNameError` when a split needs a page for a model id that is not
-    a valid name.
+    otherwise a compact model list (over pages of at most ``list_budget`` bytes, module notes)
+    and one ``models/<id>.html`` per model, continued in ``models/<id>~2.html``, ... when one
+    model's versions alone exceed the budget. Raises :class:`InvalidNameError` when a split
+    needs a page for a model id that is not a valid name.
     """
-    return Site(title, budget).site(catalog, aliases or {}, split=split)
+    return Site(title, budget, list_budget).site(catalog, aliases or {}, split=split)
 
 
 class Site:
@@ -122,14 +140,19 @@ class Site:
     those of some models (:meth:`models`) and the model list (:meth:`front`). Jinja2 is loaded
     when the first page is rendered."""
 
-    def __init__(self, title: str = "Model registry", budget: int = PAGE_BUDGET) -> None:
-        self.title, self.budget = title, budget
+    def __init__(
+        self,
+        title: str = "Model registry",
+        budget: int = PAGE_BUDGET,
+        list_budget: int = LIST_BUDGET,
+    ) -> None:
+        self.title, self.budget, self.list_budget = title, budget, list_budget
         self._renderer: _Renderer | None = None
 
     @property
     def renderer(self) -> _Renderer:
         if self._renderer is None:
-            self._renderer = _Renderer(self.title, self.budget)
+            self._renderer = _Renderer(self.title, self.budget, self.list_budget)
         return self._renderer
 
     def site(
@@ -171,15 +194,18 @@ def model_views(catalog: Catalog, aliases: Mapping[str, AliasIndex]) -> list[Mod
         info = catalog.models.get(model)
         metadata = info.metadata if info is not None else {}
         view = aliases.get(model)
+        versions = _versions(grouped.get(model, {}))
         views.append(
             ModelView(
                 id=model,
                 description=info.description if info is not None else "",
                 metadata=_metadata_items(metadata),
                 tags=_tags(metadata.get("tags")),
-                versions=_versions(grouped.get(model, {})),
+                versions=versions,
                 aliases=view.aliases if view is not None else (),
                 badges=tuple(sorted(catalog.aliases.get(model, {}).items())),
+                version_count=len(versions),
+                default=model == catalog.default,
             )
         )
     return views
@@ -194,6 +220,7 @@ def list_rows(
     for card in cards:
         model = str(card.get("id", ""))
         versions = [str(v) for v in card.get("versions", ())]
+        count = card.get("version_count")
         rows.append(
             ModelView(
                 id=model,
@@ -203,6 +230,8 @@ def list_rows(
                 versions=tuple(VersionGroup(v, "", ()) for v in versions),
                 aliases=(),
                 badges=tuple(sorted(aliases.get(model, {}).items())),
+                version_count=count if isinstance(count, int) else len(versions),
+                default=card.get("default") is True,
             )
         )
     return rows
@@ -252,9 +281,10 @@ def fetch_command(ref: str, target: str = "") -> str:
 
 
 def is_placeholder(bundle: BundleDescriptor) -> bool:
-    """Whether an index entry is a stand-in built from a missing source (``"placeholder": true``
-    in its metadata)."""
-    return bundle.metadata.get("placeholder") is True
+    """Whether an index entry is a stand-in built from a missing source: its ``placeholder``
+    field (what shards and ``index`` keep), or ``"placeholder": true`` in the metadata of a full
+    descriptor."""
+    return bundle.placeholder or bundle.metadata.get("placeholder") is True
 
 
 def version_rows(model: ModelView, root: str) -> Markup:
@@ -375,7 +405,7 @@ def when(timestamp: str) -> str:
 class _Renderer:
     """The Jinja2 environment and templates of one render, plus the size budget."""
 
-    def __init__(self, title: str, budget: int) -> None:
+    def __init__(self, title: str, budget: int, list_budget: int = LIST_BUDGET) -> None:
         import jinja2  # the build extra; imported only when pages are rendered
 
         env = jinja2.Environment(
@@ -392,7 +422,7 @@ class _Renderer:
             style=Markup(_compact(env.get_template("style.css").render())),
             script=Markup(_compact(env.get_template("script.js").render())),
         )
-        self.budget = budget
+        self.budget, self.list_budget = budget, list_budget
         self.page = env.get_template("page.html")
         self.sections = env.get_template("model.html").module
         self.rows = env.get_template("list.html").module
@@ -468,14 +498,18 @@ class _Renderer:
         return self._page("model", "../", [str(section)], 1, [model], pager=pager)
 
     def front_pages(self, models: list[ModelView]) -> dict[str, bytes]:
-        """The compact model list: ``index.html``, continued in ``index-N.html`` when too big."""
-        rows = [str(self.rows.row(m)) for m in models]  # type: ignore[attr-defined]
-        chunks = list(_chunks(rows, max(self.budget - 64_000, 1)))
+        """The compact model list: ``index.html``, continued in ``index-N.html`` past the list
+        budget (module notes); each page's pager names the first and last model of every page."""
+        rows = [(m.id, str(self.rows.row(m))) for m in models]  # type: ignore[attr-defined]
+        budget = max(min(self.budget, self.list_budget) - LIST_SHELL, 1)
+        chunks = list(_list_chunks(rows, budget))
         names = ["index.html", *(f"index-{n}.html" for n in range(2, len(chunks) + 1))]
+        ranges = [(c[0][0], c[-1][0]) if c else ("", "") for c in chunks]
         pages = {}
         for number, chunk in enumerate(chunks):
-            nav = {"pages": names, "current": number}
-            pages[names[number]] = self._page("list", "", chunk, len(models), models, nav)
+            nav = {"pages": list(zip(names, ranges, strict=True)), "current": number}
+            shown = [row for _, row in chunk]
+            pages[names[number]] = self._page("list", "", shown, len(models), models, nav)
         return pages
 
     def _page(
@@ -531,6 +565,31 @@ class _Pager:
         """The page of older versions, if any."""
         more = self.number < self.count
         return _Pager(self.model, self.number + 1, self.count).href if more else None
+
+
+def _ends_page(model: str) -> bool:
+    """Whether a list page past half its budget ends after ``model`` (one in
+    :data:`BOUNDARY_ODDS`, by a hash of the id: the same models end pages in every render)."""
+    return hashlib.blake2s(model.encode(), digest_size=4).digest()[0] % BOUNDARY_ODDS == 0
+
+
+def _list_chunks(rows: list[tuple[str, str]], budget: int) -> Iterable[list[tuple[str, str]]]:
+    """Consecutive runs of (model, row) within ``budget`` bytes (at least one row each), ended
+    early past half the budget after a model :func:`_ends_page` picks."""
+    chunk: list[tuple[str, str]] = []
+    size = 0
+    for model, row in rows:
+        length = len(row.encode())
+        if chunk and size + length > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append((model, row))
+        size += length
+        if size * 2 >= budget and _ends_page(model):
+            yield chunk
+            chunk, size = [], 0
+    if chunk or not rows:
+        yield chunk
 
 
 def _chunks(rows: list[str], budget: int, *, first: int | None = None) -> Iterable[list[str]]:

@@ -81,3 +81,24 @@ def test_a_broken_workflow_is_flagged(tmp_path: Path, old: str, new: str, expect
     assert result.returncode == 1
     # The message goes on with lists (inputs, keys) that grow with actionlint's releases.
     assert any(line.startswith(expected) for line in result.stdout.splitlines()), result.stdout
+
+
+def test_publish_runs_after_the_tests_promotes_by_ref_and_keeps_the_build_state() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "publish.yml").read_text())
+    jobs = workflow["jobs"]
+    assert jobs["publish"]["needs"] == "test"
+    assert "bash .ci/run" in [step.get("run") for step in jobs["test"]["steps"]]
+    alias = jobs["publish"]["env"]["ALIAS"]
+    assert alias == "${{ startsWith(github.ref, 'refs/tags/') && 'production' || 'staging' }}"
+    build = next(
+        s["run"] for s in jobs["publish"]["steps"] if s.get("name", "").startswith("Build")
+    )
+    assert build.count('--alias "$ALIAS"') == 2
+    cache = next(
+        s for s in jobs["publish"]["steps"] if s.get("uses", "").startswith("actions/cache")
+    )
+    assert cache["with"]["path"] == "${{ env.XDG_CACHE_HOME }}/bundle-registry/build"
+    assert workflow["env"]["XDG_CACHE_HOME"] == "${{ github.workspace }}/.cache"
+    assert "registry-build resign" in str(jobs["resign"]["steps"])

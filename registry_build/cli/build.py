@@ -1,24 +1,26 @@
-"""``registry-build build``, ``list`` and ``clean``."""
+"""``registry-build build``, ``list``, ``clean`` and ``serve``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from registry_build.build import BuildOptions, BuildReport, BundleResult, Job, build, clean
 from registry_build.cli.publish import commit_options, no_index, signing_options
 from registry_build.config import load_config
+from runtime.cli import json_option
+from runtime.cli.extras import require
+from runtime.cli.output import human_size, print_json
 
 DEFAULT_CONFIG = "bundles.json"
 DEFAULT_OUT = "site"
 
 
 def register(subparsers: Any) -> None:
-    """Add the build, list and clean commands."""
+    """Add the build, list, clean and serve commands."""
     p = subparsers.add_parser("build", help="build bundles, index and pages from bundles.json")
     p.add_argument(
         "--config", type=Path, default=Path(DEFAULT_CONFIG), help="bundles.json or .yaml"
@@ -38,18 +40,54 @@ def register(subparsers: Any) -> None:
     p.add_argument("--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL)")
     no_index(p)
     signing_options(p)
-    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    json_option(p, "a report of every bundle, the keys written and the promotions")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=_build)
 
     p = subparsers.add_parser("list", help="list the bundles that bundles.json defines")
-    p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG))
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--config", type=Path, default=Path(DEFAULT_CONFIG), help="bundles.json or .yaml to read"
+    )
+    json_option(p, "one object per target (model, version, platform, source, fallback)")
     p.set_defaults(handler=_list)
 
     p = subparsers.add_parser("clean", help="remove a built registry directory and its build state")
-    p.add_argument("--out", type=_location, default=DEFAULT_OUT)
+    p.add_argument(
+        "--out",
+        type=_location,
+        default=DEFAULT_OUT,
+        help="the registry directory to remove (only what a build writes in it)",
+    )
     p.set_defaults(handler=_clean)
+
+    p = subparsers.add_parser(
+        "serve", help="serve a built registry on this machine, with the content types of a host"
+    )
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help="the registry directory")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    p.add_argument("--port", type=_port, default=8000, help="the port (0: any free one)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="build again (into --out) when --config or a source it names changes",
+    )
+    p.add_argument(
+        "--config", type=Path, default=Path(DEFAULT_CONFIG), help="what --watch builds from"
+    )
+    p.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between --watch's looks at the files"
+    )
+    p.set_defaults(handler=_serve)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 65535, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -63,25 +101,41 @@ def _positive(text: str) -> int:
 
 
 class _Progress:
-    """A tqdm bar on a terminal, one line per bundle otherwise, nothing under --quiet."""
+    """On a terminal a tqdm bar like fetch's: the source bytes packed of their total, and the
+    bundles done of theirs; one line per bundle otherwise; nothing under --quiet."""
 
-    def __init__(self, quiet: bool, total: int | None = None) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar: Any = None
-        if not quiet and sys.stderr.isatty():
-            from tqdm import tqdm
+        self.done, self.total = 0, 0
+        self.lock = threading.Lock()  # --jobs: bundles finish on several threads
 
-            self.bar = tqdm(total=total, unit="bundle", file=sys.stderr)
+    def start(self, jobs: list[Job]) -> None:
+        """Open the bar once the jobs, and so the totals, are known."""
+        self.total = len(jobs)
+        if self.quiet or not sys.stderr.isatty():
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=sum(job.input_bytes for job in jobs), unit="B", unit_scale=True,
+            unit_divisor=1024, desc=self._desc(), file=sys.stderr,
+        )  # fmt: skip
+
+    def _desc(self) -> str:
+        return f"build {self.done}/{self.total} bundles"
 
     def __call__(self, job: Job, result: BundleResult) -> None:
         if self.quiet:
             return
-        line = _result_line(job, result)
-        if self.bar is not None:
+        with self.lock:
+            self.done += 1
+            if self.bar is None:
+                print(_result_line(job, result), file=sys.stderr, flush=True)
+                return
+            self.bar.set_description_str(self._desc(), refresh=False)
             self.bar.set_postfix_str(job.label, refresh=False)
-            self.bar.update(1)
-        else:
-            print(line, file=sys.stderr, flush=True)
+            self.bar.update(job.input_bytes)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -92,36 +146,29 @@ def _result_line(job: Job, result: BundleResult) -> str:
     d = result.descriptor
     extra = " (placeholder)" if result.placeholder else ""
     return (
-        f"{result.status:9} {job.label}{extra}  {_size(d.size_bytes)}  "
+        f"{result.status:9} {job.label}{extra}  {human_size(d.size_bytes)}  "
         f"blake3:{d.hash[:12]}  {result.seconds:.2f}s"
     )
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
-    return f"{n} B"
-
-
 def _build(args: argparse.Namespace) -> int:
+    require("build", "registry-build build")  # before a bundle is packed: it renders the pages
     commits = commit_options(args)
     options = BuildOptions(
         only=tuple(args.only), jobs=args.jobs, strict=args.strict, level=args.level,
         alias=args.alias, actor=args.actor, endpoint_url=args.endpoint_url,
-        progress=not (args.quiet or args.json),
-        xybrid_index=commits.xybrid_index, signing=commits.signing,
+        progress=not (args.quiet or args.json), xybrid_index=commits.xybrid_index,
+        model_list=commits.model_list, signing=commits.signing,
     )  # fmt: skip
     progress = _Progress(args.quiet or args.json)
     try:
-        report = build(args.config, args.out, options, on_bundle=progress)
+        report = build(args.config, args.out, options, on_bundle=progress, on_start=progress.start)
     finally:
         progress.close()
     for warning in report.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     if args.json:
-        sys.stdout.buffer.write(msgspec.json.encode(_report_json(report)) + b"\n")
+        print_json(_report_json(report))
     elif not args.quiet:
         for line in report.promoted:
             print(f"promoted  {line}", file=sys.stderr)
@@ -171,11 +218,25 @@ def _list(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"Warning: {warning}", file=sys.stderr)
     if args.json:
-        sys.stdout.buffer.write(msgspec.json.encode(rows) + b"\n")
+        print_json(rows)
         return 0
     for row in rows:
         note = "  (missing: placeholder)" if row["source_missing"] else ""
         print(f"{row['model_id']}@{row['version']}  {row['platform']:14} {row['source']}{note}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from registry_build.preview import Preview, Rebuild, check_registry
+
+    rebuild = None
+    if args.watch:
+        require("build", "registry-build serve --watch")
+        rebuild = Rebuild(args.config, args.out, args.interval)
+        rebuild.run()  # what is served is the current build
+    with Preview(check_registry(args.out), args.host, args.port) as preview:
+        print(f"serving {args.out} at {preview.url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        preview.run(rebuild)
     return 0
 
 

@@ -55,7 +55,47 @@
         el.hidden = !match;
         if (match) shown += 1;
       });
-      count.textContent = words.length ? shown + " of " + items.length + " shown" : "";
+      var more = showElsewhere(words);
+      count.textContent = words.length ? shown + " of " + items.length + " shown" +
+        (more ? ", " + more + " more on other pages" : "") : "";
+    };
+    // A page of a long list holds some models: over http(s) the names of all of them come from
+    // index.json, and a name on another page matches as a link to the model's own page.
+    var others = [];
+    var elsewhere = document.getElementById("elsewhere");
+    if (elsewhere && live && window.fetch) {
+      var here = {};
+      items.forEach(function (item) { here[item.getAttribute("data-id")] = true; });
+      fetch(new URL("index.json", base).href, { cache: "no-cache" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (index) {
+          if (!index || !index.models) return;
+          others = Object.keys(index.models).filter(function (m) { return !here[m]; }).sort();
+          apply();
+        })
+        .catch(function () { /* this page's rows are still filtered */ });
+    }
+    var showElsewhere = function (words) {
+      if (!elsewhere) return 0;
+      var found = words.length ? others.filter(function (m) {
+        var name = m.toLowerCase();
+        return words.every(function (w) { return name.indexOf(w) >= 0; });
+      }) : [];
+      elsewhere.textContent = "";
+      elsewhere.hidden = !found.length;
+      if (!found.length) return 0;
+      elsewhere.appendChild(document.createTextNode("On other pages of the list (by name):"));
+      var list = document.createElement("ul");
+      found.slice(0, 200).forEach(function (m) {
+        var li = document.createElement("li");
+        var link = document.createElement("a");
+        link.href = new URL("models/" + encodeURIComponent(m) + ".html", base).href;
+        link.textContent = m;
+        li.appendChild(link);
+        list.appendChild(li);
+      });
+      elsewhere.appendChild(list);
+      return found.length;
     };
     var query = new URLSearchParams(location.search).get("q");
     if (query) box.value = query;

@@ -12,26 +12,27 @@ from typing import Any
 def register(subparsers: Any) -> None:
     """Add the serve and agent commands."""
     p = subparsers.add_parser("serve", help="run the hive/worker and service registry server")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=8081, help="port to listen on (default 8081)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=_port, default=8081, help="port to listen on")
     p.add_argument("--state", help="where hives, workers and services live: memory (this "
                    "process) or redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS), shared "
-                   "by replicas; default $BUNDLE_REGISTRY_STATE, else memory")  # fmt: skip
+                   "by replicas (default: $BUNDLE_REGISTRY_STATE, else memory)")  # fmt: skip
     p.add_argument("--db", type=Path, help="with --state memory: the SQLite file for services "
-                   "and the hive catalog (default registry-runtime.db)")  # fmt: skip
-    p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line")
+                   "and the hive catalog (default: registry-runtime.db)")  # fmt: skip
+    p.add_argument("--token-file", type=Path, help="bearer tokens, 'TOKEN [HIVE_ID]' per line "
+                   "(default: one token for this run, printed at start)")  # fmt: skip
     p.add_argument("--ttl", type=_positive, default=30.0, help="hive liveness TTL in seconds")
     p.add_argument("--registry", help="the registry whose models /v1/models lists and whose "
                    "default model /v1/schedule takes without ?model; also serve /v1/promote, "
                    "resolve, aliases, history, verify over it (a directory, s3:// or, read-only, "
-                   "http(s)://); default $BUNDLE_REGISTRY")  # fmt: skip
+                   "http(s)://) (default: $BUNDLE_REGISTRY)")  # fmt: skip
     # fmt: off
     p.add_argument("--health-interval", type=_positive, default=30.0,
-                   help="seconds between health checks of the services (default 30)")
+                   help="seconds between health checks of the services")
     p.add_argument("--health-timeout", type=_positive, default=5.0,
-                   help="seconds a service's health check may take (default 5)")
+                   help="seconds a service's health check may take")
     p.add_argument("--cleanup-interval", type=_positive, default=60.0,
-                   help="seconds between removals of services silent for 300 s (default 60)")
+                   help="seconds between removals of services silent for 300 s")
     p.add_argument("--allow-anonymous-services", action="store_true",
                    help="accept service writes (/services) without a token, as infini-registry "
                    "clients send them; a service registered with a token stays its owner's")
@@ -42,7 +43,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("agent", help="send this hive's heartbeats to a server")
     p.add_argument("--server", required=True, help="the server's URL, http://HOST:PORT")
     p.add_argument("--hive-id", required=True, help="this hive's id")
-    p.add_argument("--token-file", type=Path, help="file whose first token is sent")
+    p.add_argument("--token-file", type=Path, help="file whose first token is sent "
+                   "(default: none is sent)")  # fmt: skip
     p.add_argument("--interval", type=_positive, default=15.0, help="seconds between heartbeats")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--workers-file", type=Path, help="JSON list of this hive's workers")
@@ -67,19 +69,37 @@ def _positive(text: str) -> float:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from runtime.service.server import ServeOptions, serve
+    from runtime.cli import REGISTRY_ENV
     from runtime.service.state import STATE_ENV
+
+    registry = args.registry or os.environ.get(REGISTRY_ENV)
+    state = args.state or os.environ.get(STATE_ENV) or "memory"
+    _require_extras(registry, state)
+    from runtime.service.server import ServeOptions, serve
 
     options = ServeOptions(
         host=args.host, port=args.port, db=args.db, token_file=args.token_file, ttl=args.ttl,
-        registry=args.registry or os.environ.get("BUNDLE_REGISTRY"),
-        state=args.state or os.environ.get(STATE_ENV) or "memory",
+        registry=registry, state=state,
         health_interval=args.health_interval, health_timeout=args.health_timeout,
         cleanup_interval=args.cleanup_interval,
         allow_anonymous_services=args.allow_anonymous_services, access_log=args.access_log,
     )  # fmt: skip
     serve(options)
     return 0
+
+
+def _require_extras(registry: str | None, state: str) -> None:
+    """Check the extras ``serve`` needs before it starts: the server's, the registry location's,
+    and redis-py for ``--state redis://``."""
+    from runtime.cli.extras import require, require_for
+    from runtime.service.state import parse_state
+    from runtime.storage.location import parse_location
+
+    require("server", "serve")
+    if registry:
+        require_for(parse_location(registry))
+    if parse_state(state).kind == "redis":
+        require("redis", "--state redis://")
 
 
 def _agent(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """The client's local cache: verified blobs, their descriptors, extracted trees.
 
-Layout (``$XDG_CACHE_HOME/bundle-registry``, default ``~/.cache/bundle-registry``)::
+Layout (``$BUNDLE_REGISTRY_CACHE``, else ``$XDG_CACHE_HOME/bundle-registry``, else
+``~/.cache/bundle-registry``: :func:`default_root`)::
 
     blobs/<blake3>.xyb                      verified bundles, content-addressed; mtime = last use
     blobs/.<blake3>.partial-<pid>-<rand>    a download in progress, private to one process
@@ -48,6 +49,7 @@ from runtime.registry.wire import (
 )
 from runtime.storage.atomic import write_atomic
 
+CACHE_ENV = "BUNDLE_REGISTRY_CACHE"
 DAY = 86400.0
 PARTIAL_MAX_AGE = DAY
 _DIGEST = re.compile(DIGEST_PATTERN)
@@ -64,7 +66,11 @@ def _checked(digest: str) -> str:
 
 
 def default_root() -> Path:
-    """``$XDG_CACHE_HOME/bundle-registry``, else ``~/.cache/bundle-registry``."""
+    """``$BUNDLE_REGISTRY_CACHE``, else ``$XDG_CACHE_HOME/bundle-registry``, else
+    ``~/.cache/bundle-registry``."""
+    chosen = os.environ.get(CACHE_ENV)
+    if chosen:
+        return Path(chosen).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "bundle-registry"
 
@@ -191,21 +197,20 @@ class Cache:
         """Every cached blob, most recently used first."""
         found = []
         for path in self.blobs.glob("*.xyb") if self.blobs.is_dir() else ():
-            digest = path.stem
-            if not _DIGEST.search(digest):
-                continue  # not a file this cache wrote
-            with contextlib.suppress(FileNotFoundError):
-                st = path.stat()
-                found.append(
-                    CacheEntry(
-                        digest,
-                        st.st_size,
-                        st.st_mtime,
-                        self.tree(digest).is_dir(),
-                        self.descriptor(digest),
-                    )
-                )
+            if _DIGEST.search(path.stem):  # else not a file this cache wrote
+                entry = self.entry(path.stem)
+                if entry is not None:
+                    found.append(entry)
         return sorted(found, key=lambda e: (-e.last_used, e.digest))
+
+    def entry(self, digest: str) -> CacheEntry | None:
+        """The cached blob of ``digest`` as ``cache ls`` shows it (not marked used), or None."""
+        try:
+            st = self.blob_path(digest).stat()
+        except FileNotFoundError:
+            return None
+        extracted = self.tree(digest).is_dir()
+        return CacheEntry(digest, st.st_size, st.st_mtime, extracted, self.descriptor(digest))
 
     def prune(self, keep_days: float, now: float | None = None) -> PruneReport:
         """Remove blobs unused for ``keep_days`` (with descriptor and tree), shards unused as

@@ -20,9 +20,11 @@ changed costs one request, answered 304.
 index and a cached shard hold, whose blob is cached, needs no request (versions are immutable; a
 target published for that version after the index was saved is seen once the index is next
 fetched); anything else reads the current index and the model's shard and hands them to
-:func:`runtime.registry.resolver.resolve`. An alias is answered by the alias map of
-``index.json``, never by a pointer file: ``index.json`` is what a registry vouches for as a whole
-(and what a signature covers), while a pointer is the publisher's working state.
+:func:`runtime.registry.resolver.resolve`. No ref (``registry-runtime resolve`` alone) names the
+registry's default model, the one ``index.json`` names as ``default``. An alias is answered by
+the alias map of ``index.json``, never by a pointer file: ``index.json`` is what a registry
+vouches for as a whole (and what a signature covers), while a pointer is the publisher's working
+state.
 
 With a pinned root (``Registry(..., trust=...)``) ``index.json`` is read through python-tuf
 instead, verified from that root (:class:`runtime.trust.client.SignedIndex`, whose state is kept
@@ -80,6 +82,10 @@ class OfflineMiss(RegistryError, FileNotFoundError):
     """Raised when offline (or with the registry unreachable) and the cache lacks what is needed."""
 
 
+class NoDefaultModel(RegistryError, LookupError):
+    """Raised when a ref names no model and the registry names no default model to use."""
+
+
 class Mirror:
     """One registry's ``index.json``: current when it can be reached, else as last seen.
     ``fallback`` says why answers come from the cache (None while they are current)."""
@@ -108,16 +114,40 @@ class Mirror:
         self._decoded: tuple[tuple[int, int], Index] | None = None
         self.signed = _signed_index(trust, self.folder, location)
 
-    def resolve(self, ref: Ref, targets: Sequence[str]) -> BundleDescriptor:
-        """The index entry of the bundle ``ref`` names for the first of ``targets`` that has one
-        (see the module notes)."""
-        hit = self._immutable_hit(ref, targets)
+    def resolve(self, ref: Ref | None, targets: Sequence[str]) -> BundleDescriptor:
+        """The index entry of the bundle ``ref`` names (None: the registry's default model) for
+        the first of ``targets`` that has one (see the module notes)."""
+        hit = None if ref is None else self._immutable_hit(ref, targets)
         if hit is not None:
             return hit
-        index = self._index()
-        entry = entry_of(index, ref.model, self.location)
-        state = ModelState.of(ref.model, entry, self._shard(ref.model, entry))
+        index = self.current()
+        ref = ref or Ref(self.default_model(index))
+        state = self.model(ref.model, index)
         return resolver.resolve(state, ref, targets=targets, where=self.location).bundles[0]
+
+    def current(self) -> Index:
+        """The registry's index: read (conditionally) when it can be, else as saved."""
+        return self._index()
+
+    def model(self, model: str, index: Index) -> ModelState:
+        """``model`` as a resolve sees it, from :meth:`shard`."""
+        return ModelState.of(model, *self.shard(model, index))
+
+    def shard(self, model: str, index: Index) -> tuple[ModelEntry, Shard]:
+        """``model``'s entry in ``index`` and its shard (cached, or read and then cached;
+        offline or unreachable, only from the cache)."""
+        entry = entry_of(index, model, self.location)
+        return entry, self._shard(model, entry)
+
+    def default_model(self, index: Index) -> str:
+        """The model ``index`` names as the registry's default; :class:`NoDefaultModel` when it
+        names none."""
+        if isinstance(index.default, str):
+            return index.default
+        raise NoDefaultModel(
+            f"no model given, and {self.location}/index.json names no default model: name one "
+            f"(models: {resolver.listing(sorted(index.models))})"
+        )
 
     def _immutable_hit(self, ref: Ref, targets: Sequence[str]) -> BundleDescriptor | None:
         if ref.selector is None or self.offline:

@@ -23,6 +23,7 @@ from runtime.client.registry import Registry
 from runtime.documents import parse_yaml
 from runtime.errors import ConfigError, RegistryError
 from runtime.names import TARGETS, canonical_target, parse_ref
+from runtime.registry.wire import BundleDescriptor
 from runtime.storage.location import Location, parse_location
 
 
@@ -127,19 +128,27 @@ def _checked(where: str, ref: str, target: str | None, problems: list[str]) -> S
     return Stage(ref, target)
 
 
-def fetch_pipeline(
-    pipeline: Pipeline, registry: Registry, *, target: str | None = None, extract: bool = False
-) -> list[Path]:
-    """Fetch (or extract) every stage's bundle, in order; a stage's own target wins over
-    ``target``. Every stage is resolved first, so that all the refs that do not resolve are
-    reported together and nothing is downloaded for a pipeline that cannot run."""
-    problems = []
+def resolve_pipeline(
+    pipeline: Pipeline, registry: Registry, *, target: str | None = None
+) -> list[BundleDescriptor]:
+    """The index entry of every stage's bundle, in order; a stage's own target wins over
+    ``target``. Every stage is resolved, so that all the refs that do not resolve are reported
+    together (:class:`ConfigError`) and nothing is downloaded for a pipeline that cannot run."""
+    problems, entries = [], []
     for number, stage in enumerate(pipeline.stages):
         try:
-            registry.resolve(stage.ref, stage.target or target)
+            entries.append(registry.resolve(stage.ref, stage.target or target))
         except RegistryError as exc:
             problems.append(f"{pipeline.path}: stages[{number}]: {exc}")
     if problems:
         raise ConfigError(problems)
-    get = registry.extract if extract else registry.fetch
-    return [get(stage.ref, stage.target or target) for stage in pipeline.stages]
+    return entries
+
+
+def fetch_pipeline(
+    pipeline: Pipeline, registry: Registry, *, target: str | None = None, extract: bool = False
+) -> list[Path]:
+    """Fetch (or extract) every stage's bundle, in order, once all of them resolved
+    (:func:`resolve_pipeline`)."""
+    get = registry.extract_bundle if extract else registry.fetch_bundle
+    return [get(entry) for entry in resolve_pipeline(pipeline, registry, target=target)]

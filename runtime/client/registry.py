@@ -20,7 +20,15 @@ Without it, a registry is read as it is, signed or not.
 
 Resolution follows :func:`runtime.registry.resolver.resolve`: a selector is an alias when the
 model's alias map in ``index.json`` names it, else an exact version; no selector means the highest
-version; the target is the one asked for, else this machine's, else ``universal``.
+version; the target is the one asked for, else this machine's, else ``universal``; no ref at all
+means the registry's default model (``index.json``'s ``default``).
+
+``offline`` defaults to ``$BUNDLE_REGISTRY_OFFLINE`` (``1`` for offline, like ``HF_HUB_OFFLINE``),
+the cache directory to ``$BUNDLE_REGISTRY_CACHE`` (:func:`runtime.client.cache.default_root`).
+A bundle that is a placeholder (its index entry says ``"placeholder": true``: built from a
+missing source) is fetched like any other, with a notice on stderr, once per bundle.
+:meth:`Registry.extract_into` places a bundle's files in a directory of the caller's
+(:mod:`runtime.client.placement`).
 
 What a registry sends is decoded by :func:`runtime.registry.wire.decode_document` into checked
 values (``index.json`` and shards by :mod:`runtime.registry.index`, which refuses another format
@@ -33,6 +41,7 @@ cache so that the next fetch downloads it again.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +49,9 @@ from typing import TYPE_CHECKING
 from runtime.client.cache import Cache
 from runtime.client.download import download_blob
 from runtime.client.mirror import Mirror, Notice, OfflineMiss
-from runtime.errors import BundleFormatError, IntegrityError, KeyNotFound
+from runtime.client.placement import Placement, place
+from runtime.documents import quoted
+from runtime.errors import BundleFormatError, IntegrityError, KeyNotFound, UsageError
 from runtime.names import Ref, parse_ref
 from runtime.registry.resolver import target_order
 from runtime.registry.wire import BundleDescriptor, decode_document, descriptor_key
@@ -51,7 +62,10 @@ from runtime.storage.store import Store
 if TYPE_CHECKING:
     from runtime.trust.keys import TrustRoot
 
-__all__ = ["OfflineMiss", "Registry", "stderr_notice"]
+__all__ = ["OfflineMiss", "OfflineSettingError", "Registry", "offline_from_env", "stderr_notice"]
+OFFLINE_ENV = "BUNDLE_REGISTRY_OFFLINE"
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"", "0", "false", "no", "off"})
 _REPUBLISH = "ask the publisher to rebuild the registry's descriptors and index.json"
 _REFETCHED = (
     "it was removed from the cache, so the next fetch downloads it again; if that copy is "
@@ -64,6 +78,21 @@ def stderr_notice(message: str) -> None:
     print(f"registry-runtime: {message}", file=sys.stderr)
 
 
+class OfflineSettingError(UsageError):
+    """Raised when ``$BUNDLE_REGISTRY_OFFLINE`` holds neither a yes nor a no."""
+
+
+def offline_from_env() -> bool:
+    """``$BUNDLE_REGISTRY_OFFLINE``: ``1``/``true``/``yes``/``on`` offline, ``0``/``false``/
+    ``no``/``off`` or unset online (case ignored); anything else an :class:`OfflineSettingError`."""
+    raw = os.environ.get(OFFLINE_ENV, "")
+    if raw.strip().lower() in _ON | _OFF:
+        return raw.strip().lower() in _ON
+    raise OfflineSettingError(
+        f"${OFFLINE_ENV} is {quoted(raw)}: set it to 1 (offline) or 0 (online), or unset it"
+    )
+
+
 class Registry:
     """A registry location plus the local cache: ``resolve``, ``fetch``, ``extract``."""
 
@@ -72,7 +101,7 @@ class Registry:
         location: str | Location,
         *,
         cache: Cache | None = None,
-        offline: bool = False,
+        offline: bool | None = None,
         store: Store | None = None,
         progress: bool | None = None,
         notice: Notice = stderr_notice,
@@ -88,6 +117,9 @@ class Registry:
         self.limits = Limits(max_extract_bytes, _REFETCHED)
         self._store = store
         self.trust = _trust_root(trust)
+        self.notice = notice
+        self._warned: set[str] = set()  # placeholders this client has warned of
+        offline = offline_from_env() if offline is None else offline
         self.mirror = Mirror(
             self.cache, self.location, lambda: self.store, offline=offline, notice=notice,
             trust=self.trust,
@@ -100,17 +132,26 @@ class Registry:
             self._store = open_store(self.where)
         return self._store
 
-    def resolve(self, ref: str | Ref, target: str | None = None) -> BundleDescriptor:
-        """The index entry of the bundle ``ref`` names for ``target`` (see the module notes)."""
+    def resolve(self, ref: str | Ref | None = None, target: str | None = None) -> BundleDescriptor:
+        """The index entry of the bundle ``ref`` names for ``target``; no ref: the registry's
+        default model (see the module notes)."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         return self.mirror.resolve(parsed, target_order(target))
 
-    def fetch(self, ref: str | Ref, target: str | None = None) -> Path:
+    def fetch(self, ref: str | Ref | None = None, target: str | None = None) -> Path:
         """The verified ``.xyb`` of ``ref`` in the cache, downloading it if needed."""
         return self.fetch_bundle(self.resolve(ref, target))
 
     def fetch_bundle(self, entry: BundleDescriptor) -> Path:
-        """The verified blob of a resolved index entry, from the cache or downloaded."""
+        """The verified blob of a resolved index entry, from the cache or downloaded (with a
+        notice, once, when it is a placeholder)."""
+        if entry.placeholder and entry.hash not in self._warned:
+            self._warned.add(entry.hash)
+            self.notice(
+                f"{entry.id}@{entry.version} ({entry.target}) is a placeholder: its source was "
+                "missing when the registry was built, so it holds a stand-in, not the model; ask "
+                "the publisher to add the source and rebuild"
+            )
         cached = self.cache.blob(entry.hash, entry.size_bytes)
         if cached is not None:
             return cached
@@ -143,14 +184,28 @@ class Registry:
         self.cache.save_descriptor(full)
         return full
 
-    def extract(self, ref: str | Ref, target: str | None = None) -> Path:
-        """A directory with the model files of ``ref``, extracted safely from the verified blob.
+    def extract(self, ref: str | Ref | None = None, target: str | None = None) -> Path:
+        """A directory with the model files of ``ref``, extracted safely from the verified blob
+        (:meth:`extract_bundle`)."""
+        return self.extract_bundle(self.resolve(ref, target))
+
+    def extract_into(
+        self, entry: BundleDescriptor, directory: Path, *, force: bool = False
+    ) -> Placement:
+        """The files of a resolved index entry placed in ``directory``: hard links to the
+        cache's extracted tree on the same file system, else copies; a file there that differs
+        is replaced only with ``force`` (:func:`runtime.client.placement.place`)."""
+        tree = self.extract_bundle(entry)
+        descriptor = self.cache.descriptor(entry.hash) or entry
+        return place(tree, descriptor.files, directory, force=force)
+
+    def extract_bundle(self, entry: BundleDescriptor) -> Path:
+        """The extracted tree of a resolved index entry in the cache.
 
         A bundle refused as malformed or unsafe is removed from the cache (blob, tree and
         descriptor), so the next fetch downloads it again; one refused only for exceeding the
         ``max_extract_bytes`` ceiling stays, since raising the ceiling is the fix.
         """
-        entry = self.resolve(ref, target)
         blob = self.fetch_bundle(entry)
         tree = self.cache.tree(entry.hash)
         descriptor = self.cache.descriptor(entry.hash) or entry

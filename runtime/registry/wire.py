@@ -113,6 +113,9 @@ class BundleDescriptor(msgspec.Struct, frozen=True, omit_defaults=True):
     description: str = ""
     metadata: dict[str, Any] = {}
     created_at: str = ""
+    # A stand-in built from a missing source (``fallback: placeholder``); kept in index entries
+    # (unlike ``metadata``) so that a client can warn before it fetches one. Absent when false.
+    placeholder: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -168,12 +171,16 @@ class Index(msgspec.Struct, frozen=True):
     :mod:`runtime.trust`) and absent otherwise (never written as ``false``): it tells a writer
     without the signing key, before it writes anything, that it may not commit here. A client
     that verifies does not rely on it: it trusts what the metadata signed by its pinned root
-    says, never this field."""
+    says, never this field.
+
+    ``default`` names the registry's default model (what ``registry-runtime resolve`` without a
+    model resolves); absent (never written as null) when the registry names none."""
 
     format: int = INDEX_FORMAT
     models: dict[Name, ModelEntry] = {}
     documents: dict[Key, Digest] = {}
     signed: bool | msgspec.UnsetType = msgspec.UNSET
+    default: Name | msgspec.UnsetType = msgspec.UNSET
 
 
 class Shard(msgspec.Struct, frozen=True, omit_defaults=True):

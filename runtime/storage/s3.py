@@ -128,6 +128,15 @@ class S3Store:
         check_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _where(self, key: str) -> str:
+        """``s3://bucket/prefix/key`` for a message; ``key`` may be a listing's prefix (empty,
+        or ending in "/"), so it is not checked as a key here."""
+        return (
+            f"s3://{self.bucket}/{self.prefix}/{key}"
+            if self.prefix
+            else f"s3://{self.bucket}/{key}"
+        )
+
     def _relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
@@ -150,7 +159,7 @@ class S3Store:
         per 1000 keys)."""
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix
         paginator = self.client.get_paginator("list_objects_v2")
-        with self._errors(prefix or "/", "LIST"):
+        with self._errors(prefix, "LIST"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
                 for item in page.get("Contents", []):
                     key = self._relative(item["Key"])
@@ -261,12 +270,12 @@ class S3Store:
             self._raise_client_error(exc, key, action, mode)
         except NoCredentialsError:
             raise StoreError(
-                f"{action} s3://{self.bucket}/{self._full(key)}: no AWS credentials found; set "
+                f"{action} {self._where(key)}: no AWS credentials found; set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role applies"
             ) from None
         except BotoCoreError as exc:  # no answer: endpoint unreachable, timeouts
             raise StoreUnreachable(
-                f"{action} s3://{self.bucket}/{self._full(key)} failed: {redact(str(exc))}; "
+                f"{action} {self._where(key)} failed: {redact(str(exc))}; "
                 "check the endpoint (--endpoint-url or AWS_ENDPOINT_URL) and the network"
             ) from None
 
@@ -276,7 +285,7 @@ class S3Store:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        where = f"s3://{self.bucket}/{self._full(key)}"
+        where = self._where(key)
         if status == 304:
             raise NotModified(key) from None
         if status == 412 or code == "PreconditionFailed" or code == "ConditionalRequestConflict":

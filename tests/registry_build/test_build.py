@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -519,3 +520,75 @@ def test_a_cache_on_another_filesystem_copies_the_bundle_in(
         assert main(["verify", str(tmp_path / "site")]) == 0
     finally:
         shutil.rmtree(cache)
+
+
+def test_a_placeholder_is_marked_in_shards_index_and_page(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    build(config, str(tmp_path / "site"))
+    catalog = catalog_of(LocalStore(tmp_path / "site"))[1]
+    marked = {d.id: d.placeholder for d in catalog.bundles}
+    assert marked == {"bert": False, "ghost": True, "tiny": False}
+    entries = json.loads((tmp_path / "site" / "index").read_bytes())
+    assert [e.get("placeholder", False) for e in entries if e["id"] == "ghost"] == [True]
+    assert all("placeholder" not in e for e in entries if e["id"] != "ghost")  # absent: false
+    page = (tmp_path / "site" / "index.html").read_text()
+    assert page.count('<span class="flag"') == 1
+
+
+def test_default_model_is_named_in_index_json_v1_models_and_the_page(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    doc = json.loads(config.read_text())
+    config.write_text(json.dumps({**doc, "default_model": "bert"}))
+    site = tmp_path / "site"
+    build(config, str(site))
+    assert json.loads((site / "index.json").read_bytes())["default"] == "bert"
+    cards = json.loads((site / "v1" / "models").read_bytes())["data"]
+    assert {c["id"]: c.get("default") for c in cards} == {"bert": True, "ghost": None, "tiny": None}
+    assert '<span class="default"' in (site / "index.html").read_text()
+    config.write_text(json.dumps(doc))  # no default any more: nothing names one
+    build(config, str(site))
+    assert "default" not in json.loads((site / "index.json").read_bytes())
+    assert b'"default"' not in (site / "v1" / "models").read_bytes()
+
+
+def test_build_without_jinja2_says_so_before_packing_anything(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    hide = "import sys; sys.modules['jinja2'] = None; from registry_build.cli import main; "
+    done = subprocess.run(
+        [sys.executable, "-c", hide + "sys.exit(main())", "build", "--config", str(config),
+         "--out", str(tmp_path / "site")],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "Error: registry-build build needs Jinja2: pip install 'bundle-registry[build]'\n"
+    )
+    assert not (tmp_path / "site").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_build_progress_on_a_terminal_counts_bundles_and_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_sources(tmp_path)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["build", "--config", str(config), "--out", str(tmp_path / "site")]) == 0
+    shown = terminal.getvalue()
+    total = 4 + 256 * 64 + 2 * (4 * 5000 + len("[PAD]\n[CLS]\n"))  # tiny, bert twice, no ghost
+    assert "build 0/4 bundles:   0%" in shown
+    assert "build 4/4 bundles: 100%" in shown
+    assert f"{total / 1024:.1f}k/{total / 1024:.1f}k" in shown
+
+
+def test_publish_carries_the_default_model_of_the_built_site(tmp_path: Path) -> None:
+    config = make_sources(tmp_path)
+    config.write_text(json.dumps({**json.loads(config.read_text()), "default_model": "tiny"}))
+    build(config, str(tmp_path / "site"))
+    assert main(["publish", "--quiet", str(tmp_path / "site"), str(tmp_path / "dest")]) == 0
+    assert json.loads((tmp_path / "dest" / "index.json").read_bytes())["default"] == "tiny"

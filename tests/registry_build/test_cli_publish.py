@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import blake3
@@ -12,6 +14,8 @@ from support.sources import make_source
 
 from registry_build.cli import main
 from runtime.registry.wire import blob_key
+
+MAIN = "import sys; from registry_build.cli import main; sys.exit(main())"
 
 
 def _source(tmp_path: Path) -> Path:
@@ -29,7 +33,7 @@ def test_publish_with_alias_then_verify(
     argv = ["publish", str(_source(tmp_path)), str(dest), "--alias", "production", "--actor", "ci"]
     assert main(argv) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err[0].startswith("uploaded 2 blobs (0.0 MB), skipped 0, ")
+    assert err[0].startswith("uploaded 2 blobs (6 B), skipped 0, ")  # human units, not "0.0 MB"
     assert err[1] == "promoted tiny@production -> 1.10 (seq 1)"
     pointer = json.loads((dest / "aliases" / "tiny" / "production.json").read_text())
     assert pointer["version"] == "1.10"
@@ -79,7 +83,7 @@ def test_gc_dry_run_lists_then_gc_deletes(
     out, err = capsys.readouterr()
     assert (out, err) == (
         f"{orphan.relative_to(dest)}\t6\n",
-        "would delete 1 blobs and 0 shards (0.0 MB)\n",
+        "would delete 1 blobs and 0 shards (6 B)\n",
     )
     assert orphan.exists()
     assert main(["gc", str(dest), "--grace", "1h"]) == 0
@@ -170,3 +174,119 @@ def test_publishing_into_the_source_is_refused(
         f"Error: {src / 'sub'} is inside {src}: publish to another place\n"
     )
     assert not (src / "sub").exists()
+
+
+def test_reindex_refuses_a_location_without_descriptors_and_init_starts_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "stie"
+    assert main(["reindex", str(typo)]) == 1
+    assert capsys.readouterr().err == (
+        f"Error: {typo} holds no descriptors/ to rebuild an index from: check the location "
+        "(reindexing a typo would start an empty registry there), or pass --init to start an "
+        "empty registry on purpose\n"
+    )
+    assert not typo.exists()
+    assert main(["reindex", str(typo), "--init", "--json"]) == 0
+    written = json.loads(capsys.readouterr().out)["written"]
+    assert "index.json" in written
+    assert json.loads((typo / "index.json").read_bytes())["models"] == {}
+
+
+def test_reindex_of_an_empty_bucket_prefix_is_refused(
+    s3_bucket: str, moto_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"s3://{s3_bucket}/nothing-here"
+    assert main(["reindex", url, "--endpoint-url", moto_endpoint]) == 1
+    assert capsys.readouterr().err.startswith(f"Error: {url} holds no descriptors/ to rebuild")
+
+
+def test_reindex_without_aws_credentials_says_so(tmp_path: Path) -> None:
+    # In a process of its own: boto3's default session keeps credentials it found once.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",  # no instance role to ask for
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", MAIN, "reindex", "s3://nobucket/x"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        "Error: LIST s3://nobucket/x/descriptors/: no AWS credentials found; set "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or run where a role applies\n"
+    )
+
+
+def test_reporting_commands_speak_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--json", str(_source(tmp_path)), str(dest), "--alias", "prod"]) == 0
+    published = json.loads(capsys.readouterr().out)
+    assert (len(published["uploaded"]), published["uploaded_bytes"]) == (2, 6)
+    assert published["promoted"] == ["tiny@prod -> 1.10 (seq 1)"]
+    assert main(["verify", "--json", str(dest)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "dest": str(dest), "checked": 2, "problems": [],
+    }  # fmt: skip
+    assert main(["gc", "--json", "--dry-run", str(dest)]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"] == []
+    assert main(["reindex", "--json", str(dest)]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out)["written"], list)
+
+
+def test_verify_json_failure_carries_the_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    digest = blake3.blake3(b"one").hexdigest()
+    (dest / blob_key(digest)).unlink()
+    capsys.readouterr()
+    assert main(["verify", "--json", str(dest)]) == 1
+    out, err = capsys.readouterr()
+    failure = json.loads(out)
+    assert (failure["kind"], failure["exit_code"], err) == ("VerifyFailed", 1, "")
+    assert failure["error"] == f"verified 2 blobs in {dest}: 1 problem"
+    assert failure["problems"] == [
+        {"label": "tiny@1.9 (universal)", "key": blob_key(digest), "what": "is missing"}
+    ]
+
+
+def test_no_model_list_warns_what_openai_clients_lose_and_leaves_v1_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = tmp_path / "site"
+    assert main(["publish", "--quiet", str(_source(tmp_path)), str(dest)]) == 0
+    kept = (dest / "v1" / "models").read_bytes()
+    more = make_source(tmp_path / "more", [("tiny", "2.0", "universal", b"three")])
+    capsys.readouterr()
+    assert main(["publish", "--quiet", "--no-model-list", str(more), str(dest)]) == 0
+    assert capsys.readouterr().err.splitlines()[0] == (
+        "Warning: --no-model-list: `v1/models`, the OpenAI-style model list (GET /v1/models), "
+        "and the browse page's model list (index.html, index-N.html) are not updated, so "
+        "OpenAI-style clients and the list do not show the models published from now on (each "
+        "model's own page is current, and the list's filter box finds it by name over http); "
+        "publish without --no-model-list, or run `registry-build reindex`, to bring them back"
+    )
+    assert (dest / "v1" / "models").read_bytes() == kept
+    index = json.loads((dest / "index.json").read_bytes())
+    assert "v1/models" not in index["documents"] and index["models"]["tiny"]["latest"] == "2.0"
+    assert main(["reindex", str(dest)]) == 0
+    assert b'"2.0"' in (dest / "v1" / "models").read_bytes()
+
+
+def test_help_shows_every_default(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, defaults in {
+        "build": ["(default: bundles.json)", "(default: site)", "(default: 1)"],
+        "list": ["bundles.json or .yaml to read (default: bundles.json)"],
+        "clean": ["only what a build writes in it) (default: site)"],
+        "serve": ["(default: site)", "(default: 8000)", "(default: 127.0.0.1)"],
+        "gc": ["(default 7d)"],
+    }.items():
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert all(d in shown for d in defaults), (command, shown)

@@ -50,6 +50,7 @@ def test_commit_writes_content_first_and_nothing_when_unchanged(tmp_path: Path) 
     assert before == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [QUIET, EDITED], ids=["whole", "edited"])
 def test_concurrent_commits_lose_nothing(tmp_path: Path, options: Options) -> None:
     store = LocalStore(tmp_path)
@@ -110,7 +111,9 @@ def test_an_unreadable_alias_view_is_left_out_of_the_pages(tmp_path: Path) -> No
     store.put("aliases/tiny/index.json", b'{"model": "../x", "aliases": []}')
     assert "models/tiny.html" in commit(store, [], refresh=["tiny"], options=QUIET)
     assert store.get("models/tiny.html")[0] == b"<h1>tiny</h1>1 None"
-    assert store.get("index.html")[0] == b"<li>tiny@1.0 1 [('prod', '1.0')]"  # from index.json
+    assert (
+        store.get("index.html")[0] == b"<li>tiny@1.0 1 [('prod', '1.0')] False"
+    )  # from index.json
 
 
 # -- edited documents ----------------------------------------------------------------------------
@@ -169,3 +172,34 @@ def test_without_index_it_stays_as_it_was_until_asked_for_again(tmp_path: Path) 
         == (catalog_of(store)[0].documents["index"])
     )
     assert len(catalog.bundles) == 4
+
+
+def test_without_model_list_v1_models_and_list_pages_stay_until_asked_for_again(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    off = replace(EDITED, model_list=False)
+    commit(store, [desc("a", "1.0", "a" * 64), desc("b", "1.0", "b" * 64)], options=EDITED)
+    kept = {k: store.get(k)[0] for k in ("v1/models", "index.html")}
+    written = commit(store, [desc("c", "1.0", "c" * 64)], options=off)
+    assert "models/c.html" in written and "index" in written
+    assert {k: store.get(k)[0] for k in kept} == kept
+    assert sorted(catalog_of(store)[0].documents) == ["index"]
+    commit(store, [desc("a", "1.1", "d" * 64)], options=EDITED)  # on again: made whole
+    assert len(assert_consistent(store, blobs=False).bundles) == 4
+
+
+@pytest.mark.parametrize("options", [QUIET, EDITED], ids=["whole", "edited"])
+def test_the_default_model_moves_between_cards(tmp_path: Path, options: Options) -> None:
+    store = LocalStore(tmp_path)
+    first = [desc(m, "1.0", f"{n:064x}") for n, m in enumerate("abc")]
+    commit(store, first, options=replace(options, default="a"))
+    assert catalog_of(store)[0].default == "a"
+    assert assert_consistent(store, blobs=False).default == "a"
+    commit(store, [desc("c", "1.1", "f" * 64)], options=replace(options, default="b"))
+    assert assert_consistent(store, blobs=False).default == "b"  # v1/models and pages agree
+    commit(store, [], options=options)  # UNSET: kept
+    assert catalog_of(store)[0].default == "b"
+    commit(store, [], options=replace(options, default=None))
+    assert catalog_of(store)[1].default is None
+    assert b'"default"' not in store.get("v1/models")[0] + store.get("index.json")[0]

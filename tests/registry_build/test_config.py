@@ -128,6 +128,8 @@ CASES: list[tuple[str, Any, list[str]]] = [
         edit(lambda d: d["bundles"].update(b={**copy.deepcopy(bundle(d)), "targets": [{**target(d, 1), "platform": "LINUX-x86_64"}]})),
         ["bundles.json: bundles[\"b\"].targets[0]: tiny@1.0 for platform 'linux-x86_64' is already defined at bundles[\"a\"].targets[1]: keep one definition per model_id, version and platform"],
     ),
+    ("default_model undefined", edit(lambda d: d.update(default_model="huge")), ["bundles.json: default_model: 'huge' is not a model_id defined here (defined: tiny): name one of them or remove the key"]),
+    ("default_model not a string", edit(lambda d: d.update(default_model=["tiny"])), ["bundles.json: top level.default_model: expected a string, got an array ['tiny']"]),
     (
         "several problems at once",
         edit(lambda d: (bundle(d).update(version=2), target(d).update(platform="mars"), target(d, 1).pop("model_type"))),
@@ -406,3 +408,11 @@ def test_the_directories_leading_to_a_source_may_be_links(workdir: Path) -> None
         ("vocab.txt", root / "vocab.txt"),
     )
     assert spec.beneath == workdir / "models"
+
+
+def test_default_model_names_a_defined_model(workdir: Path) -> None:
+    path = workdir / "bundles.json"
+    path.write_text(json.dumps(edit(lambda d: d.update(default_model="tiny"))))
+    assert load_config(path).default_model == "tiny"
+    path.write_text(json.dumps(VALID))
+    assert load_config(path).default_model is None

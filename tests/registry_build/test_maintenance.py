@@ -220,3 +220,13 @@ def test_a_deeply_nested_descriptor_is_named_not_a_crash(
         f"{dest.location}/{key} nests arrays or objects too deeply to be a registry document; "
         "the registry is corrupt or hostile: fix or remove it, then run the command again"
     )
+
+
+def test_reindex_keeps_the_default_model_the_index_names(dest: Store, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    source = make_source(tmp_path / "src", bundles("tiny", range(2)) + bundles("b", range(1)))
+    publish(source, dest, replace(QUIET, default="b"))
+    reindex(dest, options=QUIET)
+    assert catalog_of(dest)[0].default == "b"
+    assert assert_consistent(dest).default == "b"

@@ -40,7 +40,7 @@ from support.sources import catalog_of
 
 from registry_build.build import BuildOptions, build
 from registry_build.index import Catalog
-from registry_build.render import COMMAND, REGISTRY_PLACEHOLDER, render_site
+from registry_build.render import COMMAND, LIST_SHELL, REGISTRY_PLACEHOLDER, render_site
 from runtime.aliases import promote
 from runtime.errors import InvalidNameError
 from runtime.registry.wire import (
@@ -480,9 +480,15 @@ def test_same_input_gives_the_same_bytes() -> None:
 # --- the built page in headless Chromium -----------------------------------------------------
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
+_HAS_CHROMIUM = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (apt-get install chromium); CI installs it"
 )
+
+
+def needs_chromium(test: Callable[..., None]) -> Callable[..., None]:
+    """A test in a real headless Chromium: slow (a browser per test), skipped without one."""
+    marked: Callable[..., None] = pytest.mark.slow(_HAS_CHROMIUM(test))
+    return marked
 
 
 FLAGS = (
@@ -932,3 +938,75 @@ def test_chromium_page_fits_the_screen_with_every_command_readable_and_copyable(
         assert page in split
         devtools.open(f"{base}/{page}", width, HEIGHT)
         assert devtools.evaluate(LAYOUT_PROBLEMS) == [], page
+
+
+# --- the model list of a large registry ---------------------------------------------------------
+
+
+def list_pages(pages: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in pages.items() if re.fullmatch(r"index(-\d+)?\.html", k)}
+
+
+def test_the_model_list_has_its_own_smaller_budget() -> None:
+    index = big_index(40)
+    pages = render_site(index, split=True, list_budget=LIST_SHELL + 3_000)
+    fronts = list_pages(pages)
+    assert len(fronts) >= 3
+    assert all(len(p) <= LIST_SHELL + 3_000 for p in fronts.values())
+    # Every page names the first and last model of each page: the whole list, from a file.
+    ranges = [r.text() for r in parse(fronts["index.html"]).all("small", "range")]
+    rows = {k: [li.attrs["data-id"] for li in parse(p).all("li", "row")] for k, p in fronts.items()}
+    names = ["index.html", *(f"index-{n}.html" for n in range(2, len(fronts) + 1))]
+    assert ranges == [f"{rows[n][0]} \u2026 {rows[n][-1]}" for n in names]
+    assert [m for n in names for m in rows[n]] == sorted(index.models)
+
+
+def test_a_new_version_or_model_rewrites_one_list_page() -> None:
+    index = big_index(60)
+    before = list_pages(render_site(index, split=True, list_budget=LIST_SHELL + 4_000))
+    newer = replace(index, bundles=(*index.bundles, bundle("model-031", "1.9")))
+    after = list_pages(render_site(newer, split=True, list_budget=LIST_SHELL + 4_000))
+    assert sorted(before) == sorted(after)
+    assert [k for k in before if before[k] != after[k]] == [
+        next(k for k, page in before.items() if b'data-id="model-031"' in page)
+    ]
+    models = {**index.models, "model-031a": ModelInfo("Model model-031a", {"tags": ["llm"]})}
+    added = replace(newer, models=models, bundles=(*newer.bundles, bundle("model-031a", "1.0")))
+    grown = list_pages(render_site(added, split=True, list_budget=LIST_SHELL + 4_000))
+    assert sum(after.get(k) != v for k, v in grown.items()) == 1  # no total on every page
+
+
+def test_the_default_model_has_a_badge_in_the_list_and_on_its_page() -> None:
+    index = replace(big_index(40), default="model-007")
+    pages = render_site(index, split=True)
+    row = next(li for li in parse(pages["index.html"]).all("li", "row")
+               if li.attrs["data-id"] == "model-007")  # fmt: skip
+    assert row.one("span", "default").text() == "default"
+    assert len(parse(pages["index.html"]).all("span", "default")) == 1
+    assert parse(pages["models/model-007.html"]).one("span", "default").text() == "default"
+    single = render_site(replace(big_index(3), default="model-001"))["index.html"]
+    assert len(parse(single).all("span", "default")) == 1
+
+
+@needs_chromium
+def test_chromium_filter_finds_a_model_on_another_list_page(
+    tmp_path: Path, http_server: Callable[[Path], str], browse: Callable[[str], Node]
+) -> None:
+    index = big_index(40)
+    site = tmp_path / "site"
+    pages = render_site(index, split=True, list_budget=LIST_SHELL + 3_000)
+    write(site, pages)
+    names = {"format": 2, "models": {model: {} for model in index.models}}
+    (site / "index.json").write_text(json.dumps(names))
+    here = len(parse(pages["index.html"]).all("li", "row"))
+    assert here < 40
+    base = http_server(site)
+    doc = browse(f"{base}/index.html?q=model-039")
+    count = next(n for n in doc.all("span") if n.attrs.get("id") == "count")
+    assert count.text() == f"0 of {here} shown, 1 more on other pages"
+    elsewhere = next(n for n in doc.all("div") if n.attrs.get("id") == "elsewhere")
+    assert elsewhere.attrs.get("hidden") is None
+    links = elsewhere.all("a")
+    assert [(a.text(), a.attrs["href"]) for a in links] == [
+        ("model-039", f"{base}/models/model-039.html")
+    ]

@@ -75,7 +75,9 @@ class StandIn:
         }
 
     def front(self, rows: list[ModelView]) -> dict[str, bytes]:
-        text = "".join(f"<li>{m.id}@{m.latest} {len(m.versions)} {list(m.badges)}" for m in rows)
+        text = "".join(
+            f"<li>{m.id}@{m.latest} {m.version_count} {list(m.badges)} {m.default}" for m in rows
+        )
         return {"index.html": text.encode()}
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import blake3
+import msgspec
 import pytest
 import zstandard
 from support.faults import Faults, serve
@@ -29,7 +30,13 @@ from support.registries import (
 )
 
 from runtime.client.cache import Cache
-from runtime.client.registry import OfflineMiss, Registry
+from runtime.client.mirror import NoDefaultModel
+from runtime.client.registry import (
+    OfflineMiss,
+    OfflineSettingError,
+    Registry,
+    offline_from_env,
+)
 from runtime.errors import (
     BundleFormatError,
     IntegrityError,
@@ -38,7 +45,14 @@ from runtime.errors import (
     ResolveError,
 )
 from runtime.names import detect_target
-from runtime.registry.wire import BundleDescriptor
+from runtime.registry.wire import (
+    BundleDescriptor,
+    Index,
+    descriptor_key,
+    encode,
+    encode_pretty,
+    index_entry,
+)
 from runtime.storage.http import HttpStore, default_retries
 
 Key = tuple[str, str, str]
@@ -716,3 +730,72 @@ def test_a_descriptor_without_url_is_read_from_its_digest(tmp_path: Path, cache:
     write_index(root, [bundle])
     path = Registry(str(root), cache=cache, progress=False).fetch("m@1.0", "universal")
     assert path == cache.blob_path(bundle.hash)
+
+
+def _stub_registry(root: Path, default: str | None) -> dict[Key, BundleDescriptor]:
+    """``real`` 1.0 and ``stub`` 0.1 (a placeholder, in its descriptor and index entry)."""
+    real = publish(root, "real", "1.0", "universal")
+    stub = msgspec.structs.replace(publish(root, "stub", "0.1", "universal"), placeholder=True)
+    (root / descriptor_key(*stub.key)).write_bytes(encode_pretty(stub))
+    write_index(root, [real, stub])
+    if default is not None:
+        index = msgspec.json.decode((root / "index.json").read_bytes(), type=Index)
+        (root / "index.json").write_bytes(encode(msgspec.structs.replace(index, default=default)))
+    return {d.key: d for d in (real, stub)}
+
+
+def test_a_placeholder_is_fetched_with_one_notice(tmp_path: Path, cache: Cache) -> None:
+    _stub_registry(tmp_path / "stub", None)
+    notices: list[str] = []
+    registry = Registry(str(tmp_path / "stub"), cache=cache, notice=notices.append)
+    assert registry.resolve("stub@0.1").placeholder is True
+    assert notices == []  # resolving marks it; fetching warns
+    registry.fetch("stub@0.1")
+    registry.extract("stub@0.1")
+    registry.fetch("real")
+    assert notices == [
+        "stub@0.1 (universal) is a placeholder: its source was missing when the registry was "
+        "built, so it holds a stand-in, not the model; ask the publisher to add the source and "
+        "rebuild"
+    ]
+
+
+def test_no_ref_resolves_the_default_model(tmp_path: Path, cache: Cache) -> None:
+    published = _stub_registry(tmp_path / "stub", "real")
+    registry = Registry(str(tmp_path / "stub"), cache=cache)
+    assert registry.resolve() == index_entry(published[("real", "1.0", "universal")])
+    assert registry.fetch().name == f"{published[('real', '1.0', 'universal')].hash}.xyb"
+
+
+def test_no_ref_without_a_default_model(tmp_path: Path, cache: Cache) -> None:
+    _stub_registry(tmp_path / "stub", None)
+    with pytest.raises(NoDefaultModel) as refused:
+        Registry(str(tmp_path / "stub"), cache=cache).resolve()
+    assert str(refused.value) == (
+        f"no model given, and {tmp_path / 'stub'}/index.json names no default model: name one "
+        "(models: real, stub)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "offline"),
+    [(None, False), ("", False), ("0", False), ("off", False), ("No", False),
+     ("1", True), ("true", True), (" YES ", True), ("on", True)],
+)  # fmt: skip
+def test_offline_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, offline: bool
+) -> None:
+    if value is None:
+        monkeypatch.delenv("BUNDLE_REGISTRY_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("BUNDLE_REGISTRY_OFFLINE", value)
+    assert offline_from_env() is offline
+
+
+def test_an_offline_setting_that_says_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BUNDLE_REGISTRY_OFFLINE", "2")
+    with pytest.raises(OfflineSettingError) as refused:
+        offline_from_env()
+    assert str(refused.value) == (
+        "$BUNDLE_REGISTRY_OFFLINE is '2': set it to 1 (offline) or 0 (online), or unset it"
+    )
