@@ -16,11 +16,10 @@ Core ML runs on Apple platforms only: macos-arm64 and ios-arm64.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from registry_build.formats.header import FormatError, HeaderReader, ReadMeter
+from registry_build.formats.header import FormatError, HeaderReader, ReadMeter, json_object
 from registry_build.formats.model import ModelHeader
 from registry_build.formats.protobuf import LEN, VARINT, fields, text
 
@@ -75,8 +74,8 @@ def root_model(package: Path, meter: ReadMeter) -> str:
     """The root model's path inside an ``.mlpackage``, from its ``Manifest.json``."""
     with meter.open(package / "Manifest.json") as reader:
         raw = reader.read(reader.size)
+    manifest = json_object(raw, "Manifest.json")
     try:
-        manifest = json.loads(raw)
         entry = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]
         return f"Data/{entry['path']}"
     except (ValueError, KeyError, TypeError) as exc:

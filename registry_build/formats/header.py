@@ -8,10 +8,12 @@ the position without reading, so a reader can jump over a tensor's data.
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from runtime.errors import RegistryError
 
@@ -22,6 +24,20 @@ _U64 = struct.Struct("<Q")
 
 class FormatError(RegistryError, ValueError):
     """Raised when a model file's header is damaged, truncated, or not the format its name says."""
+
+
+def json_object(raw: bytes, what: str) -> dict[str, Any]:
+    """The JSON object in ``raw``, read from a source tree (``what`` names it): not JSON, nested
+    too deeply for the parser, or not an object is a FormatError, never a RecursionError."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FormatError(f"{what} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise FormatError(f"{what} nests arrays or objects too deeply to read: a damaged or hostile file") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{what} is JSON {type(doc).__name__}, expected an object")
+    return doc
 
 
 class HeaderTooLarge(FormatError):

@@ -14,13 +14,12 @@ count and dtypes from their headers; a README's YAML front matter may give the l
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from registry_build.formats import safetensors
-from registry_build.formats.header import FormatError, HeaderTooLarge, ReadMeter
+from registry_build.formats.header import FormatError, HeaderTooLarge, ReadMeter, json_object
 from registry_build.formats.model import ModelHeader
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".onnx", ".gguf", ".h5", ".msgpack", ".pt", ".pth")
@@ -52,13 +51,7 @@ def read_json(path: Path, meter: ReadMeter) -> dict[str, Any]:
     """The JSON object in the small file ``path``, read within the meter's budget."""
     with meter.open(path) as reader:
         raw = reader.read(reader.size)
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path.name} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise FormatError(f"{path.name} is JSON {type(doc).__name__}, expected an object")
-    return doc
+    return json_object(raw, path.name)
 
 
 def _config_metadata(config: dict[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,12 @@ The header maps each tensor name to ``{"dtype", "shape", "data_offsets"}``; the 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from pathlib import Path
 from typing import Any
 
-from registry_build.formats.header import FormatError, HeaderReader
+from registry_build.formats.header import FormatError, HeaderReader, json_object
 from registry_build.formats.model import ModelHeader
 
 _DTYPES = {"BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32",
@@ -24,13 +23,7 @@ def read_header(reader: HeaderReader) -> dict[str, Any]:
     (length,) = struct.unpack("<Q", reader.read(8))
     if length > reader.size - 8:
         raise FormatError(f"header length {length} is past the file end ({reader.size} bytes)")
-    try:
-        header = json.loads(reader.read(length))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise FormatError(f"header is JSON {type(header).__name__}, expected an object")
-    return header
+    return json_object(reader.read(length), "header")
 
 
 def tensor_stats(header: dict[str, Any]) -> tuple[int, list[str]]:

@@ -474,3 +474,29 @@ def test_onnx_graph_past_the_budget_keeps_opset_and_leaves_out_the_count(tmp_pat
     assert "parameter_count" not in found.metadata
     assert found.notes == ("graph runs past the read budget: parameter_count left out",)
     assert meter.largest <= 128 * 1024
+
+
+DEEP = b'{"a": ' * 100_000 + b"1" + b"}" * 100_000  # past the JSON parser's recursion limit
+TOO_DEEP = "nests arrays or objects too deeply to read: a damaged or hostile file"
+
+
+def test_a_deeply_nested_json_in_a_source_tree_is_named_not_a_recursion_error(
+    tmp_path: Path,
+) -> None:
+    header = tmp_path / "deep.safetensors"
+    header.write_bytes(struct.pack("<Q", len(DEEP)) + DEEP)
+    assert _error(header) == f"header {TOO_DEEP}"
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_bytes(DEEP)
+    _shard(hf / "model.safetensors", [2])
+    package = tmp_path / "X.mlpackage"
+    package.mkdir()
+    (package / "Manifest.json").write_bytes(DEEP)
+    for directory, names in [
+        (hf, ["config.json", "model.safetensors"]),
+        (package, ["Manifest.json"]),
+    ]:
+        with pytest.raises(FormatError) as caught:
+            read_dir(directory, names, ReadMeter(budget=1 << 24))
+        assert str(caught.value) == f"{names[0]} {TOO_DEEP}"
