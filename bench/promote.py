@@ -70,9 +70,11 @@ class Counted:
     def _note(self, op: str, key: str) -> None:
         self.counts[(op, kind_of(key))] += 1
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         self._note("read", key)
-        return self.inner.get(key, if_none_match)
+        return self.inner.get(key, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         self._note("read", key)

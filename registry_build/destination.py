@@ -42,9 +42,11 @@ class CountingStore:
         now = getattr(self.inner, "requests", None)
         return self.calls if now is None or self._start is None else now - self._start
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         self.calls += 1
-        return self.inner.get(key, if_none_match)
+        return self.inner.get(key, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         self.calls += 1

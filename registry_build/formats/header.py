@@ -34,7 +34,9 @@ def json_object(raw: bytes, what: str) -> dict[str, Any]:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FormatError(f"{what} is not valid JSON ({exc})") from None
     except RecursionError:
-        raise FormatError(f"{what} nests arrays or objects too deeply to read: a damaged or hostile file") from None
+        raise FormatError(
+            f"{what} nests arrays or objects too deeply to read: a damaged or hostile file"
+        ) from None
     if not isinstance(doc, dict):
         raise FormatError(f"{what} is JSON {type(doc).__name__}, expected an object")
     return doc

@@ -47,6 +47,7 @@ from runtime.storage.store import (
     ReadOnlyStore,
     StoreUnreachable,
     check_key,
+    too_large,
 )
 
 if TYPE_CHECKING:
@@ -62,10 +63,6 @@ Response = urllib3.BaseHTTPResponse
 
 class HttpStatusError(StoreError):
     """Raised when a registry answers an HTTP status the client cannot use (403, 416, ...)."""
-
-
-class ObjectTooLarge(StoreError):
-    """Raised when a document read whole is larger than the store's ``max_get_bytes``."""
 
 
 def default_retries(total: int = 4, backoff: float = 0.25) -> Retry:
@@ -114,13 +111,17 @@ class HttpStore:
         """The URL of a registry key."""
         return f"{self.location}/{check_key(key)}"
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         """The whole object and its etag (documents: index, descriptors, pointers, records);
-        :class:`NotModified` when the server answers 304 to ``if_none_match``."""
+        :class:`NotModified` when the server answers 304 to ``if_none_match``;
+        :class:`ObjectTooLarge` past ``limit`` (at most ``max_get_bytes``) bytes."""
+        most = self.max_get_bytes if limit is None else min(limit, self.max_get_bytes)
         for attempt in range(self.resume_attempts + 1):
             response = self.answer("GET", key, _conditional(if_none_match))
             try:
-                return self._whole(key, response), _etag(response)
+                return self._whole(key, response, most), _etag(response)
             except Urllib3Error as exc:
                 _pause(attempt, self.resume_attempts, self.location, key, exc)
             finally:
@@ -213,28 +214,20 @@ class HttpStore:
             "check the registry URL and its access rules"
         )
 
-    def _whole(self, key: str, response: Response) -> bytes:
-        """The body: read in one go when its declared length is within ``max_get_bytes``,
+    def _whole(self, key: str, response: Response, most: int) -> bytes:
+        """The body: read in one go when its declared length is within ``most`` bytes,
         refused unread when it is over; without a length, read in pieces up to the limit."""
         length = response.headers.get("Content-Length", "")
-        if length.isdigit() and int(length) > self.max_get_bytes:
-            raise self._too_large(key)
+        if length.isdigit() and int(length) > most:
+            raise too_large(key, self.location, most)
         if length.isdigit():
             return response.read(int(length), decode_content=False)
         data = bytearray()
-        while piece := response.read(
-            min(CHUNK, self.max_get_bytes + 1 - len(data)), decode_content=False
-        ):
+        while piece := response.read(min(CHUNK, most + 1 - len(data)), decode_content=False):
             data += piece
-            if len(data) > self.max_get_bytes:
-                raise self._too_large(key)
+            if len(data) > most:
+                raise too_large(key, self.location, most)
         return bytes(data)
-
-    def _too_large(self, key: str) -> ObjectTooLarge:
-        return ObjectTooLarge(
-            f"{key} from {self.location} is larger than {self.max_get_bytes} bytes, the most a "
-            "document may have: the registry is corrupt or hostile; check the registry URL"
-        )
 
 
 # What a body read raises when the connection breaks: a new request may cure it.

@@ -32,7 +32,14 @@ import blake3
 from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
 from runtime.storage.atomic import fsync_dir, is_temp_name, replace, temp_file
 from runtime.storage.location import Location
-from runtime.storage.store import NotModified, ObjectInfo, PutMode, check_key, check_mode
+from runtime.storage.store import (
+    NotModified,
+    ObjectInfo,
+    PutMode,
+    check_key,
+    check_mode,
+    too_large,
+)
 
 
 def open_location(location: Location, endpoint_url: str | None = None) -> LocalStore:
@@ -58,12 +65,18 @@ class LocalStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
-        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``."""
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
+        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``;
+        :class:`ObjectTooLarge` past ``limit`` bytes (at most ``limit + 1`` are read)."""
         try:
-            data = self._path(key).read_bytes()
+            with self._path(key).open("rb") as file:
+                data = file.read() if limit is None else file.read(limit + 1)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(f"{key} not found in {self.location}") from None
+        if limit is not None and len(data) > limit:
+            raise too_large(key, self.location, limit)
         etag = blake3.blake3(data).hexdigest()[:32]
         if etag == if_none_match:
             raise NotModified(key)

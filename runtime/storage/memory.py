@@ -17,7 +17,14 @@ import blake3
 
 from runtime.errors import KeyNotFound, PreconditionFailed
 from runtime.storage.location import Location
-from runtime.storage.store import NotModified, ObjectInfo, PutMode, check_key, check_mode
+from runtime.storage.store import (
+    NotModified,
+    ObjectInfo,
+    PutMode,
+    check_key,
+    check_mode,
+    too_large,
+)
 
 
 def open_location(location: Location, endpoint_url: str | None = None) -> MemoryStore:
@@ -33,12 +40,17 @@ class MemoryStore:
         self._objects: dict[str, tuple[bytes, float]] = {}
         self._mutex = threading.Lock()
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
-        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``."""
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
+        """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``;
+        :class:`ObjectTooLarge` past ``limit`` bytes."""
         with self._mutex:
             if check_key(key) not in self._objects:
                 raise KeyNotFound(f"{key} not found in {self.location}")
             data = self._objects[key][0]
+        if limit is not None and len(data) > limit:
+            raise too_large(key, self.location, limit)
         etag = blake3.blake3(data).hexdigest()[:32]
         if etag == if_none_match:
             raise NotModified(key)

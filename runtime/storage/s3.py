@@ -49,6 +49,7 @@ from runtime.storage.store import (
     check_key,
     check_mode,
     content_headers,
+    too_large,
 )
 
 MiB = 1 << 20
@@ -140,12 +141,17 @@ class S3Store:
     def _relative(self, full: str) -> str:
         return full[len(self.prefix) + 1 :] if self.prefix else full
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         """The object's bytes and etag; :class:`NotModified` when its etag is ``if_none_match``
-        (S3 answers 304 without the body)."""
+        (S3 answers 304 without the body); :class:`ObjectTooLarge`, unread, past ``limit``."""
         condition = {"IfNoneMatch": f'"{if_none_match}"'} if if_none_match else {}
         with self._errors(key, "GET"):
             response = self.client.get_object(Bucket=self.bucket, Key=self._full(key), **condition)
+            if limit is not None and response["ContentLength"] > limit:
+                response["Body"].close()
+                raise too_large(key, self.location, limit)
             return response["Body"].read(), _etag(response)
 
     def head(self, key: str) -> ObjectInfo:

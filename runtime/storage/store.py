@@ -48,6 +48,19 @@ class ReadOnlyStore(StoreError):
     write; the message names the location and what to use instead."""
 
 
+class ObjectTooLarge(StoreError):
+    """Raised when a document read whole is larger than the caller's ``limit`` (or an HTTP
+    store's ``max_get_bytes``): refused unread where the size is known first."""
+
+
+def too_large(key: str, location: str, limit: int) -> ObjectTooLarge:
+    """The error of a document past ``limit`` bytes."""
+    return ObjectTooLarge(
+        f"{key} from {location} is larger than {limit} bytes, the most a document may have: "
+        "the registry is corrupt or hostile; check the registry location"
+    )
+
+
 class NotModified(Exception):
     """Raised by ``get(key, if_none_match=etag)`` when the object still has that etag: the
     caller's copy is current. Deliberately not a :class:`~runtime.errors.RegistryError`: nothing
@@ -77,7 +90,9 @@ class Store(Protocol):
 
     location: str  # as shown in messages: credentials never appear in it
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]: ...
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]: ...
     def head(self, key: str) -> ObjectInfo: ...
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def open(self, key: str) -> contextlib.AbstractContextManager[BinaryIO]: ...

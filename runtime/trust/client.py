@@ -20,8 +20,10 @@ folder, and ``index.json`` through ``find_cached_target``). The probe for the ne
 that every refresh makes is answered "not there" without a request when ``timestamp.json`` is
 unchanged since that root was last found missing: a repository that rotates its root signs a new
 timestamp with it (``keys rotate`` does), and a server could hide a new root anyway, which is
-what root expiry bounds. Every other file is streamed, and refused at python-tuf's length limit
-(the exact length the signed metadata names, or the ``UpdaterConfig`` maximum). Only what
+what root expiry bounds. ``timestamp.json`` is read whole only up to python-tuf's limit for it
+(16 kB; a longer one is refused before it is read); every other file is streamed, and refused at
+python-tuf's length limit (the exact length the signed metadata names, or the ``UpdaterConfig``
+maximum). Only what
 python-tuf verified is kept: its own metadata, ``index.json``, and the etag and probe result of a
 refresh that succeeded.
 """
@@ -45,7 +47,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from runtime.errors import IntegrityError, KeyNotFound, RegistryError
 from runtime.registry.index import INDEX_KEY
 from runtime.storage.atomic import replace, temp_path_for, write_atomic
-from runtime.storage.store import NotModified, Store
+from runtime.storage.store import NotModified, ObjectTooLarge, Store
 from runtime.trust.keys import TrustRoot
 from runtime.trust.repository import INDEX_TARGET, TIMESTAMP_KEY, root_key
 
@@ -168,7 +170,10 @@ class StoreFetcher(FetcherInterface):
         trusted = self.folder / "timestamp.json"
         etag = _read_text(self.folder / "timestamp.etag") if trusted.is_file() else None
         try:
-            found = self.store.get(TIMESTAMP_KEY, etag)
+            found = self.store.get(TIMESTAMP_KEY, etag, limit=CONFIG.timestamp_max_length)
+        except ObjectTooLarge:  # refused at python-tuf's limit, before it is read whole
+            self.last, self.limit = TIMESTAMP_KEY, CONFIG.timestamp_max_length
+            raise exceptions.DownloadLengthMismatchError(f"{TIMESTAMP_KEY} too long") from None
         except NotModified:
             self._unchanged = True
             return trusted.read_bytes(), etag or ""

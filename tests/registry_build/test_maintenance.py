@@ -61,9 +61,11 @@ class ReadSpy(CountingStore):
         super().__init__(inner)
         self.read: list[str] = []
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         self.read.append(key)
-        return super().get(key, if_none_match)
+        return super().get(key, if_none_match, limit)
 
 
 def format_1(dest: Store, src: Path) -> bytes:

@@ -427,9 +427,11 @@ class Recorder:
         self.inner, self.location = inner, inner.location
         self.seen: list[tuple[str, str]] = []
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         self.seen.append(("GET", key))
-        return self.inner.get(key, if_none_match)
+        return self.inner.get(key, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         self.seen.append(("HEAD", key))

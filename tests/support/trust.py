@@ -113,9 +113,11 @@ class Recording:
         seen, self.reads = self.reads, []
         return seen
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         try:
-            found = self.inner.get(key, if_none_match)
+            found = self.inner.get(key, if_none_match, limit)
         except NotModified:
             self.reads.append((key, 304))
             raise

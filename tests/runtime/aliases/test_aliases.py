@@ -443,9 +443,11 @@ class _Logged(LocalStore):
     log: list[tuple[str, str]]
     hooks: dict[tuple[str, str], Callable[[], object]]
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         self.log.append(("get", "shards/..." if key.startswith("shards/") else key))
-        return super().get(key, if_none_match)
+        return super().get(key, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         self.log.append(("head", key))

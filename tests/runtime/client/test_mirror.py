@@ -74,9 +74,11 @@ class Recording:
         self.inner, self.location = inner, inner.location
         self.gets: list[tuple[str, int]] = []
 
-    def get(self, key: str, if_none_match: str | None = None) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         try:
-            found = self.inner.get(key, if_none_match)
+            found = self.inner.get(key, if_none_match, limit)
         except NotModified:
             self.gets.append((key, 304))
             raise

@@ -27,11 +27,10 @@ from runtime.errors import KeyNotFound
 from runtime.storage.http import (
     HttpStatusError,
     HttpStore,
-    ObjectTooLarge,
     _socket_readinto,
     default_retries,
 )
-from runtime.storage.store import PutMode, ReadOnlyStore, StoreUnreachable
+from runtime.storage.store import ObjectTooLarge, PutMode, ReadOnlyStore, StoreUnreachable
 
 PAYLOAD = os.urandom(3 << 20)
 
@@ -203,7 +202,7 @@ def test_a_document_larger_than_the_limit_is_refused_without_holding_it(key: str
     assert peak < 8 << 20  # the server offered 64 MiB (or claimed 10 GiB)
     assert str(caught.value) == (
         f"{key} from {base} is larger than 1048576 bytes, the most a document may have: the "
-        "registry is corrupt or hostile; check the registry URL"
+        "registry is corrupt or hostile; check the registry location"
     )
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
 from runtime.storage.http import HttpStore
 from runtime.storage.local import LocalStore
 from runtime.storage.memory import MemoryStore
-from runtime.storage.store import NotModified, PutMode, Store, content_headers
+from runtime.storage.store import NotModified, ObjectTooLarge, PutMode, Store, content_headers
 
 Pair = tuple[Store, Store]  # (where a test writes, what the contract reads through)
 
@@ -92,6 +93,25 @@ def _settle(store: Store, key: str) -> None:
     if isinstance(store, LocalStore):
         past = time.time() - 86400
         os.utime(store.root / key, (past, past))
+
+
+def test_a_read_past_the_callers_limit_is_refused_without_reading_it_whole(pair: Pair) -> None:
+    writer, reader = pair
+    writer.put("metadata/timestamp.json", b"x" * (8 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ObjectTooLarge) as caught:
+            reader.get("metadata/timestamp.json", limit=16384)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    if not reader.location.startswith("s3://"):  # moto answers from this very process
+        assert peak < 1 << 20  # 8 MiB offered, at most the limit (and a buffer) read
+    assert str(caught.value) == (
+        f"metadata/timestamp.json from {reader.location} is larger than 16384 bytes, the most a "
+        "document may have: the registry is corrupt or hostile; check the registry location"
+    )
+    assert reader.get("metadata/timestamp.json", limit=8 << 20)[0] == b"x" * (8 << 20)
 
 
 def test_equal_bytes_have_equal_etags_and_different_bytes_differ(store: Store) -> None:

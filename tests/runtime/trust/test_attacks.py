@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import tracemalloc
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,11 +220,17 @@ def test_an_endless_timestamp_is_refused_at_python_tufs_limit(keys: Keys, tmp_pa
     client.resolve("tiny", "universal")
     kept = _trusted(client)
     site.store.put(TIMESTAMP_KEY, b" " * (100 << 20))
-    with pytest.raises(EndlessData) as caught:
-        client.resolve("tiny", "universal")
+    tracemalloc.start()
+    try:
+        with pytest.raises(EndlessData) as caught:
+            client.resolve("tiny", "universal")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     assert str(caught.value).startswith(
         f"{client.location}: {TIMESTAMP_KEY} is longer than the 16384 bytes allowed (endless data)"
     )
+    assert peak < 4 << 20  # refused before it was read: the 100 MB were never in memory
     assert _trusted(client) == kept
 
 
