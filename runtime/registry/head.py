@@ -30,7 +30,7 @@ import msgspec
 from runtime.errors import KeyNotFound, PreconditionFailed, RegistryError
 from runtime.registry.index import INDEX_KEY, decode_index, no_index
 from runtime.registry.wire import Index, encode
-from runtime.storage.store import PutMode, Store
+from runtime.storage.store import MAX_DOCUMENT, PutMode, Store
 
 if TYPE_CHECKING:
     from runtime.trust.keys import Signing
@@ -89,7 +89,7 @@ def read_head(store: Store) -> Head:
     """The store's head (module notes): two more reads than ``index.json`` on a signed registry
     (``timestamp.json``, ``V.targets.json``), a third when ``index.json`` lags behind them."""
     try:
-        data, etag = store.get(INDEX_KEY)
+        data, etag = store.get(INDEX_KEY, limit=MAX_DOCUMENT)
     except KeyNotFound:
         return Head()
     if not marked_signed(data):

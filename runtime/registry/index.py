@@ -39,7 +39,7 @@ from runtime.registry.wire import (
     decode_document,
     shard_key,
 )
-from runtime.storage.store import Store
+from runtime.storage.store import MAX_DOCUMENT, ObjectTooLarge, Store
 
 INDEX_KEY = "index.json"
 REBUILD = "rebuild it from descriptors/ with `registry-build reindex` (or ask the publisher to)"
@@ -120,7 +120,7 @@ def decode_published(data: bytes, where: str, fix: str = REBUILD) -> Index | Ind
 def read_index(store: Store) -> tuple[Index, str | None]:
     """The store's index (format 2) and its etag; an empty Index and None when there is none."""
     try:
-        data, etag = store.get(INDEX_KEY)
+        data, etag = store.get(INDEX_KEY, limit=MAX_DOCUMENT)
     except KeyNotFound:
         return Index(), None
     return decode_index(data, f"{store.location}/{INDEX_KEY}"), etag
@@ -129,7 +129,7 @@ def read_index(store: Store) -> tuple[Index, str | None]:
 def read_published(store: Store) -> tuple[Index | IndexV1, str | None]:
     """:func:`read_index` for a publisher: an index of format 1 is returned to be upgraded."""
     try:
-        data, etag = store.get(INDEX_KEY)
+        data, etag = store.get(INDEX_KEY, limit=MAX_DOCUMENT)
     except KeyNotFound:
         return Index(), None
     return decode_published(data, f"{store.location}/{INDEX_KEY}"), etag
@@ -142,7 +142,7 @@ def fetch_index(
     location holds none, and :class:`~runtime.storage.store.NotModified` when ``if_none_match``
     is still its etag."""
     try:
-        data, etag = store.get(INDEX_KEY, if_none_match)
+        data, etag = store.get(INDEX_KEY, if_none_match, MAX_DOCUMENT)
     except KeyNotFound:
         raise no_index(store) from None
     return decode_index(data, f"{store.location}/{INDEX_KEY}", fix), data, etag
@@ -173,7 +173,7 @@ def entry_of(index: Index, model: str, where: str) -> ModelEntry:
 def check_shard(data: bytes, model: str, ref: ShardRef, where: str, fix: str = REBUILD) -> Shard:
     """``data``, read from ``where``, as the shard of ``model`` that ``ref`` names: its size and
     BLAKE3 first (:class:`IntegrityError`), then its fields, then its model."""
-    stale = f"the shard is corrupt or index.json is stale: retry, or {fix}"
+    stale = _stale(fix)
     if len(data) != ref.size:
         raise IntegrityError(f"{where} has {len(data)} bytes, index.json names {ref.size}; {stale}")
     actual = blake3.blake3(data).hexdigest()
@@ -190,16 +190,25 @@ def check_shard(data: bytes, model: str, ref: ShardRef, where: str, fix: str = R
     return shard
 
 
+def _stale(fix: str) -> str:
+    return f"the shard is corrupt or index.json is stale: retry, or {fix}"
+
+
 def read_shard(store: Store, model: str, ref: ShardRef, fix: str = REBUILD) -> tuple[Shard, bytes]:
     """The shard ``ref`` names for ``model``, read from ``store`` and checked, and its bytes."""
     key = shard_key(model, ref.hash)
+    where = f"{store.location}/{key}"
     try:
-        data = store.get(key)[0]
+        data = store.get(key, limit=ref.size)[0]
     except KeyNotFound:
         raise KeyNotFound(
             f"{key} not found in {store.location}, though index.json names it: {fix}"
         ) from None
-    return check_shard(data, model, ref, f"{store.location}/{key}", fix), data
+    except ObjectTooLarge:  # refused before it was read whole
+        raise IntegrityError(
+            f"{where} has more than {ref.size} bytes, index.json names {ref.size}; {_stale(fix)}"
+        ) from None
+    return check_shard(data, model, ref, where, fix), data
 
 
 def load_model(store: Store, model: str) -> ModelState:

@@ -41,6 +41,7 @@ from urllib3.util import Retry, Timeout
 from runtime.errors import KeyNotFound, RegistryError, StoreError
 from runtime.storage.location import Location
 from runtime.storage.store import (
+    MAX_DOCUMENT,
     NotModified,
     ObjectInfo,
     PutMode,
@@ -53,7 +54,7 @@ from runtime.storage.store import (
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-MAX_GET_BYTES = 256 << 20  # a document read whole: index.json of ~500k bundles fits
+MAX_GET_BYTES = MAX_DOCUMENT  # a document read whole: index.json of ~500k bundles fits
 CHUNK = 4 << 20  # big reads are much faster than read1's socket-sized pieces
 ERROR_BODY_BYTES = 64 << 10  # an error page this small is read to keep the connection
 RETRY_STATUSES = (429, 500, 502, 503, 504)

@@ -47,6 +47,13 @@ def open_location(location: Location, endpoint_url: str | None = None) -> LocalS
     return LocalStore(Path(location.address))
 
 
+def _read_at_most(file: BinaryIO, limit: int) -> bytes:
+    """The file's bytes, or ``limit + 1`` of them when it is longer (never a buffer of ``limit``
+    bytes for a small file: ``read(n)`` allocates ``n`` up front)."""
+    size = os.fstat(file.fileno()).st_size
+    return file.read(min(size, limit) + 1)
+
+
 def _blake3_file(path: Path) -> str:
     hasher = blake3.blake3()
     with open(path, "rb") as handle:
@@ -72,7 +79,7 @@ class LocalStore:
         :class:`ObjectTooLarge` past ``limit`` bytes (at most ``limit + 1`` are read)."""
         try:
             with self._path(key).open("rb") as file:
-                data = file.read() if limit is None else file.read(limit + 1)
+                data = file.read() if limit is None else _read_at_most(file, limit)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(f"{key} not found in {self.location}") from None
         if limit is not None and len(data) > limit:

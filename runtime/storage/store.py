@@ -48,6 +48,9 @@ class ReadOnlyStore(StoreError):
     write; the message names the location and what to use instead."""
 
 
+MAX_DOCUMENT = 256 << 20  # bytes of a document read whole: index.json of ~500k bundles fits
+
+
 class ObjectTooLarge(StoreError):
     """Raised when a document read whole is larger than the caller's ``limit`` (or an HTTP
     store's ``max_get_bytes``): refused unread where the size is known first."""

@@ -28,8 +28,9 @@ from runtime.registry.index import (
     fetch_index,
     load_index,
     read_index,
+    read_shard,
 )
-from runtime.registry.wire import Index, IndexV1, ShardRef, decode_document, encode
+from runtime.registry.wire import Index, IndexV1, ShardRef, decode_document, encode, shard_key
 from runtime.storage.local import LocalStore
 from runtime.storage.memory import MemoryStore
 
@@ -168,6 +169,19 @@ def test_a_hostile_entry_is_named_by_its_model() -> None:
 
 
 SHARD = b'{"model":"tiny","bundles":[]}'
+
+
+def test_a_shard_longer_than_named_is_refused_before_it_is_read_whole(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "site")
+    ref = ShardRef(blake3.blake3(SHARD).hexdigest(), len(SHARD))
+    store.put(shard_key("tiny", ref.hash), SHARD + b" " * (8 << 20))
+    with pytest.raises(IntegrityError) as caught:
+        read_shard(store, "tiny", ref)
+    assert str(caught.value) == (
+        f"{store.location}/{shard_key('tiny', ref.hash)} has more than 29 bytes, index.json names "
+        "29; the shard is corrupt or index.json is stale: retry, or rebuild it from descriptors/ "
+        "with `registry-build reindex` (or ask the publisher to)"
+    )
 
 
 @pytest.mark.parametrize(
