@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import re
+from functools import partial
 
 import blake3
 import msgspec
 
 from runtime.aliases.lookup import no_alias, resolve
-from runtime.aliases.pointer import decode, digest, newest_seq, read_pointer, read_record
+from runtime.aliases.pointer import (
+    decode,
+    digest,
+    get_record,
+    newest_seq,
+    read_pointer,
+    read_record,
+)
 from runtime.errors import CorruptDocument, IntegrityError, KeyNotFound
 from runtime.names import check_name
 from runtime.registry.index import load_index
@@ -79,7 +87,7 @@ def records(store: Store, model: str, alias: str) -> tuple[Records, list[str]]:
     for key in keys:
         stem = key[len(prefix) :].removesuffix(".json")
         if key.endswith(".json") and _SEQ.fullmatch(stem) and int(stem) <= MAX_SEQ:
-            found.append((int(stem), key, store.get(key)[0]))
+            found.append((int(stem), key, get_record(store, key)))
         else:
             strays.append(key)
     return sorted(found), strays
@@ -91,12 +99,12 @@ def _probed(store: Store, model: str, alias: str) -> Records:
     after = 0
     with contextlib.suppress(CorruptDocument):
         after = read_pointer(store, model, alias).seq
-    ahead = newest_seq(lambda key: store.get(key)[0], model, alias, after)
+    ahead = newest_seq(partial(get_record, store), model, alias, after)
     found: Records = []
     for seq in range(1, ahead[0] + 1 if ahead else after + 1):
         key = alias_record_key(model, alias, seq)
         with contextlib.suppress(KeyNotFound):
-            found.append((seq, key, store.get(key)[0]))
+            found.append((seq, key, get_record(store, key)))
     return found
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 
-from runtime.aliases.pointer import newest, read_pointer, read_record, roll_forward
+from runtime.aliases.pointer import get_record, newest, read_pointer, read_record, roll_forward
 from runtime.aliases.view import alias_names, refresh_view, sync_index_alias
 from runtime.errors import KeyNotFound, RegistryError, ResolveError
 from runtime.names import Ref, parse_ref
@@ -108,7 +108,7 @@ def _current(store: Store, model: str, alias: str) -> AliasView:
     pointer = resolve_alias(store, model, alias, repair=False)
     key = alias_record_key(model, alias, pointer.seq)
     try:
-        data = store.get(key)[0]
+        data = get_record(store, key)
     except KeyNotFound:
         damage = f"its pointer names record {pointer.seq}, but {key} does not exist"
         raise no_alias(store, model, alias, damage) from None

@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import blake3
@@ -88,11 +89,19 @@ class ReadPointer:
         return self.value.seq if self.value else 0
 
 
+MAX_RECORD_BYTES = 64 << 10  # a pointer or a record: its actor, reason and digests are bounded
+
+
+def get_record(store: Store, key: str) -> bytes:
+    """The bytes of a pointer or record at ``key``, refused unread past :data:`MAX_RECORD_BYTES`."""
+    return store.get(key, limit=MAX_RECORD_BYTES)[0]
+
+
 def read_pointer(store: Store, model: str, alias: str) -> ReadPointer:
     """The pointer of ``model@alias`` and its etag; an empty :class:`ReadPointer` when absent."""
     key = alias_pointer_key(model, alias)
     try:
-        data, etag = store.get(key)
+        data, etag = store.get(key, limit=MAX_RECORD_BYTES)
     except KeyNotFound:
         return ReadPointer(None, None)
     return ReadPointer(decode(data, AliasPointer, key, store), etag)
@@ -116,7 +125,7 @@ def records_after(
             continue
         key = alias_record_key(model, alias, seq)
         try:
-            data, _ = store.get(key)
+            data, _ = store.get(key, limit=MAX_RECORD_BYTES)
         except KeyNotFound:
             return
         yield read_record(data, f"{store.location}/{key}", model, alias, seq), digest(data)
@@ -164,7 +173,7 @@ def newest_pointer(
 
 def newest(store: Store, model: str, alias: str, after: int) -> AliasPointer | None:
     """:func:`newest_pointer` over ``store``."""
-    return newest_pointer(lambda key: store.get(key)[0], store.location, model, alias, after)
+    return newest_pointer(partial(get_record, store), store.location, model, alias, after)
 
 
 def pointer_for(record: AliasRecord, record_digest: str) -> AliasPointer:

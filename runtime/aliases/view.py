@@ -51,7 +51,7 @@ from runtime.registry.wire import (
     alias_index_key,
     encode,
 )
-from runtime.storage.store import PutMode, ReadOnlyStore, Store
+from runtime.storage.store import MAX_DOCUMENT, PutMode, ReadOnlyStore, Store
 
 if TYPE_CHECKING:
     from runtime.trust.keys import Signing
@@ -87,7 +87,7 @@ def read_view(store: Store, model: str) -> tuple[AliasIndex | None, str | None]:
     """The view and its etag; (None, etag) when it exists but is unreadable (it is rebuilt)."""
     key = alias_index_key(model)
     try:
-        data, etag = store.get(key)
+        data, etag = store.get(key, limit=MAX_DOCUMENT)
     except KeyNotFound:
         return AliasIndex(model), None
     try:

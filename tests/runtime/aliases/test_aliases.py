@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +44,7 @@ from runtime.registry.wire import (
 from runtime.storage.local import LocalStore
 from runtime.storage.location import open_store
 from runtime.storage.memory import MemoryStore
-from runtime.storage.store import ObjectInfo, PutMode, Store
+from runtime.storage.store import ObjectInfo, ObjectTooLarge, PutMode, Store
 
 MODEL = "whisper"
 VERSIONS = ("1.0", "1.1", "1.10")
@@ -673,10 +674,12 @@ class _Counting(LocalStore):
 
     reads: list[str]
 
-    def get(self, key: str) -> tuple[bytes, str]:
+    def get(
+        self, key: str, if_none_match: str | None = None, limit: int | None = None
+    ) -> tuple[bytes, str]:
         if key.count("/") == 3:
             self.reads.append(key)
-        return super().get(key)
+        return super().get(key, if_none_match, limit)
 
 
 def test_a_deleted_pointer_is_rolled_forward_from_its_records(store: LocalStore) -> None:
@@ -709,6 +712,30 @@ def test_a_hundred_records_cost_a_few_reads() -> None:
     pointer = al.newest_pointer(get, "mem://", MODEL, "prod")
     assert pointer is not None and pointer.seq == 100
     assert len(reads) <= 14
+
+
+@pytest.mark.parametrize("which", ["pointer", "record"])
+def test_a_huge_pointer_or_record_is_refused_before_it_is_read(
+    store: LocalStore, which: str
+) -> None:
+    _three(store)
+    key = alias_pointer_key(MODEL, "production")
+    read: Callable[[Store, str, str], object] = al.resolve_alias  # reads the pointer
+    if which == "record":
+        key, read = alias_record_key(MODEL, "production", 3), al.history
+    store.put(key, b" " * (64 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ObjectTooLarge) as caught:
+            read(store, MODEL, "production")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # 64 MiB offered, none of it read
+    assert str(caught.value) == (
+        f"{key} from {store.location} is larger than 65536 bytes, the most a document may have: "
+        "the registry is corrupt or hostile; check the registry location"
+    )
 
 
 def test_a_damaged_alias_is_named_without_contradiction(store: LocalStore) -> None:
