@@ -183,12 +183,13 @@ def _verify_signed(store: Any, trust: Path | None) -> dict[str, Any] | None:
     from runtime.errors import KeyNotFound
     from runtime.registry.head import marked_signed
     from runtime.registry.index import INDEX_KEY
+    from runtime.storage.store import MAX_DOCUMENT
     from runtime.trust import require_trust, trust_from
 
     root = trust_from(trust)
     if root is None:
         try:
-            if not marked_signed(store.get(INDEX_KEY)[0]):
+            if not marked_signed(store.get(INDEX_KEY, limit=MAX_DOCUMENT)[0]):
                 return None
         except KeyNotFound:
             return None  # verify says what is missing

@@ -57,7 +57,7 @@ from runtime.registry.resolver import target_order
 from runtime.registry.wire import BundleDescriptor, decode_document, descriptor_key
 from runtime.registry.xyb import ExtractLimitExceeded, Limits, safe_extract
 from runtime.storage.location import Location, open_store, parse_location
-from runtime.storage.store import Store
+from runtime.storage.store import MAX_DOCUMENT, Store
 
 if TYPE_CHECKING:
     from runtime.trust.keys import TrustRoot
@@ -171,7 +171,7 @@ class Registry:
             return cached
         key = descriptor_key(entry.id, entry.version, entry.target)
         try:
-            data = self.store.get(key)[0]
+            data = self.store.get(key, limit=MAX_DOCUMENT)[0]
         except KeyNotFound:
             return entry  # an older registry without descriptor files: the index entry will do
         full = decode_document(data, BundleDescriptor, f"{self.location}/{key}", _REPUBLISH)

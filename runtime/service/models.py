@@ -37,7 +37,7 @@ from runtime.errors import CorruptDocument, KeyNotFound, RegistryError
 from runtime.registry.wire import decode_document
 from runtime.service.types import ModelList, ModelPlace, ModelUse, ModelView, Name, WorkerView
 from runtime.storage.location import redact
-from runtime.storage.store import NotModified, Store
+from runtime.storage.store import MAX_DOCUMENT, NotModified, Store
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class RegistryModels:
             if self._failed_at > asked:  # a read failed while this one waited: do not pile on
                 return
             try:
-                data, etag = self.store.get(MODEL_LIST, if_none_match=self._etag)
+                data, etag = self.store.get(MODEL_LIST, self._etag, MAX_DOCUMENT)
             except NotModified:
                 self.error = None
                 return

@@ -47,7 +47,7 @@ from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 from runtime.errors import IntegrityError, KeyNotFound, RegistryError
 from runtime.registry.index import INDEX_KEY
 from runtime.storage.atomic import replace, temp_path_for, write_atomic
-from runtime.storage.store import NotModified, ObjectTooLarge, Store
+from runtime.storage.store import MAX_DOCUMENT, NotModified, ObjectTooLarge, Store
 from runtime.trust.keys import TrustRoot
 from runtime.trust.repository import INDEX_TARGET, TIMESTAMP_KEY, root_key
 
@@ -468,7 +468,7 @@ def check_signed(store: Store, root: TrustRoot | None) -> SignedReport:
 
 def _first_root(store: Store) -> bytes:
     try:
-        return store.get(root_key(1))[0]
+        return store.get(root_key(1), limit=CONFIG.root_max_length)[0]
     except KeyNotFound:
         raise NotSigned(
             f"{store.location} has no {root_key(1)}: its signed metadata cannot be checked"
@@ -477,6 +477,6 @@ def _first_root(store: Store) -> bytes:
 
 def _plain(store: Store) -> bytes | None:
     try:
-        return store.get(INDEX_KEY)[0]
+        return store.get(INDEX_KEY, limit=MAX_DOCUMENT)[0]
     except KeyNotFound:
         return None
