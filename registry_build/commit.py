@@ -42,6 +42,7 @@ Step 3 makes the documents one of two ways (:class:`Options`):
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -369,11 +370,10 @@ class _Rounds:
         for key, data in unwritten.items():
             if self.view.listed and self.view.info(key) is not None:
                 continue  # named by its digest: a listing shows it is there already
-            try:
+            # Named by its digest: a shard already there holds these very bytes.
+            with contextlib.suppress(PreconditionFailed):
                 self.store.put(key, data, PutMode.CREATE)
                 written.append(key)
-            except PreconditionFailed:
-                pass  # named by its digest: what is there holds these very bytes
         return written
 
     # -- the documents ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ one). A failed build is reported and the last good registry stays served.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -85,12 +86,11 @@ class Preview:
         thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         thread.start()
         try:
-            while True:
-                time.sleep(rebuild.interval if rebuild is not None else 3600)
-                if rebuild is not None and rebuild.changed():
-                    rebuild.run()
-        except KeyboardInterrupt:
-            pass
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the preview
+                while True:
+                    time.sleep(rebuild.interval if rebuild is not None else 3600)
+                    if rebuild is not None and rebuild.changed():
+                        rebuild.run()
         finally:
             self.server.shutdown()
             thread.join()

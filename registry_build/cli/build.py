@@ -12,8 +12,8 @@ from registry_build.build import BuildOptions, BuildReport, BundleResult, Job, b
 from registry_build.cli.publish import commit_options, no_index, signing_options
 from registry_build.config import load_config
 from runtime.cli import json_option
-from runtime.cli.extras import require
 from runtime.cli.output import human_size, print_json
+from runtime.extras import require
 
 DEFAULT_CONFIG = "bundles.json"
 DEFAULT_OUT = "site"

@@ -11,9 +11,9 @@ from typing import Any
 
 from registry_build.commit import Options
 from runtime.cli import Detailed, json_option
-from runtime.cli.extras import require
 from runtime.cli.output import human_size, print_json
 from runtime.errors import IntegrityError
+from runtime.extras import require
 from runtime.storage.location import open_store
 from runtime.storage.store import Store
 from runtime.trust import SIGNING_ENV, signing_from

@@ -13,7 +13,7 @@ Shared by both commands (:func:`build_parser`, :func:`run`):
   worked out when the command runs (an environment variable, this machine's target);
 - failures: a :class:`~runtime.errors.RegistryError` is one line, ``Error: ...``, exit 1; a bad
   combination of arguments is argparse's ``error:`` line, exit 2; a module an extra brings that is
-  missing is the line naming the extra (:mod:`runtime.cli.extras`); no traceback for any of them;
+  missing is the line naming the extra (:mod:`runtime.extras`); no traceback for any of them;
 - ``--json``: a command given it prints one JSON document on stdout and nothing else, and so does
   a failure: ``{"error": MESSAGE, "kind": CLASS, "exit_code": CODE}`` on stdout, with that exit
   code (a bad argument included: kind ``UsageError``, exit 2). A :class:`Detailed` failure
@@ -34,8 +34,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from runtime.cli.extras import DISTRIBUTION, explain, require_for
 from runtime.errors import RegistryError, UsageError
+from runtime.extras import DISTRIBUTION, explain, require_for
 from runtime.storage.location import Location, parse_location
 
 Handler = Callable[[argparse.Namespace], int]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.cli import Detailed, json_option, registry_location
-from runtime.cli.extras import require
+from runtime.extras import require
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 

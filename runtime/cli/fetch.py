@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.cli import json_option, registry_location
-from runtime.cli.extras import require
 from runtime.documents import quoted
 from runtime.errors import RegistryError, UsageError
+from runtime.extras import require
 from runtime.storage.location import Location
 
 if TYPE_CHECKING:

@@ -91,7 +91,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _require_extras(registry: str | None, state: str) -> None:
     """Check the extras ``serve`` needs before it starts: the server's, the registry location's,
     and redis-py for ``--state redis://``."""
-    from runtime.cli.extras import require, require_for
+    from runtime.extras import require, require_for
     from runtime.service.state import parse_state
     from runtime.storage.location import parse_location
 

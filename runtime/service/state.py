@@ -45,6 +45,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from runtime.errors import RegistryError
+from runtime.extras import missing
 from runtime.service.catalog import HiveRecord
 from runtime.service.hives import DEFAULT_TTL, Clock, HiveRegistry
 from runtime.service.services import ServiceRegistry
@@ -68,10 +69,6 @@ _FORMS = "memory, redis://HOST:PORT/DB or rediss://HOST:PORT/DB"
 class StateChoiceError(RegistryError, ValueError):
     """Raised when ``--state`` (or ``$BUNDLE_REGISTRY_STATE``) is not a state this server keeps,
     or does not go with the other options."""
-
-
-class RedisMissing(RegistryError, ImportError):
-    """Raised when ``--state redis://`` is chosen and redis-py is not installed."""
 
 
 class StateUnavailable(RegistryError, ConnectionError):
@@ -226,9 +223,7 @@ def open_state(
     except ImportError as exc:
         if exc.name is None or not exc.name.startswith("redis"):
             raise
-        raise RedisMissing(
-            "--state redis:// needs redis-py: pip install 'bundle-registry[redis]'"
-        ) from None
+        raise missing("redis", "--state redis://") from None
     return RedisState(choice, ttl=ttl)
 
 

@@ -33,12 +33,12 @@ from runtime.errors import KeyNotFound, PreconditionFailed, StoreError
 from runtime.storage.atomic import fsync_dir, is_temp_name, replace, temp_file
 from runtime.storage.location import Location
 from runtime.storage.store import (
-    NotModified,
     ObjectInfo,
     PutMode,
+    answer_get,
     check_key,
     check_mode,
-    too_large,
+    content_etag,
 )
 
 
@@ -82,12 +82,7 @@ class LocalStore:
                 data = file.read() if limit is None else _read_at_most(file, limit)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise KeyNotFound(f"{key} not found in {self.location}") from None
-        if limit is not None and len(data) > limit:
-            raise too_large(key, self.location, limit)
-        etag = blake3.blake3(data).hexdigest()[:32]
-        if etag == if_none_match:
-            raise NotModified(key)
-        return data, etag
+        return answer_get(key, self.location, data, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         """Size, etag (reads the file to hash it) and modification time."""
@@ -140,7 +135,7 @@ class LocalStore:
         with temp_file(path) as (handle, tmp):
             handle.write(data)
         self._commit(key, tmp, mode, etag)
-        return blake3.blake3(data).hexdigest()[:32]
+        return content_etag(data)
 
     def put_file(
         self, key: str, path: Path, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None

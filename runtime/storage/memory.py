@@ -13,17 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import blake3
-
 from runtime.errors import KeyNotFound, PreconditionFailed
 from runtime.storage.location import Location
 from runtime.storage.store import (
-    NotModified,
     ObjectInfo,
     PutMode,
+    answer_get,
     check_key,
     check_mode,
-    too_large,
+    content_etag,
 )
 
 
@@ -49,12 +47,7 @@ class MemoryStore:
             if check_key(key) not in self._objects:
                 raise KeyNotFound(f"{key} not found in {self.location}")
             data = self._objects[key][0]
-        if limit is not None and len(data) > limit:
-            raise too_large(key, self.location, limit)
-        etag = blake3.blake3(data).hexdigest()[:32]
-        if etag == if_none_match:
-            raise NotModified(key)
-        return data, etag
+        return answer_get(key, self.location, data, if_none_match, limit)
 
     def head(self, key: str) -> ObjectInfo:
         """Size, etag and modification time."""
@@ -91,14 +84,14 @@ class MemoryStore:
             if mode is PutMode.MATCH:
                 if current is None:
                     raise KeyNotFound(f"{key} is gone from {self.location}")
-                now = blake3.blake3(current[0]).hexdigest()[:32]
+                now = content_etag(current[0])
                 if now != etag:
                     raise PreconditionFailed(
                         f"{key} in {self.location} changed since it was read "
                         f"(etag {etag}, now {now})"
                     )
             self._objects[key] = (data, time.time())
-        return blake3.blake3(data).hexdigest()[:32]
+        return content_etag(data)
 
     def put_file(
         self, key: str, path: Path, mode: PutMode = PutMode.OVERWRITE, etag: str | None = None

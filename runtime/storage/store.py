@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+import blake3
+
 from runtime.errors import StoreError
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -62,6 +64,25 @@ def too_large(key: str, location: str, limit: int) -> ObjectTooLarge:
         f"{key} from {location} is larger than {limit} bytes, the most a document may have: "
         "the registry is corrupt or hostile; check the registry location"
     )
+
+
+def content_etag(data: bytes) -> str:
+    """The etag a directory or memory store gives ``data``: its BLAKE3, cut to 32 hex digits."""
+    return blake3.blake3(data).hexdigest()[:32]
+
+
+def answer_get(
+    key: str, location: str, data: bytes, if_none_match: str | None, limit: int | None
+) -> tuple[bytes, str]:
+    """What ``get`` answers for ``data`` held in hand (a directory or memory store):
+    :class:`ObjectTooLarge` past ``limit``, :class:`NotModified` at ``if_none_match``, else the
+    bytes and their content etag."""
+    if limit is not None and len(data) > limit:
+        raise too_large(key, location, limit)
+    etag = content_etag(data)
+    if etag == if_none_match:
+        raise NotModified(key)
+    return data, etag
 
 
 class NotModified(Exception):

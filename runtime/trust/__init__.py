@@ -40,33 +40,20 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runtime.errors import RegistryError
+from runtime.extras import require
 
 if TYPE_CHECKING:
     from runtime.trust.keys import Expiry, Signing, TrustRoot
 
-INSTALL = "pip install 'bundle-registry[trust]'"
 SIGNING_ENV = "BUNDLE_REGISTRY_SIGNING_KEY"
 TRUST_ENV = "BUNDLE_REGISTRY_TRUST"
 
 
-class TrustUnavailable(RegistryError, ImportError):
-    """Raised when signed metadata is needed (a signed registry, ``--trust``, ``--signing-key``)
-    but python-tuf or securesystemslib is not installed."""
-
-
 def require_trust(why: str) -> None:
-    """Make sure python-tuf and securesystemslib (with ed25519) can be imported, else
-    :class:`TrustUnavailable` saying ``why`` they are needed and how to install them."""
-    try:
-        import cryptography  # noqa: F401
-        import securesystemslib.signer  # noqa: F401
-        import tuf.api.metadata  # noqa: F401
-    except ImportError as exc:
-        raise TrustUnavailable(
-            f"{why} needs python-tuf and securesystemslib, which are not installed "
-            f"({exc.name or exc}): {INSTALL}"
-        ) from None
+    """Make sure python-tuf and securesystemslib (with ed25519) are installed, else
+    :class:`~runtime.extras.MissingExtra` saying ``why`` they are needed and how to install
+    them."""
+    require("trust", why)
 
 
 def signing_from(

@@ -8,8 +8,6 @@ import os
 import random
 import signal
 import time
-import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
@@ -20,7 +18,15 @@ import blake3
 import msgspec
 import pytest
 import urllib3
-from support.sources import QUIET, assert_consistent, bundles, catalog_of, make_source, publish
+from support.sources import (
+    QUIET,
+    assert_consistent,
+    bundles,
+    catalog_of,
+    fork,
+    make_source,
+    publish,
+)
 
 from registry_build.commit import Options
 from registry_build.maintenance import reindex
@@ -254,23 +260,6 @@ def test_a_client_reads_a_published_directory_over_http(
 # -- concurrency and crashes -----------------------------------------------------------------
 
 
-def _fork(work: Callable[[], object]) -> int:
-    """Run ``work`` in a forked child (cheap: boto3 is imported already); returns its pid."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            work()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid
-
-
 EDITED = replace(QUIET, whole_models=0)  # every registry is "large": its documents are edited
 
 
@@ -295,7 +284,7 @@ def test_eight_processes_publishing_at_once_lose_no_bundle(
             made = bundles(f"model{n}", range(round_ * 2, round_ * 2 + 2), size=500)
             sources.append(make_source(tmp_path / f"src{round_}-{n}", made))
             expected |= {(m, v, t) for m, v, t, _ in made}
-        pids = [_fork(_publish_in_child(src, url, moto_endpoint, options)) for src in sources]
+        pids = [fork(_publish_in_child(src, url, moto_endpoint, options)) for src in sources]
         assert [os.waitpid(pid, 0)[1] for pid in pids] == [0] * 8
         catalog = assert_consistent(S3Store.from_url(url, endpoint_url=moto_endpoint))
         assert {d.key for d in catalog.bundles} == expected
@@ -317,7 +306,7 @@ def test_killing_a_publisher_at_any_moment_leaves_a_consistent_registry(
         src = make_source(
             tmp_path / f"src{trial}", bundles("tiny", range(trial * 3, trial * 3 + 3))
         )
-        pid = _fork(_publish_in_child(src, url, moto_endpoint, options))
+        pid = fork(_publish_in_child(src, url, moto_endpoint, options))
         time.sleep(rng.uniform(0, typical * 1.5))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)

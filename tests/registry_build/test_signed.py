@@ -11,8 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support.sources import QUIET, assert_consistent, bundles, make_source, publish
-from support.trust import Keys, fork, make_keys
+from support.sources import QUIET, assert_consistent, bundles, fork, make_source, publish
+from support.trust import Keys, make_keys
 
 from registry_build.cli import main
 from registry_build.commit import Options

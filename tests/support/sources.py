@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import traceback
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import blake3
@@ -111,3 +113,20 @@ def assert_consistent(store: Store, xybrid_index: bool = True, blobs: bool = Tru
 def publish(src: Path, store: Store, options: Options = QUIET) -> PublishReport:
     """Publish the built registry ``src`` to ``store`` with the stand-in pages, quietly."""
     return publish_registry(src, store, progress=False, options=options)
+
+
+def fork(work: Callable[[], object]) -> int:
+    """Run ``work`` in a forked child (cheap: everything is imported already); its pid."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    return pid

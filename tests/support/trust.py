@@ -5,10 +5,7 @@ a store that records the requests made through it, and the three places a regist
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import traceback
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,20 +170,3 @@ def files_of(folder: Path) -> dict[str, bytes]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and not p.is_symlink()
     }
-
-
-def fork(work: Callable[[], object]) -> int:
-    """Run ``work`` in a forked child (cheap: everything is imported already); its pid."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            work()
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    return pid

@@ -1,4 +1,4 @@
-"""A missing extra is one line, checked before any work starts (:mod:`runtime.cli.extras`): each
+"""A missing extra is one line, checked before any work starts (:mod:`runtime.extras`): each
 command run in a real subprocess with the extra's modules hidden, as after a bare
 ``pip install bundle-registry``."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support.service import free_port
 
-from runtime.cli.extras import EXTRAS, installed
+from runtime.extras import EXTRAS, installed
 
 Run = Callable[..., tuple[int, str, str]]
 PORT = str(free_port())  # never bound: each command stops before it listens

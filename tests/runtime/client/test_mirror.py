@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import blake3
 import pytest
 from support.conditional import Log, serve
 from support.registries import demo_registry, publish, shard_path, write_alias, write_index
+from support.trust import Recording
 
 from runtime.aliases import promote
 from runtime.client.cache import Cache
@@ -22,7 +22,7 @@ from runtime.names import parse_ref
 from runtime.registry.wire import IndexV1, encode
 from runtime.storage.local import LocalStore
 from runtime.storage.location import open_store
-from runtime.storage.store import NotModified, Store
+from runtime.storage.store import Store
 
 
 def unused() -> Store:
@@ -64,29 +64,6 @@ def test_offline_answers_from_the_saved_index_and_pointers_and_opens_no_store(
 
 
 # -- conditional reads: a 304 is not an error, and reuses the cache --------------------------
-
-
-class Recording:
-    """A store that notes, for each ``get``, its key and whether it was answered 200 or 304
-    (the store it wraps is a real backend: a directory, moto's S3 server, an HTTP server)."""
-
-    def __init__(self, inner: Store) -> None:
-        self.inner, self.location = inner, inner.location
-        self.gets: list[tuple[str, int]] = []
-
-    def get(
-        self, key: str, if_none_match: str | None = None, limit: int | None = None
-    ) -> tuple[bytes, str]:
-        try:
-            found = self.inner.get(key, if_none_match, limit)
-        except NotModified:
-            self.gets.append((key, 304))
-            raise
-        self.gets.append((key, 200))
-        return found
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def _upload(root: Path, bucket: str) -> None:
@@ -134,12 +111,12 @@ def test_a_304_is_not_an_error_and_reuses_the_cache(
     first = Recording(opened())
     registry = Registry(first.location, cache=cache, store=first)
     assert registry.resolve("tiny@stable", "universal").version == "1.2"
-    assert first.gets == [("index.json", 200), (shard_path(root, "tiny"), 200)]
+    assert first.reads == [("index.json", 200), (shard_path(root, "tiny"), 200)]
     saved = registry.mirror.index_path.stat().st_mtime_ns
     again = Recording(first.inner)
     warm = Registry(first.location, cache=cache, store=again)
     assert warm.resolve("tiny@stable", "universal").version == "1.2"
-    assert again.gets == [("index.json", 304)]  # the cached shard, by the digest index.json names
+    assert again.reads == [("index.json", 304)]  # the cached shard, by the digest index.json names
     assert warm.mirror.index_path.stat().st_mtime_ns == saved  # nothing rewritten
     assert warm.mirror.fallback is None
 
@@ -156,7 +133,7 @@ def test_another_model_changed_costs_index_json_only(
     later = Recording(opened())
     registry = Registry(later.location, cache=cache, store=later)
     assert registry.resolve("tiny@stable", "universal").version == "1.2"
-    assert later.gets == [("index.json", 200)]
+    assert later.reads == [("index.json", 200)]
 
 
 # -- shards: read only when index.json names one the cache lacks, and checked ----------------

@@ -17,11 +17,11 @@ import msgspec
 import pytest
 from support.service import T0, RedisServer, free_port, heartbeat, worker
 
+from runtime.extras import MissingExtra
 from runtime.service.hives import UnknownHive, UnknownWorker, WorkerConflict
 from runtime.service.services import ServiceOwned, UnknownService
 from runtime.service.state import (
     MEMORY,
-    RedisMissing,
     State,
     StateChoice,
     StateChoiceError,
@@ -85,7 +85,7 @@ def test_without_redis_py_the_redis_state_names_the_extra(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "redis", None)
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
     monkeypatch.delitem(sys.modules, "runtime.service.state_redis", raising=False)
-    with pytest.raises(RedisMissing) as err:
+    with pytest.raises(MissingExtra) as err:
         open_state(parse_state("redis://127.0.0.1:6379/0"))
     assert str(err.value) == "--state redis:// needs redis-py: pip install 'bundle-registry[redis]'"
     assert open_state(MEMORY).kind == "memory"  # the memory state never imports it

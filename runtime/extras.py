@@ -5,7 +5,8 @@ one line a command prints when one is missing.
 rest comes with an extra (pyproject's ``optional-dependencies``). A command checks the extras its
 arguments need before it starts any work (:func:`require`, :func:`require_for`): an ``s3://``
 location, ``serve``, ``--state redis://``, ``--trust``, rendering pages. The check finds the
-modules without importing them (boto3 takes a while to import). What a check could not foresee (a
+modules without importing them (boto3 takes a while to import). The library checks the same way
+where it needs an extra (signed metadata, the Redis state). What a check could not foresee (a
 module missing deep inside an installed one) is mapped by :func:`explain` in the CLI's ``run``,
 so either way the user reads the same line::
 
@@ -16,9 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.errors import RegistryError
-from runtime.storage.location import Location
+
+if TYPE_CHECKING:
+    from runtime.storage.location import Location
 
 DISTRIBUTION = "bundle-registry"
 
