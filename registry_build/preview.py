@@ -37,6 +37,10 @@ class NotARegistryError(RegistryError, NotADirectoryError):
     """Raised when ``serve`` is pointed at a directory that is not a built registry."""
 
 
+class PortUnavailable(RegistryError, OSError):
+    """Raised when ``serve`` cannot listen where it was asked to."""
+
+
 class _Handler(SimpleHTTPRequestHandler):
     """Files under the registry directory with the registry's content types, uncached."""
 
@@ -64,7 +68,15 @@ class Preview:
     def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 0) -> None:
         self.root = Path(root).resolve()
         handler = type("Handler", (_Handler,), {"root": self.root})
-        self.server = ThreadingHTTPServer((host, port), partial(handler, directory=str(self.root)))
+        try:
+            self.server = ThreadingHTTPServer(
+                (host, port), partial(handler, directory=str(self.root))
+            )
+        except OSError as exc:  # in use, not allowed (a port under 1024), or no such address
+            raise PortUnavailable(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop what uses it or "
+                "choose another --port"
+            ) from None
         self.server.daemon_threads = True
 
     @property

@@ -105,6 +105,11 @@ def _state(source: Path, dest: Path, entry: FileEntry) -> str:
 
 
 def _refuse_conflicts(directory: Path, states: dict[str, str], force: bool) -> None:
+    if directory.exists() and not directory.is_dir():
+        raise LocalDirConflict(
+            f"--local-dir {directory} is a file, not a directory: choose a directory (it is "
+            "made when missing)"
+        )
     blocked = [p for p, s in states.items() if s == "blocked"]
     if blocked:
         raise LocalDirConflict(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -121,4 +122,19 @@ def test_serve_refuses_a_directory_that_is_not_a_registry(
         f"Error: {tmp_path / 'nothing'} holds no index.json: it is not a built registry; build "
         f"one with `registry-build build --out {tmp_path / 'nothing'}`, or serve it with --watch, "
         "which builds first\n"
+    )
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.json").write_text('{"format": 2, "models": {}}')
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--out", str(site), "--port", str(port)]) == 1
+    assert capsys.readouterr().err == (
+        f"Error: cannot listen on 127.0.0.1:{port}: Address already in use; stop what uses it "
+        "or choose another --port\n"
     )

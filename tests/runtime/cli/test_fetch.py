@@ -419,6 +419,17 @@ def test_local_dir_with_a_folder_in_the_way(
     )  # fmt: skip
 
 
+def test_local_dir_that_is_a_file(
+    stub_site: tuple[Path, dict[Key, BundleDescriptor]], tmp_path: Path, cli: Run
+) -> None:
+    (tmp_path / "model").write_text("notes")
+    assert cli("fetch", "real", "--local-dir", str(tmp_path / "model")) == (
+        1, "", f"Error: --local-dir {tmp_path / 'model'} is a file, not a directory: choose a "
+        "directory (it is made when missing)\n",
+    )  # fmt: skip
+    assert (tmp_path / "model").read_text() == "notes"
+
+
 def test_cache_rm_without_the_network(
     stub_site: tuple[Path, dict[Key, BundleDescriptor]], tmp_path: Path, client_env: Path, cli: Run
 ) -> None:
